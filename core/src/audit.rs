@@ -1,0 +1,401 @@
+//! The audit stream: forward windows over Slack's newest-first Audit Logs API.
+//!
+//! Time is walked forward in closed windows `[W+1, min(W+window, now-lag)]`. Inside a window
+//! pages come newest first; `oldest`, `latest`, `limit` and the filters go on every page, since
+//! the cursor does not remember them (Q3). After each page reaches the sink, the checkpoint
+//! records the *boundary*: the oldest `date_create` delivered and the ids delivered at that
+//! second. That is enough to resume inside the window without the cursor (cursors expire, Q6):
+//! ask for `[oldest, boundary]` again and skip the ids already delivered at `boundary`.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::{format_rfc3339, Config, AUDIT_EPOCH};
+use crate::fetch::{FetchError, Fetcher};
+use crate::record::RecordWriter;
+use crate::slack_error::{describe_body, SlackError};
+use crate::url::with_query;
+
+/// Where the audit checkpoint lives in the key-value store.
+pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/checkpoint";
+/// The `source` of audit records.
+pub const SOURCE: &str = "audit/v1/logs";
+const CHECKPOINT_VERSION: u32 = 1;
+/// `invalid_cursor` restarts in one window without progress before the stream gives up.
+const MAX_CURSOR_RESTARTS: u32 = 5;
+
+/// The durable state of the audit stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub v: u32,
+    /// Every event with `date_create <= watermark` is delivered (from the stream's start on).
+    pub watermark: i64,
+    /// The window being walked, if a pass stopped inside one.
+    #[serde(default)]
+    pub window: Option<AuditWindow>,
+    /// The filters the checkpoint was made with (`action=…&actor=…&entity=…`).
+    #[serde(default)]
+    pub filters: String,
+}
+
+/// A closed window `[oldest, latest]` and how far into it delivery got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditWindow {
+    pub oldest: i64,
+    pub latest: i64,
+    /// Every event in `(boundary, latest]` is delivered; at `boundary`, those in `boundary_ids`.
+    #[serde(default)]
+    pub boundary: Option<i64>,
+    #[serde(default)]
+    pub boundary_ids: BTreeSet<String>,
+}
+
+/// A checkpoint that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointError {
+    Corrupt(String),
+    NewerVersion(u32),
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Corrupt(e) => write!(
+                f,
+                "the audit checkpoint in the key-value store (key {CHECKPOINT_KEY}) does not parse ({e}); \
+                 it was not overwritten. Delete that key to restart the stream from backfill_start_time"
+            ),
+            CheckpointError::NewerVersion(v) => write!(
+                f,
+                "the audit checkpoint was written by a newer slack-logs (format {v}, this one reads {CHECKPOINT_VERSION}); upgrade"
+            ),
+        }
+    }
+}
+
+impl AuditCheckpoint {
+    /// The state of a stream that never ran: from `backfill_start_time`, else from now (no
+    /// history). Slack has nothing before 2018-03-01.
+    pub fn initial(config: &Config, now: i64) -> AuditCheckpoint {
+        let watermark = match config.backfill_start_time {
+            Some(t) => t.max(AUDIT_EPOCH) - 1,
+            None => now - config.audit_lag_seconds,
+        };
+        AuditCheckpoint { v: CHECKPOINT_VERSION, watermark, window: None, filters: filters_key(config) }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<AuditCheckpoint, CheckpointError> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            v: u32,
+        }
+        let v: VersionOnly = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+        if v.v > CHECKPOINT_VERSION {
+            return Err(CheckpointError::NewerVersion(v.v));
+        }
+        serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Plain data with string keys: serialisation cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The filters as one string, to notice when they change between passes.
+pub fn filters_key(config: &Config) -> String {
+    config.audit_filters().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+}
+
+/// The next window after `watermark`, or `None` when the stream is caught up to `now - lag`.
+pub fn plan_window(watermark: i64, now: i64, lag: i64, window_seconds: i64) -> Option<AuditWindow> {
+    let settled = now - lag;
+    if watermark >= settled {
+        return None;
+    }
+    Some(AuditWindow {
+        oldest: watermark + 1,
+        latest: (watermark + window_seconds).min(settled),
+        boundary: None,
+        boundary_ids: BTreeSet::new(),
+    })
+}
+
+/// One audit entry: its raw bytes and the two fields we read.
+#[derive(Debug)]
+pub struct AuditEntry<'a> {
+    pub id: Cow<'a, str>,
+    pub date_create: i64,
+    pub raw: &'a RawValue,
+}
+
+/// One page of `/logs`.
+#[derive(Debug)]
+pub struct AuditPage<'a> {
+    pub entries: Vec<AuditEntry<'a>>,
+    /// `None` at the end: `next_cursor` empty, null or absent (Q5).
+    pub next_cursor: Option<String>,
+}
+
+/// Parses a 2xx `/logs` body. A body without `entries` (an error in a 200, an HTML page) and an
+/// entry without a string `id` or integer `date_create` are errors, never panics.
+pub fn parse_page(body: &[u8]) -> Result<AuditPage<'_>, SlackError> {
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(borrow, default)]
+        entries: Option<Vec<&'a RawValue>>,
+        #[serde(default)]
+        response_metadata: Option<Meta>,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        next_cursor: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        date_create: i64,
+    }
+    let wire: Wire<'_> = serde_json::from_slice(body).map_err(|e| SlackError::Malformed {
+        status: 200,
+        detail: format!("{} ({e})", describe_body(body)),
+    })?;
+    let Some(raw_entries) = wire.entries else {
+        // An error reported with status 200 (`ok:false`) or a body of another shape.
+        return Err(match SlackError::from_response(200, None, body) {
+            e @ (SlackError::Api { .. } | SlackError::InvalidCursor | SlackError::RateLimited { .. } | SlackError::Server { .. }) => e,
+            _ => SlackError::Malformed { status: 200, detail: "a JSON body without `entries`".into() },
+        });
+    };
+    let mut entries = Vec::with_capacity(raw_entries.len());
+    for (i, raw) in raw_entries.into_iter().enumerate() {
+        let head: Head<'_> = serde_json::from_str(raw.get()).map_err(|e| SlackError::Malformed {
+            status: 200,
+            detail: format!("audit entry {i} of the page has no usable `id` (string) or `date_create` (integer): {e}"),
+        })?;
+        entries.push(AuditEntry { id: head.id, date_create: head.date_create, raw });
+    }
+    let next_cursor = wire.response_metadata.and_then(|m| m.next_cursor).filter(|c| !c.is_empty());
+    Ok(AuditPage { entries, next_cursor })
+}
+
+/// What one page means for a window: which entries to emit, and the window's state once they
+/// are delivered.
+#[derive(Debug)]
+pub struct Absorbed {
+    pub emit: Vec<usize>,
+    /// Entries skipped as already delivered (the inclusive boundary, a repeated page).
+    pub duplicates: u32,
+    /// Entries outside the window, which Slack should not have sent.
+    pub out_of_window: u32,
+    pub next: AuditWindow,
+}
+
+impl AuditWindow {
+    /// The `latest` to send when starting (or restarting) without a cursor.
+    pub fn resume_latest(&self) -> i64 {
+        self.boundary.unwrap_or(self.latest)
+    }
+
+    /// Takes one page. Does not change `self`: the caller commits `next` only after the sink
+    /// accepted the emitted entries.
+    pub fn absorb(&self, entries: &[AuditEntry<'_>]) -> Absorbed {
+        let mut emit = Vec::with_capacity(entries.len());
+        let (mut duplicates, mut out_of_window) = (0, 0);
+        let mut page_min: Option<i64> = None;
+        for (i, e) in entries.iter().enumerate() {
+            let t = e.date_create;
+            if t < self.oldest || t > self.latest {
+                out_of_window += 1;
+                continue;
+            }
+            page_min = Some(page_min.map_or(t, |m| m.min(t)));
+            let delivered = match self.boundary {
+                Some(b) => t > b || (t == b && self.boundary_ids.contains(e.id.as_ref())),
+                None => false,
+            };
+            if delivered {
+                duplicates += 1;
+            } else {
+                emit.push(i);
+            }
+        }
+        let mut next = self.clone();
+        if let Some(m) = page_min {
+            match self.boundary {
+                Some(b) if m > b => {} // nothing older than what was delivered: no progress
+                Some(b) if m == b => {
+                    next.boundary_ids.extend(emit.iter().map(|&i| entries[i].id.to_string()));
+                }
+                _ => {
+                    next.boundary = Some(m);
+                    next.boundary_ids =
+                        emit.iter().filter(|&&i| entries[i].date_create == m).map(|&i| entries[i].id.to_string()).collect();
+                }
+            }
+        }
+        Absorbed { emit, duplicates, out_of_window, next }
+    }
+}
+
+/// Builds the `/logs` URL for one page.
+pub fn page_url(config: &Config, window: &AuditWindow, cursor: Option<&str>) -> String {
+    let oldest = window.oldest.to_string();
+    let latest = window.resume_latest().to_string();
+    let limit = config.audit_page_size.to_string();
+    let filters = config.audit_filters();
+    let mut params: Vec<(&str, &str)> = vec![("oldest", &oldest), ("latest", &latest), ("limit", &limit)];
+    params.extend(filters.iter().map(|(k, v)| (*k, v.as_str())));
+    if let Some(c) = cursor {
+        params.push(("cursor", c));
+    }
+    with_query(&format!("{}/logs", config.slack_audit_base), &params)
+}
+
+/// What an audit walk needs besides the fetcher.
+pub struct AuditIo<'a> {
+    pub store: &'a mut dyn crate::env::KvStore,
+    pub sink: &'a mut dyn crate::env::RecordSink,
+    pub collected_at: i64,
+    pub log: &'a dyn Fn(&str),
+}
+
+/// How an audit walk ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WalkEnd {
+    CaughtUp,
+    Budget(String),
+    Failed { code: String, message: String },
+}
+
+/// Counters of one walk.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    pub records: u64,
+    pub pages: u32,
+    pub duplicates: u64,
+    pub out_of_window: u64,
+}
+
+/// Walks windows until caught up, out of budget, or failed. The checkpoint is saved after every
+/// page the sink accepted; it never moves past what the sink accepted.
+pub fn walk(
+    config: &Config,
+    token: &str,
+    fetcher: &mut Fetcher<'_>,
+    io: &mut AuditIo<'_>,
+    checkpoint: &mut AuditCheckpoint,
+    stats: &mut WalkStats,
+) -> WalkEnd {
+    let now = fetcher.clock.now_unix();
+    loop {
+        let window = match &checkpoint.window {
+            Some(w) => w.clone(),
+            None => match plan_window(checkpoint.watermark, now, config.audit_lag_seconds, config.audit_window_seconds) {
+                Some(w) => w,
+                None => return WalkEnd::CaughtUp,
+            },
+        };
+        if let Err(end) = walk_window(config, token, fetcher, io, checkpoint, window, stats) {
+            return end;
+        }
+    }
+}
+
+fn walk_window(
+    config: &Config,
+    token: &str,
+    fetcher: &mut Fetcher<'_>,
+    io: &mut AuditIo<'_>,
+    checkpoint: &mut AuditCheckpoint,
+    mut window: AuditWindow,
+    stats: &mut WalkStats,
+) -> Result<(), WalkEnd> {
+    let mut cursor: Option<String> = None;
+    let mut restarts = 0;
+    let records_before = stats.records;
+    loop {
+        let url = page_url(config, &window, cursor.as_deref());
+        let resp = match fetcher.get(&url, token) {
+            Ok(r) => r,
+            Err(FetchError::Slack(SlackError::InvalidCursor)) if cursor.is_some() && restarts < MAX_CURSOR_RESTARTS => {
+                // Cursors expire; the checkpoint knows where to pick up without one.
+                restarts += 1;
+                (io.log)("audit: cursor rejected (invalid_cursor); resuming the window from the checkpoint");
+                cursor = None;
+                continue;
+            }
+            Err(e) => return Err(fetch_end(e)),
+        };
+        let page = parse_page(&resp.body).map_err(|e| failed(&e))?;
+        stats.pages += 1;
+        let absorbed = window.absorb(&page.entries);
+        stats.duplicates += u64::from(absorbed.duplicates);
+        stats.out_of_window += u64::from(absorbed.out_of_window);
+        if !absorbed.emit.is_empty() {
+            let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at);
+            for &i in &absorbed.emit {
+                let e = &page.entries[i];
+                writer.push(&e.id, None, e.date_create, e.raw.get());
+            }
+            let n = writer.len();
+            io.sink.write(writer.take_batch()).map_err(|e| WalkEnd::Failed {
+                code: match e {
+                    crate::env::SinkError::Unavailable(_) => "sink_unavailable".into(),
+                    crate::env::SinkError::Rejected(_) => "sink_rejected".into(),
+                },
+                message: format!("{e}; the checkpoint was kept, so the next pass offers these records again"),
+            })?;
+            stats.records += u64::from(n);
+        }
+        window = absorbed.next;
+        let next_cursor = page.next_cursor;
+        if next_cursor.is_none() {
+            checkpoint.watermark = window.latest;
+            checkpoint.window = None;
+        } else {
+            checkpoint.window = Some(window.clone());
+        }
+        checkpoint.filters = filters_key(config);
+        io.store.set(CHECKPOINT_KEY, &checkpoint.encode()).map_err(|e| WalkEnd::Failed {
+            code: "store_error".into(),
+            message: format!("{e}; records already delivered for this page may be offered again next pass"),
+        })?;
+        match next_cursor {
+            Some(c) => cursor = Some(c),
+            None => {
+                (io.log)(&format!(
+                    "audit: window {} .. {} complete, {} records",
+                    format_rfc3339(window.oldest),
+                    format_rfc3339(window.latest),
+                    stats.records - records_before
+                ));
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn failed(e: &SlackError) -> WalkEnd {
+    WalkEnd::Failed { code: e.code(), message: e.to_string() }
+}
+
+fn fetch_end(e: FetchError) -> WalkEnd {
+    match e {
+        FetchError::Budget(m) => WalkEnd::Budget(m),
+        FetchError::Slack(e) => failed(&e),
+        FetchError::Transport(e) => WalkEnd::Failed {
+            code: "network_error".into(),
+            message: format!("could not reach the audit API: {e}; check slack_audit_base and the network"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,485 @@
+//! The collector's configuration: flat string keys, the same names as Spin variables.
+//!
+//! The component reads every key through `wasi:config/store` `get-all` and parses them here, so it
+//! rejects unknown keys and bad values the same way under Spin and in our host. Errors name the key
+//! and never echo a secret's value.
+
+use std::fmt;
+
+use crate::Stream;
+
+/// Slack has no audit data before 2018-03-01; an earlier `oldest` gets `invalid_range` (Q11).
+pub const AUDIT_EPOCH: i64 = 1_519_862_400;
+
+/// Every key the collector reads, with what it means. The README's config table and Spin's
+/// variables follow this list.
+pub const KEYS: &[(&str, &str)] = &[
+    ("slack_token", "User token (xoxp-) used for every stream unless a stream has its own. Secret."),
+    ("audit_token", "Token for the audit stream (org Owner, auditlogs:read). Defaults to slack_token. Secret."),
+    ("streams", "Comma-separated streams to collect: audit, access, integration. Default: all three."),
+    ("slack_api_base", "Web API base URL. Default https://slack.com/api"),
+    ("slack_audit_base", "Audit Logs API base URL. Default https://api.slack.com/audit/v1"),
+    ("backfill_start_time", "Where a stream with no checkpoint starts: RFC 3339 or unix seconds. Unset: from now, no history."),
+    ("team_ids", "Comma-separated workspace ids for an org token, or `all`."),
+    ("audit_actions", "Comma-separated audit action names to collect (at most 30). Default: all."),
+    ("audit_actor", "Only audit events by this user id."),
+    ("audit_entity", "Only audit events about this entity id."),
+    ("access_mode", "`activity` (default) or `new-only`."),
+    ("audit_lag_seconds", "How far behind now the audit stream stays, for events Slack publishes late. Default 60."),
+    ("audit_window_seconds", "Length of one audit collection window. Default 86400."),
+    ("audit_page_size", "`limit` sent to the audit API, 1 to 9999. Default 1000."),
+    ("max_run_seconds", "Time budget of one pass; a pass stops cleanly and the next resumes. Default 25."),
+    ("request_timeout_seconds", "Timeout of one HTTP request to Slack. Default 20."),
+    ("output_format", "`raw` (default) or `ocsf`."),
+    ("collect_secret", "When set, POST /collect needs `Authorization: Bearer <collect_secret>`. Secret."),
+    ("synthetic_data", "`true`: make realistic synthetic records without calling Slack. Default false."),
+];
+
+const SECRET_KEYS: &[&str] = &["slack_token", "audit_token", "collect_secret"];
+
+/// `access_mode`: what an access-log row must have changed to be emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessMode {
+    /// Emit a row whenever its `date_last` passed the watermark.
+    Activity,
+    /// Emit only user+IP+UA combinations first seen after the watermark.
+    NewOnly,
+}
+
+/// `output_format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Raw,
+    Ocsf,
+}
+
+/// A parsed, validated configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub slack_token: Option<String>,
+    pub audit_token: Option<String>,
+    pub streams: Vec<Stream>,
+    pub slack_api_base: String,
+    pub slack_audit_base: String,
+    pub backfill_start_time: Option<i64>,
+    pub team_ids: Vec<String>,
+    pub audit_actions: Vec<String>,
+    pub audit_actor: Option<String>,
+    pub audit_entity: Option<String>,
+    pub access_mode: AccessMode,
+    pub audit_lag_seconds: i64,
+    pub audit_window_seconds: i64,
+    pub audit_page_size: u32,
+    pub max_run_seconds: u32,
+    pub request_timeout_seconds: u32,
+    pub output_format: OutputFormat,
+    pub collect_secret: Option<String>,
+    pub synthetic_data: bool,
+}
+
+// Tokens and secrets stay out of every Debug print.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Config")
+            .field("slack_token", &redact(&self.slack_token))
+            .field("audit_token", &redact(&self.audit_token))
+            .field("streams", &self.streams)
+            .field("slack_api_base", &self.slack_api_base)
+            .field("slack_audit_base", &self.slack_audit_base)
+            .field("backfill_start_time", &self.backfill_start_time)
+            .field("audit_lag_seconds", &self.audit_lag_seconds)
+            .field("max_run_seconds", &self.max_run_seconds)
+            .field("collect_secret", &redact(&self.collect_secret))
+            .field("synthetic_data", &self.synthetic_data)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            slack_token: None,
+            audit_token: None,
+            streams: Stream::ALL.to_vec(),
+            slack_api_base: "https://slack.com/api".into(),
+            slack_audit_base: "https://api.slack.com/audit/v1".into(),
+            backfill_start_time: None,
+            team_ids: Vec::new(),
+            audit_actions: Vec::new(),
+            audit_actor: None,
+            audit_entity: None,
+            access_mode: AccessMode::Activity,
+            audit_lag_seconds: 60,
+            audit_window_seconds: 86_400,
+            audit_page_size: 1000,
+            max_run_seconds: 25,
+            request_timeout_seconds: 20,
+            output_format: OutputFormat::Raw,
+            collect_secret: None,
+            synthetic_data: false,
+        }
+    }
+}
+
+/// A key that is unknown or has a bad value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config key `{}`: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_string(), problem: problem.into() }
+}
+
+/// Shows a bad value in an error, unless the key holds a secret.
+fn shown(key: &str, value: &str) -> String {
+    if SECRET_KEYS.contains(&key) {
+        "(value hidden)".into()
+    } else {
+        format!("{value:?}")
+    }
+}
+
+impl Config {
+    /// Parses `get-all` pairs. Empty values count as unset, so a Spin variable with an empty
+    /// default does not override the built-in default.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        let mut unknown = Vec::new();
+        for (k, v) in pairs {
+            let (key, value) = (k.as_ref(), v.as_ref().trim());
+            if !KEYS.iter().any(|(name, _)| *name == key) {
+                unknown.push(key.to_string());
+                continue;
+            }
+            if value.is_empty() {
+                continue;
+            }
+            c.set(key, value)?;
+        }
+        if !unknown.is_empty() {
+            unknown.sort();
+            return Err(err(
+                &unknown.join("`, `"),
+                "unknown key. Known keys: ".to_string()
+                    + &KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+            ));
+        }
+        c.check()?;
+        Ok(c)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "slack_token" => self.slack_token = Some(parse_token(key, value)?),
+            "audit_token" => self.audit_token = Some(parse_token(key, value)?),
+            "streams" => self.streams = parse_streams(value)?,
+            "slack_api_base" => self.slack_api_base = parse_base_url(key, value)?,
+            "slack_audit_base" => self.slack_audit_base = parse_base_url(key, value)?,
+            "backfill_start_time" => self.backfill_start_time = Some(parse_time(key, value)?),
+            "team_ids" => self.team_ids = parse_list(value),
+            "audit_actions" => self.audit_actions = parse_list(value),
+            "audit_actor" => self.audit_actor = Some(value.to_string()),
+            "audit_entity" => self.audit_entity = Some(value.to_string()),
+            "access_mode" => {
+                self.access_mode = match value {
+                    "activity" => AccessMode::Activity,
+                    "new-only" => AccessMode::NewOnly,
+                    _ => return Err(err(key, format!("expected `activity` or `new-only`, got {}", shown(key, value)))),
+                }
+            }
+            "audit_lag_seconds" => self.audit_lag_seconds = parse_int(key, value, 0, 86_400)?,
+            "audit_window_seconds" => self.audit_window_seconds = parse_int(key, value, 60, 31 * 86_400)?,
+            "audit_page_size" => self.audit_page_size = parse_int(key, value, 1, 9999)? as u32,
+            "max_run_seconds" => self.max_run_seconds = parse_int(key, value, 1, 86_400)? as u32,
+            "request_timeout_seconds" => self.request_timeout_seconds = parse_int(key, value, 1, 600)? as u32,
+            "output_format" => {
+                self.output_format = match value {
+                    "raw" => OutputFormat::Raw,
+                    "ocsf" => OutputFormat::Ocsf,
+                    _ => return Err(err(key, format!("expected `raw` or `ocsf`, got {}", shown(key, value)))),
+                }
+            }
+            "collect_secret" => self.collect_secret = Some(value.to_string()),
+            "synthetic_data" => {
+                self.synthetic_data = match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(err(key, format!("expected `true` or `false`, got {}", shown(key, value)))),
+                }
+            }
+            _ => unreachable!("every key in KEYS is handled"),
+        }
+        Ok(())
+    }
+
+    /// Checks that span several keys.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.output_format == OutputFormat::Ocsf {
+            return Err(err("output_format", "`ocsf` is not available in this version yet; use `raw`"));
+        }
+        if self.audit_actions.len() > 30 {
+            return Err(err(
+                "audit_actions",
+                format!(
+                    "{} actions given; Slack takes at most 30 per request and splitting them into several walks is not available yet",
+                    self.audit_actions.len()
+                ),
+            ));
+        }
+        if self.request_timeout_seconds >= self.max_run_seconds && self.max_run_seconds > 1 {
+            // A request may not outlive the pass that sent it.
+            return Err(err(
+                "request_timeout_seconds",
+                format!(
+                    "{} s is not shorter than max_run_seconds ({} s); lower it",
+                    self.request_timeout_seconds, self.max_run_seconds
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token for the audit stream.
+    pub fn audit_token(&self) -> Option<&str> {
+        self.audit_token.as_deref().or(self.slack_token.as_deref())
+    }
+
+    /// The audit filters as query parameters, in a fixed order.
+    pub fn audit_filters(&self) -> Vec<(&'static str, String)> {
+        let mut f = Vec::new();
+        if !self.audit_actions.is_empty() {
+            f.push(("action", self.audit_actions.join(",")));
+        }
+        if let Some(a) = &self.audit_actor {
+            f.push(("actor", a.clone()));
+        }
+        if let Some(e) = &self.audit_entity {
+            f.push(("entity", e.clone()));
+        }
+        f
+    }
+}
+
+fn parse_token(key: &str, value: &str) -> Result<String, ConfigError> {
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(key, "contains whitespace or control characters; paste the token alone"));
+    }
+    if !value.starts_with("xox") {
+        return Err(err(key, "does not look like a Slack token (expected xoxp-…)"));
+    }
+    Ok(value.to_string())
+}
+
+fn parse_streams(value: &str) -> Result<Vec<Stream>, ConfigError> {
+    let mut out = Vec::new();
+    for name in parse_list(value) {
+        let s = Stream::parse(&name).ok_or_else(|| {
+            err("streams", format!("unknown stream {name:?}; expected audit, access or integration"))
+        })?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err(err("streams", "no stream named; expected audit, access or integration"));
+    }
+    Ok(out)
+}
+
+fn parse_list(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+fn parse_int(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    match value.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(err(key, format!("{n} is out of range {min}..={max}"))),
+        Err(_) => Err(err(key, format!("expected a whole number, got {}", shown(key, value)))),
+    }
+}
+
+/// Slack base URLs: https, or http only to a loopback host (the simulator, tests).
+fn parse_base_url(key: &str, value: &str) -> Result<String, ConfigError> {
+    let v = value.trim_end_matches('/');
+    let rest = if let Some(r) = v.strip_prefix("https://") {
+        r
+    } else if let Some(r) = v.strip_prefix("http://") {
+        let host = r.split(['/', ':']).next().unwrap_or("");
+        if !(host == "localhost" || host.starts_with("127.") || r.starts_with("[::1]")) {
+            return Err(err(key, format!("{v:?} uses http; Slack base URLs must be https unless the host is a loopback address")));
+        }
+        r
+    } else {
+        return Err(err(key, format!("expected an https:// URL, got {v:?}")));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(err(key, format!("{v:?} has no host")));
+    }
+    if v.contains('?') || v.contains('#') {
+        return Err(err(key, format!("{v:?} must not have a query or fragment")));
+    }
+    Ok(v.to_string())
+}
+
+/// Unix seconds or RFC 3339 (`2024-05-01T00:00:00Z`, `…+02:00`, fractional seconds ignored).
+pub fn parse_time(key: &str, value: &str) -> Result<i64, ConfigError> {
+    if let Ok(n) = value.parse::<i64>() {
+        return Ok(n);
+    }
+    parse_rfc3339(value).ok_or_else(|| {
+        err(key, format!("expected unix seconds or an RFC 3339 time such as 2024-05-01T00:00:00Z, got {value:?}"))
+    })
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats unix seconds as RFC 3339 UTC, for logs and status.
+pub fn format_rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_empty() {
+        let c = Config::from_pairs::<&str, &str>(&[]).unwrap();
+        assert_eq!(c.streams, Stream::ALL.to_vec());
+        assert_eq!(c.audit_lag_seconds, 60);
+        assert_eq!(c.max_run_seconds, 25);
+        assert_eq!(c.slack_audit_base, "https://api.slack.com/audit/v1");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_pairs(&[("slack_tokn", "x")]).unwrap_err();
+        assert_eq!(e.key, "slack_tokn");
+        assert!(e.to_string().contains("unknown key"));
+    }
+
+    #[test]
+    fn bad_value_names_key_and_hides_secrets() {
+        let e = Config::from_pairs(&[("audit_lag_seconds", "soon")]).unwrap_err();
+        assert_eq!(e.key, "audit_lag_seconds");
+        let e = Config::from_pairs(&[("slack_token", "xoxp-abc def")]).unwrap_err();
+        assert!(!e.to_string().contains("abc"));
+        let e = Config::from_pairs(&[("synthetic_data", "maybe")]).unwrap_err();
+        assert!(e.to_string().contains("maybe"));
+    }
+
+    #[test]
+    fn empty_values_keep_defaults() {
+        let c = Config::from_pairs(&[("audit_lag_seconds", ""), ("streams", "audit")]).unwrap();
+        assert_eq!(c.audit_lag_seconds, 60);
+        assert_eq!(c.streams, vec![Stream::Audit]);
+    }
+
+    #[test]
+    fn base_urls_need_https_unless_loopback() {
+        assert!(Config::from_pairs(&[("slack_api_base", "http://example.com/api")]).is_err());
+        let c = Config::from_pairs(&[("slack_api_base", "http://127.0.0.1:9/api/")]).unwrap();
+        assert_eq!(c.slack_api_base, "http://127.0.0.1:9/api");
+        assert!(Config::from_pairs(&[("slack_audit_base", "ftp://x")]).is_err());
+    }
+
+    #[test]
+    fn times_parse_both_forms() {
+        assert_eq!(parse_time("k", "1700000000").unwrap(), 1_700_000_000);
+        assert_eq!(parse_time("k", "2023-11-14T22:13:20Z").unwrap(), 1_700_000_000);
+        assert_eq!(parse_time("k", "2023-11-15T00:13:20.5+02:00").unwrap(), 1_700_000_000);
+        assert!(parse_time("k", "yesterday").is_err());
+        assert_eq!(format_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_rfc3339(AUDIT_EPOCH), "2018-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn audit_token_falls_back_to_slack_token() {
+        let c = Config::from_pairs(&[("slack_token", "xoxp-1")]).unwrap();
+        assert_eq!(c.audit_token(), Some("xoxp-1"));
+        let c = Config::from_pairs(&[("slack_token", "xoxp-1"), ("audit_token", "xoxp-2")]).unwrap();
+        assert_eq!(c.audit_token(), Some("xoxp-2"));
+    }
+
+    #[test]
+    fn too_many_actions_is_explained() {
+        let many = (0..31).map(|i| format!("a{i}")).collect::<Vec<_>>().join(",");
+        let e = Config::from_pairs(&[("audit_actions", many.as_str())]).unwrap_err();
+        assert_eq!(e.key, "audit_actions");
+    }
+
+    #[test]
+    fn debug_hides_tokens() {
+        let c = Config::from_pairs(&[("slack_token", "xoxp-secret-1"), ("collect_secret", "s3cr3t")]).unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("secret-1") && !d.contains("s3cr3t"));
+    }
+}

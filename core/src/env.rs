@@ -1,0 +1,104 @@
+//! The outside world as the collector sees it: four small traits the component implements with
+//! WASI imports and tests implement in memory.
+
+use std::fmt;
+use std::time::Duration;
+
+/// One HTTP answer, already read (the body is capped by the transport).
+#[derive(Clone, Debug, Default)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// The raw `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no HTTP answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportError {
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The body was larger than the cap; nothing of it is used.
+    TooLarge { limit: usize },
+    /// DNS, connection refused, TLS, a broken stream.
+    Network(String),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Timeout => write!(f, "no answer within the request timeout"),
+            TransportError::TooLarge { limit } => write!(f, "response body larger than {limit} bytes"),
+            TransportError::Network(m) => write!(f, "network error: {m}"),
+        }
+    }
+}
+
+/// Sends GET requests. The token goes in an `Authorization: Bearer` header, never in the URL.
+pub trait Transport {
+    fn get(&mut self, url: &str, bearer: &str, timeout: Duration) -> Result<HttpResponse, TransportError>;
+}
+
+/// Why the key-value store failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key-value store: {}", self.0)
+    }
+}
+
+/// The host's key-value store, where checkpoints and status live.
+pub trait KvStore {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+}
+
+/// One batch of NDJSON records from one stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkBatch {
+    pub stream: &'static str,
+    pub count: u32,
+    pub ndjson: Vec<u8>,
+}
+
+/// Why the sink did not accept a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkError {
+    Unavailable(String),
+    Rejected(String),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Unavailable(m) => write!(f, "sink unavailable: {m}"),
+            SinkError::Rejected(m) => write!(f, "sink rejected the batch: {m}"),
+        }
+    }
+}
+
+/// Where records go. `Ok` means durably accepted.
+pub trait RecordSink {
+    fn write(&mut self, batch: SinkBatch) -> Result<(), SinkError>;
+}
+
+/// Time, so tests can run a pass in simulated time.
+pub trait Clock {
+    /// Wall-clock unix seconds.
+    fn now_unix(&self) -> i64;
+    /// Monotonic time since an arbitrary origin, for budgets.
+    fn monotonic(&self) -> Duration;
+    fn sleep(&self, d: Duration);
+}
+
+/// Everything a pass needs from outside.
+pub struct Env<'a> {
+    pub transport: &'a mut dyn Transport,
+    pub store: &'a mut dyn KvStore,
+    pub sink: &'a mut dyn RecordSink,
+    pub clock: &'a dyn Clock,
+    /// Progress lines for the operator (stderr in the component).
+    pub log: &'a dyn Fn(&str),
+}

@@ -1,0 +1,222 @@
+//! One logical request to Slack: retries on 429, 5xx and timeouts, with `Retry-After` honoured
+//! and every wait checked against the pass's time budget.
+
+use std::time::Duration;
+
+use crate::env::{Clock, HttpResponse, Transport, TransportError};
+use crate::slack_error::SlackError;
+
+/// The end of a pass's time, in the clock's monotonic time.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    pub at: Duration,
+}
+
+impl Deadline {
+    pub fn after(clock: &dyn Clock, budget: Duration) -> Deadline {
+        Deadline { at: clock.monotonic() + budget }
+    }
+
+    pub fn remaining(&self, clock: &dyn Clock) -> Duration {
+        self.at.saturating_sub(clock.monotonic())
+    }
+}
+
+/// Less than this left, and no new request starts: its answer could not be delivered and
+/// checkpointed in time.
+pub const MIN_REQUEST_BUDGET: Duration = Duration::from_secs(2);
+const MAX_ATTEMPTS: u32 = 6;
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Used when a 429 carries no usable `Retry-After`.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a request did not produce a usable answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchError {
+    /// Slack said no, or kept failing after every retry.
+    Slack(SlackError),
+    /// No answer at all after every retry.
+    Transport(TransportError),
+    /// The time budget ran out, or a wait would outlast it. Not an error: the next pass resumes.
+    Budget(String),
+}
+
+/// Counters a stream report shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    pub requests: u32,
+    pub retries: u32,
+    pub rate_limited: u32,
+}
+
+/// Sends GETs with retries. `ok` decides whether a response is a success (audit: HTTP 200;
+/// Web API: HTTP 200 with `ok:true`, checked by the caller's parser).
+pub struct Fetcher<'a> {
+    pub transport: &'a mut dyn Transport,
+    pub clock: &'a dyn Clock,
+    pub deadline: Deadline,
+    pub request_timeout: Duration,
+    pub stats: FetchStats,
+    pub log: &'a dyn Fn(&str),
+}
+
+impl Fetcher<'_> {
+    /// GET `url` until a 2xx answer comes back, a non-retryable error, or the budget ends.
+    pub fn get(&mut self, url: &str, token: &str) -> Result<HttpResponse, FetchError> {
+        let mut backoff = BACKOFF_START;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let remaining = self.deadline.remaining(self.clock);
+            if remaining < MIN_REQUEST_BUDGET {
+                return Err(FetchError::Budget("the pass's time budget (max_run_seconds) ran out".into()));
+            }
+            let timeout = self.request_timeout.min(remaining - MIN_REQUEST_BUDGET / 2);
+            self.stats.requests += 1;
+            let failure = match self.transport.get(url, token, timeout) {
+                Ok(resp) if (200..300).contains(&resp.status) => return Ok(resp),
+                Ok(resp) => {
+                    let e = SlackError::from_response(resp.status, resp.retry_after.as_deref(), &resp.body);
+                    if !e.is_retryable() {
+                        return Err(FetchError::Slack(e));
+                    }
+                    Failure::Slack(e)
+                }
+                // A body over the cap will not shrink on a retry.
+                Err(e @ TransportError::TooLarge { .. }) => return Err(FetchError::Transport(e)),
+                Err(e) => Failure::Transport(e),
+            };
+            let wait = match &failure {
+                Failure::Slack(SlackError::RateLimited { retry_after }) => {
+                    self.stats.rate_limited += 1;
+                    retry_after.map(Duration::from_secs).unwrap_or(DEFAULT_RATE_LIMIT_WAIT)
+                }
+                _ => {
+                    let w = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                    w
+                }
+            };
+            if attempt >= MAX_ATTEMPTS {
+                return Err(failure.into_error());
+            }
+            let remaining = self.deadline.remaining(self.clock);
+            if wait + MIN_REQUEST_BUDGET > remaining {
+                let what = match &failure {
+                    Failure::Slack(e @ SlackError::RateLimited { .. }) => e.to_string(),
+                    Failure::Slack(e) => e.to_string(),
+                    Failure::Transport(e) => e.to_string(),
+                };
+                return Err(FetchError::Budget(format!(
+                    "{what}; waiting {} s would outlast the pass's time budget, so the pass stopped here and the next one resumes",
+                    wait.as_secs()
+                )));
+            }
+            self.stats.retries += 1;
+            (self.log)(&format!("retrying in {:.1} s after: {}", wait.as_secs_f64(), failure.describe()));
+            self.clock.sleep(wait);
+        }
+    }
+}
+
+enum Failure {
+    Slack(SlackError),
+    Transport(TransportError),
+}
+
+impl Failure {
+    fn into_error(self) -> FetchError {
+        match self {
+            Failure::Slack(e) => FetchError::Slack(e),
+            Failure::Transport(e) => FetchError::Transport(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Failure::Slack(e) => e.to_string(),
+            Failure::Transport(e) => e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{ScriptedTransport, TestClock};
+
+    fn fetcher<'a>(t: &'a mut ScriptedTransport, c: &'a TestClock, budget: u64) -> Fetcher<'a> {
+        Fetcher {
+            transport: t,
+            clock: c,
+            deadline: Deadline::after(c, Duration::from_secs(budget)),
+            request_timeout: Duration::from_secs(10),
+            stats: FetchStats::default(),
+            log: &|_| {},
+        }
+    }
+
+    #[test]
+    fn honours_retry_after_then_succeeds() {
+        let mut t = ScriptedTransport::new(vec![
+            Ok(HttpResponse { status: 429, retry_after: Some("3".into()), body: vec![] }),
+            Ok(HttpResponse { status: 200, retry_after: None, body: b"{}".to_vec() }),
+        ]);
+        let c = TestClock::new(1000);
+        let mut f = fetcher(&mut t, &c, 25);
+        assert_eq!(f.get("u", "t").unwrap().status, 200);
+        assert_eq!(c.slept(), Duration::from_secs(3));
+        assert_eq!(f.stats, FetchStats { requests: 2, retries: 1, rate_limited: 1 });
+    }
+
+    #[test]
+    fn stops_cleanly_when_wait_outlasts_budget() {
+        let mut t = ScriptedTransport::new(vec![Ok(HttpResponse {
+            status: 429,
+            retry_after: Some("3600".into()),
+            body: vec![],
+        })]);
+        let c = TestClock::new(1000);
+        let mut f = fetcher(&mut t, &c, 25);
+        assert!(matches!(f.get("u", "t"), Err(FetchError::Budget(m)) if m.contains("3600")));
+        assert_eq!(c.slept(), Duration::ZERO);
+    }
+
+    #[test]
+    fn backs_off_on_5xx_and_timeouts_then_gives_up() {
+        let script = (0..10)
+            .map(|i| if i % 2 == 0 { Err(TransportError::Timeout) } else { Ok(HttpResponse { status: 503, ..Default::default() }) })
+            .collect();
+        let mut t = ScriptedTransport::new(script);
+        let c = TestClock::new(1000);
+        let mut f = fetcher(&mut t, &c, 600);
+        let e = f.get("u", "t").unwrap_err();
+        assert!(matches!(e, FetchError::Slack(SlackError::Server { status: 503, .. })), "{e:?}");
+        assert_eq!(f.stats.requests, MAX_ATTEMPTS);
+        // 0.5 + 1 + 2 + 4 + 8
+        assert_eq!(c.slept(), Duration::from_millis(15_500));
+    }
+
+    #[test]
+    fn api_errors_are_not_retried() {
+        let mut t = ScriptedTransport::new(vec![Ok(HttpResponse {
+            status: 401,
+            retry_after: None,
+            body: b"{\"ok\":false,\"error\":\"invalid_authentication\"}".to_vec(),
+        })]);
+        let c = TestClock::new(1000);
+        let mut f = fetcher(&mut t, &c, 25);
+        assert!(matches!(f.get("u", "t"), Err(FetchError::Slack(SlackError::Api { .. }))));
+        assert_eq!(f.stats.requests, 1);
+    }
+
+    #[test]
+    fn no_request_starts_without_budget() {
+        let mut t = ScriptedTransport::new(vec![]);
+        let c = TestClock::new(1000);
+        let mut f = fetcher(&mut t, &c, 1);
+        assert!(matches!(f.get("u", "t"), Err(FetchError::Budget(_))));
+        assert_eq!(f.stats.requests, 0);
+    }
+}

@@ -1,0 +1,121 @@
+//! Records as they leave the collector: one NDJSON line each,
+//! `{"id","stream","source","team_id"?,"time","collected_at","event"}`.
+//!
+//! `event` is the Slack object exactly as received (its raw bytes), so unknown fields survive and
+//! nothing is parsed or re-serialised that need not be.
+
+use std::io::Write;
+
+use crate::env::SinkBatch;
+
+/// Builds one sink batch of records for one stream.
+pub struct RecordWriter {
+    stream: &'static str,
+    source: &'static str,
+    collected_at: i64,
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl RecordWriter {
+    pub fn new(stream: &'static str, source: &'static str, collected_at: i64) -> RecordWriter {
+        RecordWriter { stream, source, collected_at, buf: Vec::new(), count: 0 }
+    }
+
+    /// Appends one record. `event` must be one complete JSON value (a `RawValue` from the page).
+    pub fn push(&mut self, id: &str, team_id: Option<&str>, time: i64, event: &str) {
+        let b = &mut self.buf;
+        b.reserve(event.len() + 160);
+        b.extend_from_slice(b"{\"id\":");
+        write_json_str(b, id);
+        b.extend_from_slice(b",\"stream\":\"");
+        b.extend_from_slice(self.stream.as_bytes());
+        b.extend_from_slice(b"\",\"source\":\"");
+        b.extend_from_slice(self.source.as_bytes());
+        b.push(b'"');
+        if let Some(t) = team_id {
+            b.extend_from_slice(b",\"team_id\":");
+            write_json_str(b, t);
+        }
+        // Writing integers into a Vec cannot fail.
+        let _ = write!(b, ",\"time\":{},\"collected_at\":{},\"event\":", time, self.collected_at);
+        b.extend_from_slice(event.as_bytes());
+        b.extend_from_slice(b"}\n");
+        self.count += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// Hands over the batch and starts a new, empty one.
+    pub fn take_batch(&mut self) -> SinkBatch {
+        let batch = SinkBatch { stream: self.stream, count: self.count, ndjson: std::mem::take(&mut self.buf) };
+        self.count = 0;
+        batch
+    }
+}
+
+/// Writes `s` as a JSON string. Slack ids are plain ASCII, so the common case is one copy.
+fn write_json_str(b: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+        b.push(b'"');
+        b.extend_from_slice(s.as_bytes());
+        b.push(b'"');
+    } else {
+        // serde_json escapes correctly; writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *b, s);
+    }
+}
+
+/// A stable 64-bit FNV-1a hash, for record ids of streams without Slack ids.
+pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in *part {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_line_is_valid_json_with_raw_event() {
+        let mut w = RecordWriter::new("audit", "audit/v1/logs", 1_700_000_100);
+        w.push("id-1", None, 1_700_000_000, r#"{"id":"id-1","x":[1, 2],"future_field":true}"#);
+        w.push("we\"ird", Some("T1"), 5, r#"{"a":1}"#);
+        let batch = w.take_batch();
+        assert_eq!(batch.count, 2);
+        let text = String::from_utf8(batch.ndjson).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines[0]["id"], "id-1");
+        assert_eq!(lines[0]["stream"], "audit");
+        assert_eq!(lines[0]["time"], 1_700_000_000);
+        assert_eq!(lines[0]["collected_at"], 1_700_000_100);
+        assert_eq!(lines[0]["event"]["future_field"], true);
+        assert!(lines[0].get("team_id").is_none());
+        assert_eq!(lines[1]["id"], "we\"ird");
+        assert_eq!(lines[1]["team_id"], "T1");
+        // Raw bytes kept as received.
+        assert!(text.contains(r#""x":[1, 2]"#));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn fnv_separates_parts() {
+        assert_ne!(fnv1a64(&[b"ab", b"c"]), fnv1a64(&[b"a", b"bc"]));
+        assert_eq!(fnv1a64(&[b"x"]), fnv1a64(&[b"x"]));
+    }
+}

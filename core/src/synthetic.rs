@@ -1,0 +1,266 @@
+//! `synthetic_data = true`: realistic audit events made up on the spot, served through a
+//! [`Transport`] that answers like Slack's `/logs`, so they travel through the same windows,
+//! cursors, checkpoints and sink as real ones. A pipeline can be tried end to end before a
+//! token exists.
+//!
+//! The page model here ([`AuditApiModel`]) follows Slack's documented behaviour: newest first,
+//! inclusive `oldest`/`latest`, pages extended over same-second ties, and a cursor that holds
+//! only a timestamp (it does not remember `oldest`, Q3). The unit tests use it with explicit
+//! event lists; it is no substitute for the simulator crate, which models much more.
+
+use std::time::Duration;
+
+use crate::env::{HttpResponse, Transport, TransportError};
+use crate::record::fnv1a64;
+
+/// One audit event as the model serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelEvent {
+    pub id: String,
+    pub date_create: i64,
+    pub json: String,
+}
+
+/// Where the model's events come from.
+pub trait EventSource {
+    /// Every event with `oldest <= date_create <= latest`, newest first (ties in a fixed order).
+    fn events_desc(&self, oldest: i64, latest: i64) -> Vec<ModelEvent>;
+}
+
+/// A fixed list of events, for tests.
+#[derive(Default)]
+pub struct EventList(pub Vec<ModelEvent>);
+
+impl EventSource for EventList {
+    fn events_desc(&self, oldest: i64, latest: i64) -> Vec<ModelEvent> {
+        let mut v: Vec<ModelEvent> =
+            self.0.iter().filter(|e| e.date_create >= oldest && e.date_create <= latest).cloned().collect();
+        v.sort_by(|a, b| b.date_create.cmp(&a.date_create).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+}
+
+/// Made-up events: about one every `mean_gap` seconds, a burst now and then, all derived from
+/// the second they happen in, so the same range always gives the same events.
+pub struct SyntheticEvents {
+    pub mean_gap: u64,
+}
+
+impl EventSource for SyntheticEvents {
+    fn events_desc(&self, oldest: i64, latest: i64) -> Vec<ModelEvent> {
+        let mut out = Vec::new();
+        let mut t = latest;
+        while t >= oldest {
+            let h = fnv1a64(&[b"second", &t.to_le_bytes()]);
+            if h % self.mean_gap.max(1) == 0 {
+                // One event in most seconds that have any; a same-second burst in one of 16.
+                let n = if (h >> 20) % 16 == 0 { 2 + (h >> 24) % 6 } else { 1 };
+                for i in 0..n {
+                    out.push(synthetic_event(t, i));
+                }
+            }
+            t -= 1;
+        }
+        out
+    }
+}
+
+const USERS: &[(&str, &str, &str)] = &[
+    ("W0SYN0001", "Ada Lovelace", "ada@example.com"),
+    ("W0SYN0002", "Grace Hopper", "grace@example.com"),
+    ("W0SYN0003", "Alan Turing", "alan@example.com"),
+    ("W0SYN0004", "Katherine Johnson", "katherine@example.com"),
+    ("USLACKSECURITY", "Slack Security", ""),
+];
+const ACTIONS: &[(&str, &str)] = &[
+    ("user_login", "user"),
+    ("user_logout", "user"),
+    ("user_login_failed", "user"),
+    ("file_downloaded", "file"),
+    ("file_uploaded", "file"),
+    ("public_channel_created", "channel"),
+    ("private_channel_created", "channel"),
+    ("user_channel_join", "channel"),
+    ("role_change_to_admin", "user"),
+    ("app_installed", "app"),
+    ("pref.sso_setting_changed", "workspace"),
+    ("user_session_invalidated", "user"),
+];
+
+fn synthetic_event(t: i64, i: u64) -> ModelEvent {
+    let h = fnv1a64(&[b"event", &t.to_le_bytes(), &i.to_le_bytes()]);
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-s{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 4) & 0xfff,
+        fnv1a64(&[&h.to_le_bytes()]) & 0xffff_ffff_ffff
+    );
+    let (action, kind) = ACTIONS[(h % ACTIONS.len() as u64) as usize];
+    let (uid, name, email) = USERS[((h >> 8) % USERS.len() as u64) as usize];
+    let entity = match kind {
+        "user" => {
+            let (eid, ename, eemail) = USERS[((h >> 12) % 4) as usize];
+            serde_json::json!({"type": "user", "user": {"id": eid, "name": ename, "email": eemail, "team": "T0SYNTH01"}})
+        }
+        "file" => serde_json::json!({"type": "file", "file": {"id": format!("F0{:08X}", h & 0xffff_ffff), "name": "report.pdf", "filetype": "pdf", "title": "Quarterly report"}}),
+        "channel" => serde_json::json!({"type": "channel", "channel": {"id": format!("C0{:08X}", h & 0xffff_ffff), "name": "incident-response", "privacy": if action.starts_with("private") { "private" } else { "public" }, "is_shared": false, "is_org_shared": false}}),
+        "app" => serde_json::json!({"type": "app", "app": {"id": "A0SYNTHAPP", "name": "Synthetic App", "is_distributed": false, "is_directory_approved": true, "scopes": ["channels:read"]}}),
+        _ => serde_json::json!({"type": "workspace", "workspace": {"id": "T0SYNTH01", "name": "Synthetic Co", "domain": "synthetic-co"}}),
+    };
+    let json = serde_json::json!({
+        "id": id,
+        "date_create": t,
+        "action": action,
+        "actor": {"type": "user", "user": {"id": uid, "name": name, "email": email}},
+        "entity": entity,
+        "context": {
+            "location": {"type": "workspace", "id": "T0SYNTH01", "name": "Synthetic Co", "domain": "synthetic-co"},
+            "ua": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+            "ip_address": format!("198.51.100.{}", h % 250 + 1),
+            "session_id": format!("{}", h % 1_000_000_000_000),
+        },
+        "synthetic": true,
+    })
+    .to_string();
+    ModelEvent { id, date_create: t, json }
+}
+
+/// Answers `GET …/logs?oldest&latest&limit&cursor` the way Slack does.
+pub struct AuditApiModel<S: EventSource> {
+    pub source: S,
+    /// Every URL asked for, for tests that check what was sent.
+    pub requests: Vec<String>,
+    /// `latest` values after this are refused with `invalid_range`, as Slack refuses the future.
+    pub now: Option<i64>,
+}
+
+impl<S: EventSource> AuditApiModel<S> {
+    pub fn new(source: S) -> Self {
+        AuditApiModel { source, requests: Vec::new(), now: None }
+    }
+
+    /// The body Slack would send for this query.
+    pub fn answer(&self, url: &str) -> HttpResponse {
+        let q = parse_query(url);
+        let get = |k: &str| q.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
+        let int = |k: &str| get(k).map(|v| v.parse::<i64>());
+        let error = |status: u16, code: &str| HttpResponse {
+            status,
+            retry_after: None,
+            body: format!("{{\"ok\":false,\"error\":\"{code}\"}}").into_bytes(),
+        };
+        let (oldest, latest, limit) = match (int("oldest"), int("latest"), int("limit")) {
+            (Some(Err(_)), _, _) | (_, Some(Err(_)), _) | (_, _, Some(Err(_))) => return error(400, "invalid_arguments"),
+            (o, l, n) => (
+                o.and_then(Result::ok).unwrap_or(0),
+                l.and_then(Result::ok).unwrap_or(i64::MAX),
+                n.and_then(Result::ok).unwrap_or(100).clamp(1, 9999) as usize,
+            ),
+        };
+        if self.now.is_some_and(|now| latest != i64::MAX && latest > now) {
+            return error(400, "invalid_range");
+        }
+        // The cursor holds only where to continue; `oldest` must come with every request.
+        let mut top = latest;
+        if let Some(c) = get("cursor") {
+            match c.strip_prefix("ts:").and_then(|t| t.parse::<i64>().ok()) {
+                Some(t) => top = top.min(t),
+                None => return error(400, "invalid_cursor"),
+            }
+        }
+        let events = self.source.events_desc(oldest, top);
+        let mut end = limit.min(events.len());
+        while end < events.len() && end > 0 && events[end].date_create == events[end - 1].date_create {
+            end += 1;
+        }
+        let mut body = String::from("{\"entries\":[");
+        for (i, e) in events[..end].iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&e.json);
+        }
+        body.push_str("],\"response_metadata\":{\"next_cursor\":\"");
+        if end < events.len() {
+            body.push_str(&format!("ts:{}", events[end - 1].date_create - 1));
+        }
+        body.push_str("\"}}");
+        HttpResponse { status: 200, retry_after: None, body: body.into_bytes() }
+    }
+}
+
+impl<S: EventSource> Transport for AuditApiModel<S> {
+    fn get(&mut self, url: &str, _bearer: &str, _timeout: Duration) -> Result<HttpResponse, TransportError> {
+        self.requests.push(url.to_string());
+        Ok(self.answer(url))
+    }
+}
+
+/// Decoded query pairs of a URL.
+pub fn parse_query(url: &str) -> Vec<(String, String)> {
+    let Some((_, q)) = url.split_once('?') else { return Vec::new() };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_events_are_deterministic_and_parse() {
+        let s = SyntheticEvents { mean_gap: 5 };
+        let a = s.events_desc(1_700_000_000, 1_700_003_600);
+        let b = s.events_desc(1_700_000_000, 1_700_003_600);
+        assert_eq!(a, b);
+        assert!(a.len() > 100, "{}", a.len());
+        for e in &a {
+            let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+            assert_eq!(v["id"], e.id.as_str());
+            assert_eq!(v["date_create"], e.date_create);
+        }
+        assert!(a.windows(2).all(|w| w[0].date_create >= w[1].date_create));
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            parse_query("http://x/logs?a=1&cursor=ts%3A5&b=x%2Cy"),
+            vec![("a".into(), "1".into()), ("cursor".into(), "ts:5".into()), ("b".into(), "x,y".into())]
+        );
+        assert_eq!(parse_query("u?c=%41"), vec![("c".into(), "A".into())]);
+        assert_eq!(parse_query("u?c=%4"), vec![("c".into(), "%4".into())]);
+    }
+}

@@ -1,0 +1,109 @@
+//! In-memory stand-ins for the outside world, for unit and property tests.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::env::{Clock, HttpResponse, KvStore, RecordSink, SinkBatch, SinkError, StoreError, Transport, TransportError};
+
+/// Answers requests from a script, in order.
+pub struct ScriptedTransport {
+    pub script: VecDeque<Result<HttpResponse, TransportError>>,
+    pub urls: Vec<String>,
+}
+
+impl ScriptedTransport {
+    pub fn new(script: Vec<Result<HttpResponse, TransportError>>) -> Self {
+        ScriptedTransport { script: script.into(), urls: Vec::new() }
+    }
+}
+
+impl Transport for ScriptedTransport {
+    fn get(&mut self, url: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
+        self.urls.push(url.to_string());
+        self.script.pop_front().unwrap_or(Err(TransportError::Network("script ended".into())))
+    }
+}
+
+/// A clock that only moves when told to: by `sleep`, or by `tick` on every monotonic read.
+pub struct TestClock {
+    pub now: Cell<i64>,
+    pub mono: Cell<Duration>,
+    pub slept: Cell<Duration>,
+    pub tick: Cell<Duration>,
+}
+
+impl TestClock {
+    pub fn new(now: i64) -> Self {
+        TestClock { now: Cell::new(now), mono: Cell::new(Duration::ZERO), slept: Cell::new(Duration::ZERO), tick: Cell::new(Duration::ZERO) }
+    }
+
+    pub fn slept(&self) -> Duration {
+        self.slept.get()
+    }
+}
+
+impl Clock for TestClock {
+    fn now_unix(&self) -> i64 {
+        self.now.get()
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.mono.set(self.mono.get() + self.tick.get());
+        self.mono.get()
+    }
+
+    fn sleep(&self, d: Duration) {
+        self.mono.set(self.mono.get() + d);
+        self.slept.set(self.slept.get() + d);
+    }
+}
+
+/// A key-value store in memory that can be told to fail the Nth `set`.
+#[derive(Default)]
+pub struct MemStore {
+    pub map: HashMap<String, Vec<u8>>,
+    pub sets: usize,
+    pub fail_set_at: Option<usize>,
+}
+
+impl KvStore for MemStore {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.sets += 1;
+        if self.fail_set_at == Some(self.sets) {
+            return Err(StoreError("injected failure".into()));
+        }
+        self.map.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+}
+
+/// A sink that keeps every accepted record's id, and can be told to refuse the Nth batch.
+#[derive(Default)]
+pub struct VecSink {
+    pub ids: Vec<String>,
+    pub batches: usize,
+    pub fail_at: Option<usize>,
+}
+
+impl RecordSink for VecSink {
+    fn write(&mut self, batch: SinkBatch) -> Result<(), SinkError> {
+        self.batches += 1;
+        if self.fail_at == Some(self.batches) {
+            return Err(SinkError::Unavailable("injected failure".into()));
+        }
+        let text = std::str::from_utf8(&batch.ndjson).map_err(|e| SinkError::Rejected(e.to_string()))?;
+        let mut n = 0;
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| SinkError::Rejected(e.to_string()))?;
+            self.ids.push(v["id"].as_str().unwrap_or_default().to_string());
+            n += 1;
+        }
+        assert_eq!(n, batch.count, "batch count matches its lines");
+        Ok(())
+    }
+}
