@@ -1,0 +1,174 @@
+//! The component's exports: `collector` and `wasi:http/incoming-handler`.
+
+use slack_logs_core::{run_pass, stream_statuses, Config, Env, Outcome, PassReport, RunOptions, StreamStatus};
+
+use crate::routes::{self, Route};
+use crate::wasi_env::{WasiClock, WasiKv, WasiSink, WasiTransport};
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "collector-component",
+        generate_all,
+    });
+}
+
+use bindings::exports::slack_logs::collector::collector as wit;
+use bindings::exports::wasi::http::incoming_handler;
+use bindings::wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+struct Component;
+
+bindings::export!(Component with_types_in bindings);
+
+/// Config from `wasi:config/store`, parsed and validated.
+fn load_config() -> Result<Config, String> {
+    let pairs = bindings::wasi::config::store::get_all()
+        .map_err(|e| format!("could not read the configuration from the host: {e:?}"))?;
+    Config::from_pairs(&pairs).map_err(|e| e.to_string())
+}
+
+fn log(line: &str) {
+    eprintln!("slack-logs: {line}");
+}
+
+fn run_once(options: RunOptions) -> PassReport {
+    let clock = WasiClock;
+    let now = slack_logs_core::Clock::now_unix(&clock);
+    let config = match load_config() {
+        Ok(c) => c,
+        Err(e) => return PassReport::not_started(&options, now, "config_error", &e),
+    };
+    let mut store = match WasiKv::open() {
+        Ok(s) => s,
+        Err(e) => return PassReport::not_started(&options, now, "store_error", &e.to_string()),
+    };
+    let mut env = Env { transport: &mut WasiTransport, store: &mut store, sink: &mut WasiSink, clock: &clock, log: &log };
+    run_pass(&config, &mut env, &options)
+}
+
+fn statuses() -> Result<Vec<StreamStatus>, String> {
+    let config = load_config()?;
+    let mut store = WasiKv::open().map_err(|e| e.to_string())?;
+    Ok(stream_statuses(&config, &mut store, slack_logs_core::Clock::now_unix(&WasiClock)))
+}
+
+impl wit::Guest for Component {
+    fn run(options: wit::RunOptions) -> wit::PassReport {
+        let report = run_once(RunOptions { streams: options.streams, max_run_seconds: options.max_run_seconds });
+        wit::PassReport {
+            started_at: report.started_at,
+            duration_ms: report.duration_ms,
+            streams: report
+                .streams
+                .into_iter()
+                .map(|s| wit::StreamReport {
+                    stream: s.stream,
+                    team_id: s.team_id,
+                    outcome: match s.outcome {
+                        Outcome::CaughtUp => wit::Outcome::CaughtUp,
+                        Outcome::BudgetExhausted => wit::Outcome::BudgetExhausted,
+                        Outcome::Failed => wit::Outcome::Failed,
+                        Outcome::NotAvailable => wit::Outcome::NotAvailable,
+                    },
+                    records: s.records,
+                    pages: s.pages,
+                    requests: s.requests,
+                    retries: s.retries,
+                    watermark: s.watermark,
+                    lag_seconds: s.lag_seconds,
+                    message: s.message,
+                    error_code: s.error_code,
+                })
+                .collect(),
+        }
+    }
+
+    fn status() -> Vec<wit::StreamStatus> {
+        match statuses() {
+            Ok(list) => list
+                .into_iter()
+                .map(|s| wit::StreamStatus {
+                    stream: s.stream,
+                    team_id: s.team_id,
+                    watermark: s.watermark,
+                    lag_seconds: s.lag_seconds,
+                    last_success: s.last_success,
+                    last_error_at: s.last_error_at,
+                    last_error: s.last_error,
+                    total_records: s.total_records,
+                })
+                .collect(),
+            Err(e) => vec![wit::StreamStatus {
+                stream: "config".into(),
+                team_id: None,
+                watermark: None,
+                lag_seconds: None,
+                last_success: None,
+                last_error_at: None,
+                last_error: Some(e),
+                total_records: 0,
+            }],
+        }
+    }
+}
+
+impl incoming_handler::Guest for Component {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let method = match request.method() {
+            bindings::wasi::http::types::Method::Get => "GET".to_string(),
+            bindings::wasi::http::types::Method::Post => "POST".to_string(),
+            bindings::wasi::http::types::Method::Head => "HEAD".to_string(),
+            bindings::wasi::http::types::Method::Other(m) => m,
+            other => format!("{other:?}").to_uppercase(),
+        };
+        let path = request.path_with_query().unwrap_or_else(|| "/".into());
+        let auth = request.headers().get(&"authorization".to_string()).into_iter().next();
+        let (status, body) = match routes::route(&method, &path) {
+            Route::Health => match load_config() {
+                Ok(_) => (200, serde_json::json!({"ok": true})),
+                Err(e) => (503, serde_json::json!({"ok": false, "error": e})),
+            },
+            Route::Status => match statuses() {
+                Ok(s) => (200, routes::status_json(&s)),
+                Err(e) => (503, serde_json::json!({"ok": false, "error": e})),
+            },
+            Route::Collect => {
+                let secret = load_config().ok().and_then(|c| c.collect_secret);
+                if !routes::authorized(secret.as_deref(), auth.as_deref()) {
+                    (401, serde_json::json!({"ok": false, "error": "missing or wrong `Authorization: Bearer <collect_secret>`"}))
+                } else {
+                    let report = run_once(RunOptions::default());
+                    let status = if report.any_failed() { 500 } else { 200 };
+                    (status, routes::report_json(&report))
+                }
+            }
+            Route::WrongMethod(allowed) => {
+                (405, serde_json::json!({"ok": false, "error": format!("use {allowed} for this route")}))
+            }
+            Route::NotFound => (
+                404,
+                serde_json::json!({"ok": false, "error": "not found; routes: POST /collect, GET /status, GET /healthz"}),
+            ),
+        };
+        respond(out, status, &body.to_string().into_bytes());
+    }
+}
+
+fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
+    let headers = Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())]).unwrap_or_else(|_| Fields::new());
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(status);
+    let Ok(outgoing) = response.body() else { return };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = outgoing.write() {
+        // blocking-write-and-flush takes at most 4096 bytes a call.
+        for chunk in body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+        drop(stream);
+    }
+    let _ = OutgoingBody::finish(outgoing, None);
+}
