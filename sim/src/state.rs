@@ -1,0 +1,122 @@
+//! The simulator's shared state: data, clock, tokens, faults and the request log.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::{wall_clock, SimConfig};
+use crate::cursor::CursorClock;
+use crate::data::access::AccessStore;
+use crate::data::audit::AuditStore;
+use crate::data::integration::IntegrationStore;
+use crate::data::world::World;
+use crate::faults::{Fault, FaultPlan};
+use crate::ratelimit::RateLimiter;
+use crate::tokens::{default_tokens, TokenSpec};
+use crate::{lock, read, write};
+
+/// One request as the simulator saw it. The `Authorization` header is never stored,
+/// and a `token` parameter's value is replaced by `<redacted>`.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Decoded query pairs, in order.
+    pub query: Vec<(String, String)>,
+    /// Decoded `application/x-www-form-urlencoded` body pairs (POST), in order.
+    pub form: Vec<(String, String)>,
+    /// HTTP status answered; 0 when nothing was answered (`Fault::Hang`).
+    pub status: u16,
+    pub has_authorization: bool,
+    /// The injected fault, if this request got one.
+    pub fault: Option<Fault>,
+}
+
+pub(crate) struct Sim {
+    pub config: SimConfig,
+    pub world: World,
+    now_override: Mutex<Option<i64>>,
+    pub audit: RwLock<AuditStore>,
+    pub access: RwLock<AccessStore>,
+    pub integration: RwLock<IntegrationStore>,
+    pub tokens: RwLock<HashMap<String, TokenSpec>>,
+    pub cursors: CursorClock,
+    pub faults: Mutex<FaultPlan>,
+    pub limiter: Mutex<RateLimiter>,
+    pub log: Mutex<Vec<RecordedRequest>>,
+    pub request_count: AtomicUsize,
+    pub response_delay: Mutex<Duration>,
+    pub shutdown: AtomicBool,
+    pub connections: Mutex<HashMap<u64, TcpStream>>,
+    pub next_connection: AtomicU64,
+}
+
+impl Sim {
+    pub(crate) fn new(config: SimConfig) -> Sim {
+        let world = World::generate(config.seed);
+        let (from, to) = (
+            config.history_start,
+            config.history_end.max(config.history_start),
+        );
+        let mut audit = AuditStore::new(config.seed);
+        let events = audit.generate(&world, config.audit_events, from, to);
+        audit.insert(events);
+        let mut access = AccessStore::new(config.seed, config.access_sort_key);
+        access.add(&world, config.access_rows, from, to);
+        let mut integration = IntegrationStore::new(config.seed);
+        integration.add(&world, config.integration_entries, from, to);
+        Sim {
+            now_override: Mutex::new(config.now),
+            config,
+            world,
+            audit: RwLock::new(audit),
+            access: RwLock::new(access),
+            integration: RwLock::new(integration),
+            tokens: RwLock::new(default_tokens()),
+            cursors: CursorClock::new(),
+            faults: Mutex::new(FaultPlan::default()),
+            limiter: Mutex::new(RateLimiter::default()),
+            log: Mutex::new(Vec::new()),
+            request_count: AtomicUsize::new(0),
+            response_delay: Mutex::new(Duration::ZERO),
+            shutdown: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
+        }
+    }
+
+    /// The simulated "now" in unix seconds.
+    pub(crate) fn now(&self) -> i64 {
+        lock(&self.now_override).unwrap_or_else(wall_clock)
+    }
+
+    pub(crate) fn set_now(&self, now: Option<i64>) {
+        *lock(&self.now_override) = now;
+    }
+
+    /// The audit store with every late event that is due made visible.
+    pub(crate) fn audit_visible(&self) -> RwLockReadGuard<'_, AuditStore> {
+        let now = Instant::now();
+        if read(&self.audit).has_due(now) {
+            write(&self.audit).promote_due(now);
+        }
+        read(&self.audit)
+    }
+
+    /// Sleeps up to `d`, waking early when the simulator shuts down.
+    pub(crate) fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        loop {
+            if self.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}
