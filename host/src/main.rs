@@ -1,0 +1,878 @@
+//! `slack-logs`: the standalone host for the slack-logs collector component.
+//!
+//! It runs the same WASIp2 `.wasm` that Spin runs, inside wasmtime, and gives
+//! it what Spin would: outgoing HTTP, a key-value store (SQLite), config (TOML
+//! file + `SLACK_LOGS_*` environment) and a sink for the records (stdout, a
+//! file, or an HTTP endpoint). It schedules passes itself (`run --every`) or
+//! serves the component's HTTP routes (`serve`).
+//!
+//! It is not where collection logic lives: talking to Slack, cursors,
+//! checkpoints, config validation and record shape are all the component's,
+//! so that it behaves the same under Spin. The host stays a thin embedding.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Set by `-v/--verbose`.
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// Operator-facing lines on stderr. stdout is reserved for records and
+/// command output (`status`), so it stays machine-readable.
+#[macro_export]
+macro_rules! log_info {
+    ($($t:tt)*) => { eprintln!($($t)*) };
+}
+#[macro_export]
+macro_rules! log_warn {
+    ($($t:tt)*) => { eprintln!("warning: {}", format_args!($($t)*)) };
+}
+#[macro_export]
+macro_rules! log_debug {
+    ($($t:tt)*) => { if $crate::verbose() { eprintln!("debug: {}", format_args!($($t)*)) } };
+}
+
+mod config;
+mod demo;
+mod kv;
+mod runtime;
+mod serve;
+mod sink;
+
+use runtime::{Outcome, PassReport, RunOptions, Runtime, StreamStatus};
+use sink::{Sink, SinkSpec};
+
+const DEFAULT_STATE: &str = ".slack-logs/state.db";
+const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+const COMPONENT_FILE: &str = "slack_logs_collector.wasm";
+
+const USAGE: &str = "\
+slack-logs: collect Slack audit, access and integration logs with the slack-logs component
+
+Usage: slack-logs [OPTIONS] <COMMAND>
+
+Commands:
+  run      Run collection passes (once, or every DURATION)
+  serve    Serve the component's HTTP routes (POST /collect, GET /status, GET /healthz)
+  status   Show each stream's watermark, lag, last success and last error
+  demo     Try it out against a local Slack simulator (no token needed)
+  help     Show help for a command
+
+Options (any command):
+      --component PATH  The collector .wasm [env SLACK_LOGS_COMPONENT; default: next to this
+                        binary's target dir, else ./slack_logs_collector.wasm]
+      --config FILE     A TOML file of flat `key = value` settings
+      --state PATH      The SQLite state file [default: .slack-logs/state.db]
+      --sink SPEC       Where records go: stdout | file:PATH | http:URL [default: stdout]
+  -v, --verbose         Also print debug lines
+  -h, --help            Print help
+  -V, --version         Print version
+
+Settings come from the --config file, overridden by environment variables
+SLACK_LOGS_<KEY> (e.g. SLACK_LOGS_SLACK_TOKEN=xoxp-... sets `slack_token`).
+Tokens are never taken from the command line. The HTTP sink sends
+SLACK_LOGS_SINK_TOKEN as a bearer token when it is set.
+
+Exit status: 0 all streams fine, 2 a stream failed (or the config was refused), 1 host error.
+";
+
+const RUN_USAGE: &str = "\
+Usage: slack-logs run [--once | --every DURATION] [OPTIONS]
+
+Runs collection passes over the configured streams. After each pass, one line
+per stream goes to stderr; records go to the sink.
+
+      --once            One pass, then exit [default]
+      --every DURATION  A pass every DURATION (e.g. 30s, 5m, 1h) until Ctrl-C;
+                        Ctrl-C lets the current pass finish, a second one aborts
+";
+
+const SERVE_USAGE: &str = "\
+Usage: slack-logs serve [--listen ADDR] [OPTIONS]
+
+Serves the component's wasi:http/incoming-handler over HTTP/1.1, a fresh
+instance per request, as Spin's HTTP trigger does. Routes and authentication
+are the component's.
+
+      --listen ADDR  Address to listen on [default: 127.0.0.1:3000]
+";
+
+const STATUS_USAGE: &str = "\
+Usage: slack-logs status [--json] [OPTIONS]
+
+Prints each stream's durable status from the state store.
+
+      --json  Print JSON instead of a table
+";
+
+const DEMO_USAGE: &str = "\
+Usage: slack-logs demo [OPTIONS]
+
+Starts a local Slack simulator, points the collector at it and runs three
+passes, with new audit events arriving between them. Records go to the sink
+(stdout by default), progress to stderr. Uses a throwaway state file unless
+--state is given; any --config file and SLACK_LOGS_* variables still apply,
+below the demo's own settings.
+";
+
+/// Options every command takes.
+#[derive(Debug, Default, Clone)]
+pub struct Global {
+    pub component: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub sink: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Command {
+    Run { every: Option<Duration> },
+    Serve { listen: SocketAddr },
+    Status { json: bool },
+    Demo,
+    Help(Option<String>),
+    Version,
+}
+
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn usage_err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// Parse `30s`, `5m`, `1h`, `1d`, or combinations such as `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration `{text}`; use e.g. 30s, 5m, 1h or 1h30m");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut parts = 0;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+        digits.clear();
+        parts += 1;
+    }
+    if !digits.is_empty() || parts == 0 {
+        return Err(bad());
+    }
+    if total == 0 {
+        return Err(format!("duration `{text}` is zero; use at least 1s"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), UsageError> {
+    let mut global = Global::default();
+    let mut command: Option<String> = None;
+    let mut every: Option<Duration> = None;
+    let mut once = false;
+    let mut listen: Option<SocketAddr> = None;
+    let mut json = false;
+    let mut help = false;
+    let mut help_topic: Option<String> = None;
+
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let Some(arg) = arg.to_str().map(str::to_owned) else {
+            return usage_err(format!("argument {arg:?} is not valid UTF-8"));
+        };
+        // `--flag=value` and `--flag value` both work.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, UsageError> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => match it.next().map(|v| v.into_string()) {
+                    Some(Ok(v)) => Ok(v),
+                    Some(Err(v)) => usage_err(format!("{name} {v:?}: not valid UTF-8")),
+                    None => usage_err(format!("{name} needs a value")),
+                },
+            }
+        };
+        match flag.as_str() {
+            "--component" => global.component = Some(value("--component")?.into()),
+            "--config" => global.config = Some(value("--config")?.into()),
+            "--state" => global.state = Some(value("--state")?.into()),
+            "--sink" => global.sink = Some(value("--sink")?),
+            "-v" | "--verbose" => VERBOSE.store(true, Ordering::Relaxed),
+            "-h" | "--help" => help = true,
+            "-V" | "--version" => return Ok((global, Command::Version)),
+            "--once" => once = true,
+            "--every" => {
+                let v = value("--every")?;
+                every = Some(parse_duration(&v).map_err(UsageError)?);
+            }
+            "--listen" => {
+                let v = value("--listen")?;
+                listen = Some(v.parse().map_err(|_| {
+                    UsageError(format!(
+                        "--listen {v}: expected IP:PORT, e.g. 127.0.0.1:3000"
+                    ))
+                })?);
+            }
+            "--json" => json = true,
+            f if f.starts_with('-') => {
+                return usage_err(format!("unknown option {f}"));
+            }
+            word => {
+                if command.is_none() {
+                    command = Some(word.to_owned());
+                } else if command.as_deref() == Some("help") && help_topic.is_none() {
+                    help_topic = Some(word.to_owned());
+                } else {
+                    return usage_err(format!("unexpected argument `{word}`"));
+                }
+            }
+        }
+    }
+
+    if help {
+        return Ok((global, Command::Help(command)));
+    }
+    let Some(command) = command else {
+        return Ok((global, Command::Help(None)));
+    };
+    // Command-specific flags are only accepted by their command.
+    let check = |ok: bool, flag: &str| -> Result<(), UsageError> {
+        if ok {
+            Ok(())
+        } else {
+            usage_err(format!("{flag} does not apply to `{command}`"))
+        }
+    };
+    check(
+        command == "run" || (every.is_none() && !once),
+        "--once/--every",
+    )?;
+    check(command == "serve" || listen.is_none(), "--listen")?;
+    check(command == "status" || !json, "--json")?;
+    let cmd = match command.as_str() {
+        "run" => {
+            if once && every.is_some() {
+                return usage_err("--once and --every exclude each other");
+            }
+            Command::Run { every }
+        }
+        "serve" => Command::Serve {
+            listen: listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+        },
+        "status" => Command::Status { json },
+        "demo" => Command::Demo,
+        "help" => Command::Help(help_topic),
+        other => {
+            return usage_err(format!(
+                "unknown command `{other}`; expected run, serve, status or demo"
+            ))
+        }
+    };
+    Ok((global, cmd))
+}
+
+fn help_text(topic: Option<&str>) -> Result<&'static str, UsageError> {
+    Ok(match topic {
+        None => USAGE,
+        Some("run") => RUN_USAGE,
+        Some("serve") => SERVE_USAGE,
+        Some("status") => STATUS_USAGE,
+        Some("demo") => DEMO_USAGE,
+        Some(other) => {
+            return usage_err(format!(
+                "no help for `{other}`; commands: run, serve, status, demo"
+            ))
+        }
+    })
+}
+
+/// Where the component is, or an error that says how to get it.
+fn resolve_component(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return exists_or_explain(p.to_owned(), "--component");
+    }
+    if let Some(p) = std::env::var_os("SLACK_LOGS_COMPONENT") {
+        return exists_or_explain(PathBuf::from(p), "SLACK_LOGS_COMPONENT");
+    }
+    // target/release/slack-logs -> target/wasm32-wasip2/release/slack_logs_collector.wasm
+    let beside_exe = std::env::current_exe().ok().and_then(|exe| {
+        let dir = exe.parent()?.parent()?;
+        Some(
+            dir.join("wasm32-wasip2")
+                .join("release")
+                .join(COMPONENT_FILE),
+        )
+    });
+    let candidates: Vec<PathBuf> = beside_exe
+        .into_iter()
+        .chain([PathBuf::from(COMPONENT_FILE)])
+        .collect();
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    anyhow::bail!(
+        "the collector component was not found (looked at {}).\n\
+         Build it with `cargo xtask build` in the slack-logs checkout, or point at it with \
+         --component PATH or SLACK_LOGS_COMPONENT",
+        looked.join(", ")
+    )
+}
+
+fn exists_or_explain(p: PathBuf, from: &str) -> anyhow::Result<PathBuf> {
+    if p.is_file() {
+        Ok(p)
+    } else {
+        anyhow::bail!(
+            "the collector component {} (from {from}) does not exist; build it with `cargo xtask build`",
+            p.display()
+        )
+    }
+}
+
+/// Everything a command needs: config, KV, sink, and the loaded component.
+pub struct Setup {
+    pub state: PathBuf,
+    pub cache_dir: PathBuf,
+    pub config: config::ConfigMap,
+    pub sink: Arc<Sink>,
+}
+
+impl Setup {
+    /// Config and sink first: they fail fast on operator mistakes, before the
+    /// (possibly slow) component compile.
+    pub fn new(g: &Global, overrides: &[(&str, String)]) -> anyhow::Result<Setup> {
+        let mut config = config::load(g.config.as_deref())?;
+        for (k, v) in overrides {
+            config.insert((*k).to_owned(), v.clone());
+        }
+        let keys: Vec<&str> = config.keys().map(String::as_str).collect();
+        log_debug!("config keys passed to the component: {}", keys.join(", "));
+        let spec: SinkSpec = g.sink.as_deref().unwrap_or("stdout").parse()?;
+        let token = std::env::var("SLACK_LOGS_SINK_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let sink = Arc::new(Sink::new(&spec, token)?);
+        let state = g
+            .state
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
+        let cache_dir = state
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("cache");
+        Ok(Setup {
+            state,
+            cache_dir,
+            config,
+            sink,
+        })
+    }
+
+    pub fn runtime(self, component: &Path) -> anyhow::Result<Runtime> {
+        let kv = kv::KvStore::open(&self.state)?;
+        log_debug!("state store: {}", kv.path().display());
+        Runtime::new(component, &self.cache_dir, kv, self.config, self.sink)
+    }
+}
+
+/// Unix seconds -> `2024-05-01T12:00:00Z`.
+pub fn rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// `75` -> `1m15s`.
+pub fn human_secs(s: i64) -> String {
+    let (sign, s) = if s < 0 { ("-", -s) } else { ("", s) };
+    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    let out = if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    };
+    format!("{sign}{out}")
+}
+
+pub fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::CaughtUp => "caught-up",
+        Outcome::BudgetExhausted => "budget-exhausted",
+        Outcome::Failed => "failed",
+        Outcome::NotAvailable => "not-available",
+    }
+}
+
+/// Totals over the passes of one command.
+#[derive(Default)]
+pub struct Tally {
+    pub passes: u64,
+    pub records: u64,
+    pub failures: u64,
+    pub host_errors: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, report: &PassReport) {
+        self.passes += 1;
+        for s in &report.streams {
+            self.records += s.records;
+            if matches!(s.outcome, Outcome::Failed) {
+                self.failures += 1;
+            }
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        if self.host_errors > 0 {
+            ExitCode::from(1)
+        } else if self.failures > 0 {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    pub fn summary(&self, sink: &Sink) -> String {
+        let bytes: u64 = sink.totals().values().map(|t| t.bytes).sum();
+        let mut line = format!(
+            "summary: {} pass{}, {} record{} ({} bytes to {}), {} stream failure{}",
+            self.passes,
+            if self.passes == 1 { "" } else { "es" },
+            self.records,
+            if self.records == 1 { "" } else { "s" },
+            bytes,
+            sink.describe(),
+            self.failures,
+            if self.failures == 1 { "" } else { "s" },
+        );
+        if self.host_errors > 0 {
+            line.push_str(&format!(", {} host error(s)", self.host_errors));
+        }
+        line
+    }
+}
+
+/// One stderr line per stream of a pass.
+pub fn print_report(pass: u64, report: &PassReport) {
+    log_info!(
+        "pass {pass}: {} stream{} in {:.1} s",
+        report.streams.len(),
+        if report.streams.len() == 1 { "" } else { "s" },
+        report.duration_ms as f64 / 1000.0
+    );
+    if report.streams.is_empty() {
+        log_info!("  (no streams ran; check the `streams` setting)");
+    }
+    for s in &report.streams {
+        let name = match &s.team_id {
+            Some(t) => format!("{}[{t}]", s.stream),
+            None => s.stream.clone(),
+        };
+        let mut line = format!(
+            "  {name:<12} {:<16} records={} pages={} requests={} retries={} watermark={} lag={}",
+            outcome_name(s.outcome),
+            s.records,
+            s.pages,
+            s.requests,
+            s.retries,
+            s.watermark.map_or("-".into(), rfc3339),
+            s.lag_seconds.map_or("-".into(), human_secs),
+        );
+        if let Some(code) = &s.error_code {
+            line.push_str(&format!(" error={code}"));
+        }
+        if let Some(m) = &s.message {
+            line.push_str(&format!("\n      {m}"));
+        }
+        log_info!("{line}");
+    }
+}
+
+fn empty_run() -> RunOptions {
+    RunOptions {
+        streams: Vec::new(),
+        max_run_seconds: None,
+    }
+}
+
+/// Ctrl-C: the first asks to stop after the current pass, the second aborts.
+fn install_stop_handler() -> Arc<tokio::sync::Notify> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let n = notify.clone();
+    tokio::spawn(async move {
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            if STOP.swap(true, Ordering::SeqCst) {
+                log_warn!(
+                    "second Ctrl-C: aborting; the next pass resumes from the last checkpoint"
+                );
+                std::process::exit(130);
+            }
+            log_info!("stopping after the current pass (Ctrl-C again to abort now)");
+            n.notify_one();
+        }
+    });
+    notify
+}
+
+async fn cmd_run(g: &Global, every: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let component = resolve_component(g.component.as_deref())?;
+    let setup = Setup::new(g, &[])?;
+    let rt = setup.runtime(&component)?;
+    let mut tally = Tally::default();
+    let Some(every) = every else {
+        let report = rt.run_pass(&empty_run()).await?;
+        tally.add(&report);
+        print_report(1, &report);
+        log_info!("{}", tally.summary(rt.sink()));
+        return Ok(tally.exit_code());
+    };
+    log_info!(
+        "a pass every {}; records go to {}; Ctrl-C stops",
+        human_secs(every.as_secs() as i64),
+        rt.sink().describe()
+    );
+    let stop = install_stop_handler();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let s2 = stopped.clone();
+    let stop2 = stop.clone();
+    tokio::spawn(async move {
+        stop2.notified().await;
+        s2.store(true, Ordering::SeqCst);
+    });
+    loop {
+        let started = Instant::now();
+        match rt.run_pass(&empty_run()).await {
+            Ok(report) => {
+                tally.add(&report);
+                print_report(tally.passes, &report);
+            }
+            // Keep the schedule going: the next pass resumes from the checkpoints.
+            Err(e) => {
+                tally.host_errors += 1;
+                log_warn!("pass failed: {e:#}");
+            }
+        }
+        if stopped.load(Ordering::SeqCst) {
+            break;
+        }
+        let wait = every.saturating_sub(started.elapsed());
+        log_debug!("next pass in {:.1} s", wait.as_secs_f64());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.notified() => break,
+        }
+        if stopped.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    log_info!("{}", tally.summary(rt.sink()));
+    Ok(tally.exit_code())
+}
+
+async fn cmd_serve(g: &Global, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let component = resolve_component(g.component.as_deref())?;
+    let rt = Setup::new(g, &[])?.runtime(&component)?;
+    serve::serve(Arc::new(rt), listen).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_status(g: &Global, json: bool) -> anyhow::Result<ExitCode> {
+    let component = resolve_component(g.component.as_deref())?;
+    let rt = Setup::new(g, &[])?.runtime(&component)?;
+    let status = rt.status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+    } else {
+        print!("{}", status_table(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_json(status: &[StreamStatus]) -> serde_json::Value {
+    status
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "stream": s.stream,
+                "team_id": s.team_id,
+                "watermark": s.watermark,
+                "watermark_time": s.watermark.map(rfc3339),
+                "lag_seconds": s.lag_seconds,
+                "last_success": s.last_success,
+                "last_success_time": s.last_success.map(rfc3339),
+                "last_error_at": s.last_error_at,
+                "last_error": s.last_error,
+                "total_records": s.total_records,
+            })
+        })
+        .collect()
+}
+
+fn status_table(status: &[StreamStatus]) -> String {
+    if status.is_empty() {
+        return "no stream has run yet (run `slack-logs run` first)\n".into();
+    }
+    let header = [
+        "STREAM",
+        "TEAM",
+        "WATERMARK",
+        "LAG",
+        "LAST SUCCESS",
+        "RECORDS",
+        "LAST ERROR",
+    ];
+    let rows: Vec<[String; 7]> = status
+        .iter()
+        .map(|s| {
+            [
+                s.stream.clone(),
+                s.team_id.clone().unwrap_or_else(|| "-".into()),
+                s.watermark.map_or("-".into(), rfc3339),
+                s.lag_seconds.map_or("-".into(), human_secs),
+                s.last_success.map_or("-".into(), rfc3339),
+                s.total_records.to_string(),
+                match (&s.last_error_at, &s.last_error) {
+                    (Some(at), Some(e)) => format!("{}: {e}", rfc3339(*at)),
+                    (None, Some(e)) => e.clone(),
+                    _ => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        for (i, c) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let (global, command) = match parse_args(args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}\n\nRun `slack-logs --help` for usage.");
+            return ExitCode::from(1);
+        }
+    };
+    match command {
+        Command::Help(topic) => {
+            return match help_text(topic.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Command::Version => {
+            println!("slack-logs {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match command {
+            Command::Run { every } => cmd_run(&global, every).await,
+            Command::Serve { listen } => cmd_serve(&global, listen).await,
+            Command::Status { json } => cmd_status(&global, json).await,
+            Command::Demo => demo::demo(&global).await,
+            Command::Help(_) | Command::Version => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        for bad in [
+            "",
+            "30",
+            "s",
+            "5x",
+            "-5m",
+            "1.5h",
+            "0s",
+            "m5",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn args_parse() {
+        let (g, c) =
+            parse_args(args("run --every 5m --state /tmp/s.db --sink=file:/tmp/x")).unwrap();
+        assert_eq!(
+            c,
+            Command::Run {
+                every: Some(Duration::from_secs(300))
+            }
+        );
+        assert_eq!(g.state.as_deref(), Some(Path::new("/tmp/s.db")));
+        assert_eq!(g.sink.as_deref(), Some("file:/tmp/x"));
+        assert_eq!(
+            parse_args(args("run")).unwrap().1,
+            Command::Run { every: None }
+        );
+        assert_eq!(
+            parse_args(args("--config c.toml run --once")).unwrap().1,
+            Command::Run { every: None }
+        );
+        assert_eq!(
+            parse_args(args("status --json")).unwrap().1,
+            Command::Status { json: true }
+        );
+        assert_eq!(
+            parse_args(args("serve --listen 0.0.0.0:8080")).unwrap().1,
+            Command::Serve {
+                listen: "0.0.0.0:8080".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            parse_args(args("run --help")).unwrap().1,
+            Command::Help(Some("run".into()))
+        );
+        assert_eq!(
+            parse_args(args("help demo")).unwrap().1,
+            Command::Help(Some("demo".into()))
+        );
+        assert_eq!(parse_args(args("")).unwrap().1, Command::Help(None));
+        for bad in [
+            "run --every",
+            "run --every 5",
+            "run --once --every 5m",
+            "status --every 5m",
+            "run --json",
+            "serve --listen nowhere",
+            "frobnicate",
+            "run --token xoxp-1",
+            "run extra",
+        ] {
+            assert!(parse_args(args(bad)).is_err(), "{bad}");
+        }
+        assert!(help_text(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn time_formatting() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_519_862_400), "2018-03-01T00:00:00Z");
+        assert_eq!(rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
+        assert_eq!(human_secs(5), "5s");
+        assert_eq!(human_secs(75), "1m15s");
+        assert_eq!(human_secs(7260), "2h1m");
+        assert_eq!(human_secs(90_000), "1d1h");
+    }
+
+    #[test]
+    fn missing_component_says_how_to_build() {
+        let e = resolve_component(Some(Path::new("/nonexistent/x.wasm"))).unwrap_err();
+        assert!(e.to_string().contains("cargo xtask build"), "{e}");
+    }
+}
