@@ -1,0 +1,180 @@
+//! Shared helpers of the end-to-end tests: where the built host and component are, how to run
+//! the host against a simulator, and how to read what it delivered.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `target/<profile>/` of this test binary (`target/release/deps/e2e-…` → `target/release`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+/// The host binary, built by `cargo test` alongside this test.
+pub fn host_bin() -> PathBuf {
+    let p = profile_dir().join("slack-logs");
+    assert!(p.exists(), "{} is missing: run the suite with `cargo xtask test`", p.display());
+    p
+}
+
+/// The collector component, built by `cargo xtask test` before the suite.
+pub fn component() -> PathBuf {
+    let p = profile_dir().parent().expect("target/").join("wasm32-wasip2/release/slack_logs_collector.wasm");
+    assert!(p.exists(), "{} is missing: run the suite with `cargo xtask test`, which builds it first", p.display());
+    p
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A scratch directory, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("slack-logs-test-{name}-{}-{}", std::process::id(), now()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The host, configured through `SLACK_LOGS_*` variables only (nothing inherited from the
+/// developer's environment), with its state and output in `dir`.
+pub fn host(dir: &Scratch, settings: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(host_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLACK_LOGS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("--component").arg(component());
+    cmd.arg("--state").arg(dir.path("state.db"));
+    cmd.arg("--sink").arg(format!("file:{}", dir.path("out.ndjson").display()));
+    for (k, v) in settings {
+        cmd.env(format!("SLACK_LOGS_{}", k.to_uppercase()), v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The settings that point the component at the simulator for the audit stream.
+pub fn audit_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("slack_token", slack_sim::ORG_OWNER_TOKEN.to_string()),
+        ("slack_api_base", sim.api_base()),
+        ("slack_audit_base", sim.audit_base()),
+        ("streams", "audit".into()),
+        ("backfill_start_time", backfill.to_string()),
+        ("audit_lag_seconds", "2".into()),
+        ("audit_window_seconds", "1800".into()),
+        ("audit_page_size", "5".into()),
+        ("max_run_seconds", "120".into()),
+    ]
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.arg("run").arg("--once").output().expect("start host");
+    assert!(
+        out.status.success(),
+        "host failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every record id in the NDJSON file, in order (repeats kept).
+pub fn delivered_ids(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}"));
+            v["id"].as_str().expect("record id").to_string()
+        })
+        .collect()
+}
+
+pub fn set(ids: &[String]) -> BTreeSet<String> {
+    ids.iter().cloned().collect()
+}
+
+pub fn truth(sim: &slack_sim::Simulator, oldest: i64, latest: i64) -> BTreeSet<String> {
+    sim.audit_truth(oldest, latest).into_iter().map(|t| t.id).collect()
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub fn http(port: u16, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if let Some(a) = auth {
+        req += &format!("Authorization: {a}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Waits until `f` holds, up to `secs`.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Kills a child if the test panics before it does.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

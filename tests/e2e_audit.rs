@@ -1,0 +1,163 @@
+//! The built component in the host against the simulator: the audit stream end to end.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use slack_sim::{SimConfig, Simulator};
+
+fn sim_with_history(seed: u64, events: usize) -> (Simulator, i64) {
+    let now = now();
+    let start = now - 4 * 3600;
+    let sim = Simulator::start(SimConfig {
+        seed,
+        audit_events: events,
+        history_start: start,
+        history_end: now - 300,
+        ..SimConfig::default()
+    })
+    .expect("start simulator");
+    // Bursts larger than the page size (5), so pages end inside a second.
+    for (i, at) in [start + 600, start + 3600, now - 900].into_iter().enumerate() {
+        sim.add_audit_burst(at, 7 + i);
+    }
+    (sim, start)
+}
+
+#[test]
+fn two_passes_deliver_ground_truth_then_only_new_events() {
+    let (sim, start) = sim_with_history(7, 300);
+    let dir = Scratch::new("two-passes");
+    let settings = audit_settings(&sim, start);
+
+    run_ok(&mut host(&dir, &settings));
+    let first = delivered_ids(&dir.path("out.ndjson"));
+    let expected = truth(&sim, start, now());
+    assert_eq!(first.len(), set(&first).len(), "no record repeated");
+    assert_eq!(set(&first), expected, "the first pass delivers exactly the simulator's ground truth");
+    // `oldest` and `latest` go with every page, cursor pages included (Q3).
+    let requests = sim.requests();
+    assert!(requests.iter().any(|r| r.query.iter().any(|(k, _)| k == "cursor")), "the walk used cursors");
+    for r in requests.iter().filter(|r| r.path.ends_with("/logs")) {
+        for key in ["oldest", "latest", "limit"] {
+            assert!(r.query.iter().any(|(k, _)| k == key), "{key} missing on {r:?}");
+        }
+    }
+
+    // New events after the first pass's watermark, a burst among them, then wait out the lag.
+    let t = now();
+    let mut new_ids = sim.add_audit_events(9, t, t + 1);
+    new_ids.extend(sim.add_audit_burst(t + 1, 8));
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::remove_file(dir.path("out.ndjson")).unwrap();
+    run_ok(&mut host(&dir, &settings));
+    let second = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(second.len(), set(&second).len(), "no record repeated");
+    assert_eq!(set(&second), set(&new_ids), "the second pass delivers only the new events");
+
+    // Records have the documented shape, with the event as Slack sent it.
+    let line = std::fs::read_to_string(dir.path("out.ndjson")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["stream"], "audit");
+    assert_eq!(rec["source"], "audit/v1/logs");
+    assert_eq!(rec["event"]["id"], rec["id"]);
+    assert_eq!(rec["time"], rec["event"]["date_create"]);
+    assert!(rec["collected_at"].as_i64().unwrap() >= t);
+}
+
+#[test]
+fn killed_mid_walk_then_rerun_delivers_the_same_set() {
+    let (sim, start) = sim_with_history(11, 250);
+    let dir = Scratch::new("kill");
+    let settings = audit_settings(&sim, start);
+    sim.set_response_delay(Duration::from_millis(60));
+    let mut child = KillOnDrop(host(&dir, &settings).arg("run").arg("--once").stderr(std::process::Stdio::null()).spawn().unwrap());
+    assert!(wait_for(60, || sim.request_count() >= 15), "the walk did not get going");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let partial = delivered_ids(&dir.path("out.ndjson"));
+    assert!(!partial.is_empty(), "something was delivered before the kill");
+    let expected = truth(&sim, start, now());
+    assert!(set(&partial).len() < expected.len(), "the kill happened mid-walk");
+
+    sim.set_response_delay(Duration::ZERO);
+    run_ok(&mut host(&dir, &settings));
+    let all = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(set(&all), expected, "no loss across the kill");
+    // A kill between "sink accepted" and "checkpoint written" may repeat that one batch.
+    let repeats = all.len() - set(&all).len();
+    assert!(repeats <= 5 + 9, "at most one page repeats, got {repeats} repeats");
+}
+
+#[test]
+fn auth_errors_fail_the_stream_with_advice_and_no_token_in_output() {
+    let (sim, start) = sim_with_history(3, 20);
+    let dir = Scratch::new("auth");
+    let mut settings = audit_settings(&sim, start);
+    settings.retain(|(k, _)| *k != "slack_token");
+    settings.push(("slack_token", slack_sim::WORKSPACE_ADMIN_TOKEN.to_string()));
+    let out = host(&dir, &settings).arg("run").arg("--once").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a failed stream exits 2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("team_not_authorized"), "{stderr}");
+    assert!(stderr.contains("Enterprise org"), "the advice says what to fix: {stderr}");
+    assert!(!stderr.contains(slack_sim::WORKSPACE_ADMIN_TOKEN));
+    assert!(delivered_ids(&dir.path("out.ndjson")).is_empty());
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let (sim, start) = sim_with_history(5, 5);
+    let dir = Scratch::new("config");
+    let mut settings = audit_settings(&sim, start);
+    settings.push(("audit_lag_secs", "5".into()));
+    let out = host(&dir, &settings).arg("run").arg("--once").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit_lag_secs") && stderr.contains("unknown key"), "{stderr}");
+}
+
+#[test]
+fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
+    let (sim, start) = sim_with_history(9, 40);
+    let dir = Scratch::new("serve");
+    let mut settings = audit_settings(&sim, start);
+    settings.push(("collect_secret", "let-me-in".into()));
+    let port = free_port();
+    let _server = KillOnDrop(
+        host(&dir, &settings)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "serve did not listen");
+
+    let (status, _) = http(port, "GET", "/healthz", None);
+    assert_eq!(status, 200);
+    let before = sim.request_count();
+    let (status, body) = http(port, "POST", "/collect", None);
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = http(port, "POST", "/collect", Some("Bearer wrong"));
+    assert_eq!(status, 401);
+    assert_eq!(sim.request_count(), before, "an unauthorised request runs nothing");
+
+    let (status, body) = http(port, "POST", "/collect", Some("Bearer let-me-in"));
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let audit = &report["streams"][0];
+    assert_eq!(audit["outcome"], "caught-up", "{body}");
+    let expected = truth(&sim, start, now());
+    assert_eq!(audit["records"].as_u64().unwrap() as usize, expected.len());
+    assert_eq!(set(&delivered_ids(&dir.path("out.ndjson"))), expected);
+
+    let (status, body) = http(port, "GET", "/status", None);
+    assert_eq!(status, 200);
+    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st["streams"][0]["total_records"].as_u64().unwrap() as usize, expected.len());
+    assert!(st["streams"][0]["watermark"].as_i64().is_some());
+    assert!(!body.contains("xoxp-") && !body.contains("let-me-in"), "status reveals no secret: {body}");
+}

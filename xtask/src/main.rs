@@ -1,0 +1,109 @@
+//! Developer commands for slack-logs, so a newcomer needs two commands and no script knowledge:
+//!
+//! - `cargo xtask run [-- ARGS]`: build the component and the host, then run the collector. With
+//!   no Slack token in the environment it runs `slack-logs demo` against the built-in simulator;
+//!   with one, `slack-logs run --once`; with ARGS, `slack-logs ARGS`.
+//! - `cargo xtask test`: build the component, then run the whole test suite (unit, property and
+//!   end-to-end tests, which load the built `.wasm` into the host).
+//! - `cargo xtask build`: only build.
+//!
+//! It is not a build system: it runs cargo in a fixed order and nothing else.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r.to_vec()),
+        None => ("help", Vec::new()),
+    };
+    let root = workspace_root();
+    env::set_current_dir(&root).unwrap_or_else(|e| die(&format!("cannot enter {}: {e}", root.display())));
+    match cmd {
+        "build" => build(),
+        "run" => {
+            build();
+            run(rest);
+        }
+        "test" => test(rest),
+        _ => {
+            eprintln!("usage: cargo xtask build | run [-- ARGS] | test [-- CARGO TEST ARGS]");
+            exit(if cmd == "help" || cmd == "--help" { 0 } else { 2 });
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("xtask: {msg}");
+    exit(1)
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn status(cmd: &mut Command, what: &str) {
+    eprintln!("xtask: {what}");
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => die(&format!("{what} failed ({s})")),
+        Err(e) => die(&format!("{what}: could not start: {e}")),
+    }
+}
+
+/// rust-toolchain.toml names the target, but rustup adds targets only when it installs the
+/// toolchain; an already-installed toolchain may lack it.
+fn ensure_wasm_target() {
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(s) = sysroot {
+        if Path::new(&s).join("lib/rustlib").join(WASM_TARGET).exists() {
+            return;
+        }
+    }
+    status(Command::new("rustup").args(["target", "add", WASM_TARGET]), "adding the wasm32-wasip2 target with rustup");
+}
+
+fn build_component() {
+    ensure_wasm_target();
+    status(
+        cargo().args(["build", "--release", "--target", WASM_TARGET, "--package", "slack-logs-collector"]),
+        "building the collector component (target/wasm32-wasip2/release/slack_logs_collector.wasm)",
+    );
+}
+
+fn build() {
+    build_component();
+    status(cargo().args(["build", "--release", "--package", "slack-logs-host"]), "building the host (target/release/slack-logs)");
+}
+
+fn run(args: Vec<String>) {
+    let host = Path::new("target/release/slack-logs");
+    let args = if !args.is_empty() {
+        args
+    } else if env::var_os("SLACK_LOGS_SLACK_TOKEN").is_some() || env::var_os("SLACK_LOGS_AUDIT_TOKEN").is_some() {
+        eprintln!("xtask: a Slack token is set in the environment: collecting from Slack (slack-logs run --once)");
+        vec!["run".into(), "--once".into()]
+    } else {
+        eprintln!("xtask: no Slack token set (SLACK_LOGS_SLACK_TOKEN): running against the built-in simulator (slack-logs demo)");
+        vec!["demo".into()]
+    };
+    let code = Command::new(host).args(&args).status().map(|s| s.code().unwrap_or(1)).unwrap_or_else(|e| die(&format!("{}: {e}", host.display())));
+    exit(code);
+}
+
+fn test(extra: Vec<String>) {
+    build_component();
+    // One build of the host: the end-to-end tests use the binary this builds.
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--workspace"]).args(&extra);
+    status(&mut cmd, "running the test suite (cargo test --release --workspace)");
+}
