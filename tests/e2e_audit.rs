@@ -161,3 +161,69 @@ fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
     assert!(st["streams"][0]["watermark"].as_i64().is_some());
     assert!(!body.contains("xoxp-") && !body.contains("let-me-in"), "status reveals no secret: {body}");
 }
+
+#[test]
+fn rate_limits_server_errors_expired_cursors_and_a_hung_server_lose_nothing() {
+    let (sim, start) = sim_with_history(13, 120);
+    let dir = Scratch::new("faults");
+    let mut settings = audit_settings(&sim, start);
+    settings.push(("request_timeout_seconds", "2".into()));
+    sim.fail_request(3, slack_sim::Fault::RateLimited { retry_after: Some("1".into()) });
+    sim.fail_request(6, slack_sim::Fault::ServerError(503));
+    sim.fail_request(8, slack_sim::Fault::HtmlErrorPage);
+    sim.fail_request(10, slack_sim::Fault::InvalidCursor);
+    sim.fail_request(13, slack_sim::Fault::Hang(Duration::from_secs(6)));
+    let out = run_ok(&mut host(&dir, &settings));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("retrying"), "the retries are visible: {stderr}");
+    let ids = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(ids.len(), set(&ids).len(), "no record repeated");
+    assert_eq!(set(&ids), truth(&sim, start, now()));
+}
+
+#[test]
+fn a_spent_time_budget_stops_cleanly_and_the_next_pass_resumes() {
+    let (sim, start) = sim_with_history(17, 150);
+    let dir = Scratch::new("budget");
+    let mut settings = audit_settings(&sim, start);
+    settings.retain(|(k, _)| *k != "max_run_seconds");
+    settings.push(("max_run_seconds", "4".into()));
+    settings.push(("request_timeout_seconds", "2".into()));
+    sim.set_response_delay(Duration::from_millis(300));
+    let out = run_ok(&mut host(&dir, &settings));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("budget-exhausted"), "{stderr}");
+    let partial = delivered_ids(&dir.path("out.ndjson"));
+    let expected = truth(&sim, start, now());
+    assert!(set(&partial).len() < expected.len());
+    sim.set_response_delay(Duration::ZERO);
+    let mut passes = 1;
+    loop {
+        let out = run_ok(&mut host(&dir, &settings));
+        passes += 1;
+        if String::from_utf8_lossy(&out.stderr).contains("caught-up") {
+            break;
+        }
+        assert!(passes < 10);
+    }
+    let ids = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(ids.len(), set(&ids).len(), "no record repeated");
+    assert_eq!(set(&ids), expected);
+}
+
+#[test]
+fn synthetic_data_flows_without_a_token() {
+    let dir = Scratch::new("synthetic");
+    let settings = vec![("synthetic_data", "true".to_string()), ("streams", "audit,integration".to_string())];
+    let out = run_ok(&mut host(&dir, &settings));
+    let ids = delivered_ids(&dir.path("out.ndjson"));
+    assert!(ids.len() > 20, "an hour of synthetic audit events and a day of integration entries: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ids.len(), set(&ids).len());
+    // A second pass right after repeats nothing: same checkpoints, same dedupe. It may deliver
+    // the few events made up for the seconds in between.
+    std::fs::remove_file(dir.path("out.ndjson")).unwrap();
+    run_ok(&mut host(&dir, &settings));
+    let again = delivered_ids(&dir.path("out.ndjson"));
+    assert!(set(&again).is_disjoint(&set(&ids)), "nothing delivered twice");
+    assert!(again.len() < 20);
+}

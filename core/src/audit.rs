@@ -19,9 +19,10 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::record::RecordWriter;
 use crate::slack_error::{describe_body, SlackError};
 use crate::url::with_query;
+use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
 
 /// Where the audit checkpoint lives in the key-value store.
-pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/checkpoint";
+pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/org/checkpoint";
 /// The `source` of audit records.
 pub const SOURCE: &str = "audit/v1/logs";
 const CHECKPOINT_VERSION: u32 = 1;
@@ -66,12 +67,11 @@ impl fmt::Display for CheckpointError {
         match self {
             CheckpointError::Corrupt(e) => write!(
                 f,
-                "the audit checkpoint in the key-value store (key {CHECKPOINT_KEY}) does not parse ({e}); \
-                 it was not overwritten. Delete that key to restart the stream from backfill_start_time"
+                "the checkpoint does not parse ({e}); it was not overwritten"
             ),
             CheckpointError::NewerVersion(v) => write!(
                 f,
-                "the audit checkpoint was written by a newer slack-logs (format {v}, this one reads {CHECKPOINT_VERSION}); upgrade"
+                "the checkpoint was written by a newer slack-logs (format {v}); upgrade"
             ),
         }
     }
@@ -85,7 +85,12 @@ impl AuditCheckpoint {
             Some(t) => t.max(AUDIT_EPOCH) - 1,
             None => now - config.audit_lag_seconds,
         };
-        AuditCheckpoint { v: CHECKPOINT_VERSION, watermark, window: None, filters: filters_key(config) }
+        AuditCheckpoint {
+            v: CHECKPOINT_VERSION,
+            watermark,
+            window: None,
+            filters: filters_key(config),
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<AuditCheckpoint, CheckpointError> {
@@ -93,7 +98,8 @@ impl AuditCheckpoint {
         struct VersionOnly {
             v: u32,
         }
-        let v: VersionOnly = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+        let v: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
         if v.v > CHECKPOINT_VERSION {
             return Err(CheckpointError::NewerVersion(v.v));
         }
@@ -108,7 +114,12 @@ impl AuditCheckpoint {
 
 /// The filters as one string, to notice when they change between passes.
 pub fn filters_key(config: &Config) -> String {
-    config.audit_filters().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    config
+        .audit_filters()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The next window after `watermark`, or `None` when the stream is caught up to `now - lag`.
@@ -169,8 +180,14 @@ pub fn parse_page(body: &[u8]) -> Result<AuditPage<'_>, SlackError> {
     let Some(raw_entries) = wire.entries else {
         // An error reported with status 200 (`ok:false`) or a body of another shape.
         return Err(match SlackError::from_response(200, None, body) {
-            e @ (SlackError::Api { .. } | SlackError::InvalidCursor | SlackError::RateLimited { .. } | SlackError::Server { .. }) => e,
-            _ => SlackError::Malformed { status: 200, detail: "a JSON body without `entries`".into() },
+            e @ (SlackError::Api { .. }
+            | SlackError::InvalidCursor
+            | SlackError::RateLimited { .. }
+            | SlackError::Server { .. }) => e,
+            _ => SlackError::Malformed {
+                status: 200,
+                detail: "a JSON body without `entries`".into(),
+            },
         });
     };
     let mut entries = Vec::with_capacity(raw_entries.len());
@@ -179,10 +196,20 @@ pub fn parse_page(body: &[u8]) -> Result<AuditPage<'_>, SlackError> {
             status: 200,
             detail: format!("audit entry {i} of the page has no usable `id` (string) or `date_create` (integer): {e}"),
         })?;
-        entries.push(AuditEntry { id: head.id, date_create: head.date_create, raw });
+        entries.push(AuditEntry {
+            id: head.id,
+            date_create: head.date_create,
+            raw,
+        });
     }
-    let next_cursor = wire.response_metadata.and_then(|m| m.next_cursor).filter(|c| !c.is_empty());
-    Ok(AuditPage { entries, next_cursor })
+    let next_cursor = wire
+        .response_metadata
+        .and_then(|m| m.next_cursor)
+        .filter(|c| !c.is_empty());
+    Ok(AuditPage {
+        entries,
+        next_cursor,
+    })
 }
 
 /// What one page means for a window: which entries to emit, and the window's state once they
@@ -231,16 +258,25 @@ impl AuditWindow {
             match self.boundary {
                 Some(b) if m > b => {} // nothing older than what was delivered: no progress
                 Some(b) if m == b => {
-                    next.boundary_ids.extend(emit.iter().map(|&i| entries[i].id.to_string()));
+                    next.boundary_ids
+                        .extend(emit.iter().map(|&i| entries[i].id.to_string()));
                 }
                 _ => {
                     next.boundary = Some(m);
-                    next.boundary_ids =
-                        emit.iter().filter(|&&i| entries[i].date_create == m).map(|&i| entries[i].id.to_string()).collect();
+                    next.boundary_ids = emit
+                        .iter()
+                        .filter(|&&i| entries[i].date_create == m)
+                        .map(|&i| entries[i].id.to_string())
+                        .collect();
                 }
             }
         }
-        Absorbed { emit, duplicates, out_of_window, next }
+        Absorbed {
+            emit,
+            duplicates,
+            out_of_window,
+            next,
+        }
     }
 }
 
@@ -250,37 +286,13 @@ pub fn page_url(config: &Config, window: &AuditWindow, cursor: Option<&str>) -> 
     let latest = window.resume_latest().to_string();
     let limit = config.audit_page_size.to_string();
     let filters = config.audit_filters();
-    let mut params: Vec<(&str, &str)> = vec![("oldest", &oldest), ("latest", &latest), ("limit", &limit)];
+    let mut params: Vec<(&str, &str)> =
+        vec![("oldest", &oldest), ("latest", &latest), ("limit", &limit)];
     params.extend(filters.iter().map(|(k, v)| (*k, v.as_str())));
     if let Some(c) = cursor {
         params.push(("cursor", c));
     }
     with_query(&format!("{}/logs", config.slack_audit_base), &params)
-}
-
-/// What an audit walk needs besides the fetcher.
-pub struct AuditIo<'a> {
-    pub store: &'a mut dyn crate::env::KvStore,
-    pub sink: &'a mut dyn crate::env::RecordSink,
-    pub collected_at: i64,
-    pub log: &'a dyn Fn(&str),
-}
-
-/// How an audit walk ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum WalkEnd {
-    CaughtUp,
-    Budget(String),
-    Failed { code: String, message: String },
-}
-
-/// Counters of one walk.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct WalkStats {
-    pub records: u64,
-    pub pages: u32,
-    pub duplicates: u64,
-    pub out_of_window: u64,
 }
 
 /// Walks windows until caught up, out of budget, or failed. The checkpoint is saved after every
@@ -289,7 +301,7 @@ pub fn walk(
     config: &Config,
     token: &str,
     fetcher: &mut Fetcher<'_>,
-    io: &mut AuditIo<'_>,
+    io: &mut StreamIo<'_>,
     checkpoint: &mut AuditCheckpoint,
     stats: &mut WalkStats,
 ) -> WalkEnd {
@@ -297,7 +309,12 @@ pub fn walk(
     loop {
         let window = match &checkpoint.window {
             Some(w) => w.clone(),
-            None => match plan_window(checkpoint.watermark, now, config.audit_lag_seconds, config.audit_window_seconds) {
+            None => match plan_window(
+                checkpoint.watermark,
+                now,
+                config.audit_lag_seconds,
+                config.audit_window_seconds,
+            ) {
                 Some(w) => w,
                 None => return WalkEnd::CaughtUp,
             },
@@ -312,7 +329,7 @@ fn walk_window(
     config: &Config,
     token: &str,
     fetcher: &mut Fetcher<'_>,
-    io: &mut AuditIo<'_>,
+    io: &mut StreamIo<'_>,
     checkpoint: &mut AuditCheckpoint,
     mut window: AuditWindow,
     stats: &mut WalkStats,
@@ -324,36 +341,28 @@ fn walk_window(
         let url = page_url(config, &window, cursor.as_deref());
         let resp = match fetcher.get(&url, token) {
             Ok(r) => r,
-            Err(FetchError::Slack(SlackError::InvalidCursor)) if cursor.is_some() && restarts < MAX_CURSOR_RESTARTS => {
+            Err(FetchError::Slack(SlackError::InvalidCursor))
+                if cursor.is_some() && restarts < MAX_CURSOR_RESTARTS =>
+            {
                 // Cursors expire; the checkpoint knows where to pick up without one.
                 restarts += 1;
                 (io.log)("audit: cursor rejected (invalid_cursor); resuming the window from the checkpoint");
                 cursor = None;
                 continue;
             }
-            Err(e) => return Err(fetch_end(e)),
+            Err(e) => return Err(fetch_end(e, "the audit API")),
         };
         let page = parse_page(&resp.body).map_err(|e| failed(&e))?;
         stats.pages += 1;
         let absorbed = window.absorb(&page.entries);
         stats.duplicates += u64::from(absorbed.duplicates);
         stats.out_of_window += u64::from(absorbed.out_of_window);
-        if !absorbed.emit.is_empty() {
-            let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at);
-            for &i in &absorbed.emit {
-                let e = &page.entries[i];
-                writer.push(&e.id, None, e.date_create, e.raw.get());
-            }
-            let n = writer.len();
-            io.sink.write(writer.take_batch()).map_err(|e| WalkEnd::Failed {
-                code: match e {
-                    crate::env::SinkError::Unavailable(_) => "sink_unavailable".into(),
-                    crate::env::SinkError::Rejected(_) => "sink_rejected".into(),
-                },
-                message: format!("{e}; the checkpoint was kept, so the next pass offers these records again"),
-            })?;
-            stats.records += u64::from(n);
+        let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at);
+        for &i in &absorbed.emit {
+            let e = &page.entries[i];
+            writer.push(&e.id, None, e.date_create, e.raw.get());
         }
+        io.deliver(&mut writer, stats)?;
         window = absorbed.next;
         let next_cursor = page.next_cursor;
         if next_cursor.is_none() {
@@ -363,10 +372,7 @@ fn walk_window(
             checkpoint.window = Some(window.clone());
         }
         checkpoint.filters = filters_key(config);
-        io.store.set(CHECKPOINT_KEY, &checkpoint.encode()).map_err(|e| WalkEnd::Failed {
-            code: "store_error".into(),
-            message: format!("{e}; records already delivered for this page may be offered again next pass"),
-        })?;
+        io.save(CHECKPOINT_KEY, &checkpoint.encode())?;
         match next_cursor {
             Some(c) => cursor = Some(c),
             None => {
@@ -379,21 +385,6 @@ fn walk_window(
                 return Ok(());
             }
         }
-    }
-}
-
-fn failed(e: &SlackError) -> WalkEnd {
-    WalkEnd::Failed { code: e.code(), message: e.to_string() }
-}
-
-fn fetch_end(e: FetchError) -> WalkEnd {
-    match e {
-        FetchError::Budget(m) => WalkEnd::Budget(m),
-        FetchError::Slack(e) => failed(&e),
-        FetchError::Transport(e) => WalkEnd::Failed {
-            code: "network_error".into(),
-            message: format!("could not reach the audit API: {e}; check slack_audit_base and the network"),
-        },
     }
 }
 

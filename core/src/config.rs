@@ -25,6 +25,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("audit_actor", "Only audit events by this user id."),
     ("audit_entity", "Only audit events about this entity id."),
     ("access_mode", "`activity` (default) or `new-only`."),
+    ("access_sort_key", "How team.accessLogs sorts: `auto` (default: detected from the data), `date_first` or `date_last`."),
+    ("access_page_size", "`limit` per team.accessLogs request in cursor mode, 1 to 999. Default 999."),
+    ("integration_page_size", "`count` per team.integrationLogs request, 1 to 1000. Default 1000."),
+    ("audit_requests_per_minute", "Pacing of audit requests (Tier 3 is org-wide, shared with other consumers). 0 = no pacing. Default 40."),
+    ("web_requests_per_minute", "Pacing of team.accessLogs / team.integrationLogs requests, each (Tier 2). 0 = no pacing. Default 20."),
     ("audit_lag_seconds", "How far behind now the audit stream stays, for events Slack publishes late. Default 60."),
     ("audit_window_seconds", "Length of one audit collection window. Default 86400."),
     ("audit_page_size", "`limit` sent to the audit API, 1 to 9999. Default 1000."),
@@ -44,6 +49,15 @@ pub enum AccessMode {
     Activity,
     /// Emit only user+IP+UA combinations first seen after the watermark.
     NewOnly,
+}
+
+/// `access_sort_key`: which field Slack sorts access logs by (undocumented, Q23).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessSortKey {
+    /// Detected from the data; until it is known, no early stop that would be unsafe.
+    Auto,
+    DateFirst,
+    DateLast,
 }
 
 /// `output_format`.
@@ -67,6 +81,11 @@ pub struct Config {
     pub audit_actor: Option<String>,
     pub audit_entity: Option<String>,
     pub access_mode: AccessMode,
+    pub access_sort_key: AccessSortKey,
+    pub access_page_size: u32,
+    pub integration_page_size: u32,
+    pub audit_requests_per_minute: u32,
+    pub web_requests_per_minute: u32,
     pub audit_lag_seconds: i64,
     pub audit_window_seconds: i64,
     pub audit_page_size: u32,
@@ -110,6 +129,11 @@ impl Default for Config {
             audit_actor: None,
             audit_entity: None,
             access_mode: AccessMode::Activity,
+            access_sort_key: AccessSortKey::Auto,
+            access_page_size: 999,
+            integration_page_size: 1000,
+            audit_requests_per_minute: 40,
+            web_requests_per_minute: 20,
             audit_lag_seconds: 60,
             audit_window_seconds: 86_400,
             audit_page_size: 1000,
@@ -138,7 +162,10 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(key: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.to_string(), problem: problem.into() }
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
 }
 
 /// Shows a bad value in an error, unless the key holds a secret.
@@ -153,7 +180,9 @@ fn shown(key: &str, value: &str) -> String {
 impl Config {
     /// Parses `get-all` pairs. Empty values count as unset, so a Spin variable with an empty
     /// default does not override the built-in default.
-    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> Result<Config, ConfigError> {
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: &[(K, V)],
+    ) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         let mut unknown = Vec::new();
         for (k, v) in pairs {
@@ -195,19 +224,62 @@ impl Config {
                 self.access_mode = match value {
                     "activity" => AccessMode::Activity,
                     "new-only" => AccessMode::NewOnly,
-                    _ => return Err(err(key, format!("expected `activity` or `new-only`, got {}", shown(key, value)))),
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!(
+                                "expected `activity` or `new-only`, got {}",
+                                shown(key, value)
+                            ),
+                        ))
+                    }
                 }
             }
+            "access_sort_key" => {
+                self.access_sort_key = match value {
+                    "auto" => AccessSortKey::Auto,
+                    "date_first" => AccessSortKey::DateFirst,
+                    "date_last" => AccessSortKey::DateLast,
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!(
+                                "expected `auto`, `date_first` or `date_last`, got {}",
+                                shown(key, value)
+                            ),
+                        ))
+                    }
+                }
+            }
+            "access_page_size" => self.access_page_size = parse_int(key, value, 1, 999)? as u32,
+            "integration_page_size" => {
+                self.integration_page_size = parse_int(key, value, 1, 1000)? as u32
+            }
+            "audit_requests_per_minute" => {
+                self.audit_requests_per_minute = parse_int(key, value, 0, 6000)? as u32
+            }
+            "web_requests_per_minute" => {
+                self.web_requests_per_minute = parse_int(key, value, 0, 6000)? as u32
+            }
             "audit_lag_seconds" => self.audit_lag_seconds = parse_int(key, value, 0, 86_400)?,
-            "audit_window_seconds" => self.audit_window_seconds = parse_int(key, value, 60, 31 * 86_400)?,
+            "audit_window_seconds" => {
+                self.audit_window_seconds = parse_int(key, value, 60, 31 * 86_400)?
+            }
             "audit_page_size" => self.audit_page_size = parse_int(key, value, 1, 9999)? as u32,
             "max_run_seconds" => self.max_run_seconds = parse_int(key, value, 1, 86_400)? as u32,
-            "request_timeout_seconds" => self.request_timeout_seconds = parse_int(key, value, 1, 600)? as u32,
+            "request_timeout_seconds" => {
+                self.request_timeout_seconds = parse_int(key, value, 1, 600)? as u32
+            }
             "output_format" => {
                 self.output_format = match value {
                     "raw" => OutputFormat::Raw,
                     "ocsf" => OutputFormat::Ocsf,
-                    _ => return Err(err(key, format!("expected `raw` or `ocsf`, got {}", shown(key, value)))),
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!("expected `raw` or `ocsf`, got {}", shown(key, value)),
+                        ))
+                    }
                 }
             }
             "collect_secret" => self.collect_secret = Some(value.to_string()),
@@ -215,7 +287,12 @@ impl Config {
                 self.synthetic_data = match value.to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" => true,
                     "false" | "0" | "no" => false,
-                    _ => return Err(err(key, format!("expected `true` or `false`, got {}", shown(key, value)))),
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!("expected `true` or `false`, got {}", shown(key, value)),
+                        ))
+                    }
                 }
             }
             _ => unreachable!("every key in KEYS is handled"),
@@ -226,7 +303,10 @@ impl Config {
     /// Checks that span several keys.
     fn check(&self) -> Result<(), ConfigError> {
         if self.output_format == OutputFormat::Ocsf {
-            return Err(err("output_format", "`ocsf` is not available in this version yet; use `raw`"));
+            return Err(err(
+                "output_format",
+                "`ocsf` is not available in this version yet; use `raw`",
+            ));
         }
         if self.audit_actions.len() > 30 {
             return Err(err(
@@ -273,10 +353,16 @@ impl Config {
 
 fn parse_token(key: &str, value: &str) -> Result<String, ConfigError> {
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(err(key, "contains whitespace or control characters; paste the token alone"));
+        return Err(err(
+            key,
+            "contains whitespace or control characters; paste the token alone",
+        ));
     }
     if !value.starts_with("xox") {
-        return Err(err(key, "does not look like a Slack token (expected xoxp-…)"));
+        return Err(err(
+            key,
+            "does not look like a Slack token (expected xoxp-…)",
+        ));
     }
     Ok(value.to_string())
 }
@@ -285,27 +371,41 @@ fn parse_streams(value: &str) -> Result<Vec<Stream>, ConfigError> {
     let mut out = Vec::new();
     for name in parse_list(value) {
         let s = Stream::parse(&name).ok_or_else(|| {
-            err("streams", format!("unknown stream {name:?}; expected audit, access or integration"))
+            err(
+                "streams",
+                format!("unknown stream {name:?}; expected audit, access or integration"),
+            )
         })?;
         if !out.contains(&s) {
             out.push(s);
         }
     }
     if out.is_empty() {
-        return Err(err("streams", "no stream named; expected audit, access or integration"));
+        return Err(err(
+            "streams",
+            "no stream named; expected audit, access or integration",
+        ));
     }
     Ok(out)
 }
 
 fn parse_list(value: &str) -> Vec<String> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn parse_int(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
     match value.parse::<i64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         Ok(n) => Err(err(key, format!("{n} is out of range {min}..={max}"))),
-        Err(_) => Err(err(key, format!("expected a whole number, got {}", shown(key, value)))),
+        Err(_) => Err(err(
+            key,
+            format!("expected a whole number, got {}", shown(key, value)),
+        )),
     }
 }
 
@@ -344,13 +444,24 @@ pub fn parse_time(key: &str, value: &str) -> Result<i64, ConfigError> {
 
 fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    if b[13] != b':'
+        || b[16] != b':'
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -403,7 +514,12 @@ pub fn format_rfc3339(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]
@@ -454,8 +570,14 @@ mod tests {
     #[test]
     fn times_parse_both_forms() {
         assert_eq!(parse_time("k", "1700000000").unwrap(), 1_700_000_000);
-        assert_eq!(parse_time("k", "2023-11-14T22:13:20Z").unwrap(), 1_700_000_000);
-        assert_eq!(parse_time("k", "2023-11-15T00:13:20.5+02:00").unwrap(), 1_700_000_000);
+        assert_eq!(
+            parse_time("k", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000
+        );
+        assert_eq!(
+            parse_time("k", "2023-11-15T00:13:20.5+02:00").unwrap(),
+            1_700_000_000
+        );
         assert!(parse_time("k", "yesterday").is_err());
         assert_eq!(format_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(format_rfc3339(AUDIT_EPOCH), "2018-03-01T00:00:00Z");
@@ -465,20 +587,28 @@ mod tests {
     fn audit_token_falls_back_to_slack_token() {
         let c = Config::from_pairs(&[("slack_token", "xoxp-1")]).unwrap();
         assert_eq!(c.audit_token(), Some("xoxp-1"));
-        let c = Config::from_pairs(&[("slack_token", "xoxp-1"), ("audit_token", "xoxp-2")]).unwrap();
+        let c =
+            Config::from_pairs(&[("slack_token", "xoxp-1"), ("audit_token", "xoxp-2")]).unwrap();
         assert_eq!(c.audit_token(), Some("xoxp-2"));
     }
 
     #[test]
     fn too_many_actions_is_explained() {
-        let many = (0..31).map(|i| format!("a{i}")).collect::<Vec<_>>().join(",");
+        let many = (0..31)
+            .map(|i| format!("a{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let e = Config::from_pairs(&[("audit_actions", many.as_str())]).unwrap_err();
         assert_eq!(e.key, "audit_actions");
     }
 
     #[test]
     fn debug_hides_tokens() {
-        let c = Config::from_pairs(&[("slack_token", "xoxp-secret-1"), ("collect_secret", "s3cr3t")]).unwrap();
+        let c = Config::from_pairs(&[
+            ("slack_token", "xoxp-secret-1"),
+            ("collect_secret", "s3cr3t"),
+        ])
+        .unwrap();
         let d = format!("{c:?}");
         assert!(!d.contains("secret-1") && !d.contains("s3cr3t"));
     }

@@ -28,7 +28,9 @@ impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransportError::Timeout => write!(f, "no answer within the request timeout"),
-            TransportError::TooLarge { limit } => write!(f, "response body larger than {limit} bytes"),
+            TransportError::TooLarge { limit } => {
+                write!(f, "response body larger than {limit} bytes")
+            }
             TransportError::Network(m) => write!(f, "network error: {m}"),
         }
     }
@@ -36,7 +38,12 @@ impl fmt::Display for TransportError {
 
 /// Sends GET requests. The token goes in an `Authorization: Bearer` header, never in the URL.
 pub trait Transport {
-    fn get(&mut self, url: &str, bearer: &str, timeout: Duration) -> Result<HttpResponse, TransportError>;
+    fn get(
+        &mut self,
+        url: &str,
+        bearer: &str,
+        timeout: Duration,
+    ) -> Result<HttpResponse, TransportError>;
 }
 
 /// Why the key-value store failed.

@@ -14,7 +14,9 @@ pub struct Deadline {
 
 impl Deadline {
     pub fn after(clock: &dyn Clock, budget: Duration) -> Deadline {
-        Deadline { at: clock.monotonic() + budget }
+        Deadline {
+            at: clock.monotonic() + budget,
+        }
     }
 
     pub fn remaining(&self, clock: &dyn Clock) -> Duration {
@@ -50,6 +52,51 @@ pub struct FetchStats {
     pub rate_limited: u32,
 }
 
+/// Keeps requests to one Slack method under its rate tier: a token bucket that allows a short
+/// burst, then one request every `60 / per_minute` seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacer {
+    interval: Duration,
+    capacity: f64,
+    tokens: f64,
+    last: Option<Duration>,
+}
+
+impl Pacer {
+    /// `None` when `per_minute` is 0 (no pacing).
+    pub fn per_minute(per_minute: u32) -> Option<Pacer> {
+        (per_minute > 0).then(|| {
+            // Slack welcomes "sporadic bursts": allow a sixth of a minute's allowance at once.
+            let capacity = f64::from((per_minute / 6).max(1));
+            Pacer {
+                interval: Duration::from_secs(60) / per_minute,
+                capacity,
+                tokens: capacity,
+                last: None,
+            }
+        })
+    }
+
+    /// How long to wait before the next request, taking its token.
+    fn take(&mut self, now: Duration) -> Duration {
+        if let Some(last) = self.last {
+            let refill = (now.saturating_sub(last)).as_secs_f64() / self.interval.as_secs_f64();
+            self.tokens = (self.tokens + refill).min(self.capacity);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Duration::ZERO
+        } else {
+            let wait = self.interval.mul_f64(1.0 - self.tokens);
+            self.tokens = 0.0;
+            // The wait is spent before the request, so the clock at send time has no debt.
+            self.last = Some(now + wait);
+            wait
+        }
+    }
+}
+
 /// Sends GETs with retries. `ok` decides whether a response is a success (audit: HTTP 200;
 /// Web API: HTTP 200 with `ok:true`, checked by the caller's parser).
 pub struct Fetcher<'a> {
@@ -59,6 +106,8 @@ pub struct Fetcher<'a> {
     pub request_timeout: Duration,
     pub stats: FetchStats,
     pub log: &'a dyn Fn(&str),
+    /// Pacing for the method this fetcher calls; `None` sends at once.
+    pub pacer: Option<Pacer>,
 }
 
 impl Fetcher<'_> {
@@ -70,14 +119,35 @@ impl Fetcher<'_> {
             attempt += 1;
             let remaining = self.deadline.remaining(self.clock);
             if remaining < MIN_REQUEST_BUDGET {
-                return Err(FetchError::Budget("the pass's time budget (max_run_seconds) ran out".into()));
+                return Err(FetchError::Budget(
+                    "the pass's time budget (max_run_seconds) ran out".into(),
+                ));
             }
-            let timeout = self.request_timeout.min(remaining - MIN_REQUEST_BUDGET / 2);
+            if let Some(p) = self.pacer.as_mut() {
+                let wait = p.take(self.clock.monotonic());
+                if !wait.is_zero() {
+                    if wait + MIN_REQUEST_BUDGET > remaining {
+                        return Err(FetchError::Budget(format!(
+                            "pacing under Slack's rate limit needs a {:.1} s wait, more than the pass has left; the next pass resumes",
+                            wait.as_secs_f64()
+                        )));
+                    }
+                    self.clock.sleep(wait);
+                }
+            }
+            let remaining = self.deadline.remaining(self.clock);
+            let timeout = self
+                .request_timeout
+                .min(remaining.saturating_sub(MIN_REQUEST_BUDGET / 2));
             self.stats.requests += 1;
             let failure = match self.transport.get(url, token, timeout) {
                 Ok(resp) if (200..300).contains(&resp.status) => return Ok(resp),
                 Ok(resp) => {
-                    let e = SlackError::from_response(resp.status, resp.retry_after.as_deref(), &resp.body);
+                    let e = SlackError::from_response(
+                        resp.status,
+                        resp.retry_after.as_deref(),
+                        &resp.body,
+                    );
                     if !e.is_retryable() {
                         return Err(FetchError::Slack(e));
                     }
@@ -90,7 +160,9 @@ impl Fetcher<'_> {
             let wait = match &failure {
                 Failure::Slack(SlackError::RateLimited { retry_after }) => {
                     self.stats.rate_limited += 1;
-                    retry_after.map(Duration::from_secs).unwrap_or(DEFAULT_RATE_LIMIT_WAIT)
+                    retry_after
+                        .map(Duration::from_secs)
+                        .unwrap_or(DEFAULT_RATE_LIMIT_WAIT)
                 }
                 _ => {
                     let w = backoff;
@@ -114,7 +186,11 @@ impl Fetcher<'_> {
                 )));
             }
             self.stats.retries += 1;
-            (self.log)(&format!("retrying in {:.1} s after: {}", wait.as_secs_f64(), failure.describe()));
+            (self.log)(&format!(
+                "retrying in {:.1} s after: {}",
+                wait.as_secs_f64(),
+                failure.describe()
+            ));
             self.clock.sleep(wait);
         }
     }
@@ -154,20 +230,72 @@ mod tests {
             request_timeout: Duration::from_secs(10),
             stats: FetchStats::default(),
             log: &|_| {},
+            pacer: None,
         }
+    }
+
+    #[test]
+    fn pacer_allows_a_burst_then_spaces_requests() {
+        let mut p = Pacer::per_minute(60).unwrap();
+        let t = Duration::from_secs(100);
+        // 60/min: a burst of 10, then one a second.
+        for _ in 0..10 {
+            assert_eq!(p.take(t), Duration::ZERO);
+        }
+        assert_eq!(p.take(t), Duration::from_secs(1));
+        assert_eq!(p.take(t + Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(
+            p.take(t + Duration::from_secs(30)),
+            Duration::ZERO,
+            "refilled while idle"
+        );
+        assert!(Pacer::per_minute(0).is_none());
+    }
+
+    #[test]
+    fn pacing_waits_count_against_the_budget() {
+        let ok = || {
+            Ok(HttpResponse {
+                status: 200,
+                retry_after: None,
+                body: b"{}".to_vec(),
+            })
+        };
+        let mut t = ScriptedTransport::new((0..10).map(|_| ok()).collect());
+        let c = TestClock::new(1000);
+        let mut f = fetcher(&mut t, &c, 10);
+        f.pacer = Pacer::per_minute(6);
+        assert!(f.get("u", "t").is_ok());
+        // 6/min = one every 10 s: the second request would wait past the 10 s budget.
+        assert!(matches!(f.get("u", "t"), Err(FetchError::Budget(m)) if m.contains("pacing")));
     }
 
     #[test]
     fn honours_retry_after_then_succeeds() {
         let mut t = ScriptedTransport::new(vec![
-            Ok(HttpResponse { status: 429, retry_after: Some("3".into()), body: vec![] }),
-            Ok(HttpResponse { status: 200, retry_after: None, body: b"{}".to_vec() }),
+            Ok(HttpResponse {
+                status: 429,
+                retry_after: Some("3".into()),
+                body: vec![],
+            }),
+            Ok(HttpResponse {
+                status: 200,
+                retry_after: None,
+                body: b"{}".to_vec(),
+            }),
         ]);
         let c = TestClock::new(1000);
         let mut f = fetcher(&mut t, &c, 25);
         assert_eq!(f.get("u", "t").unwrap().status, 200);
         assert_eq!(c.slept(), Duration::from_secs(3));
-        assert_eq!(f.stats, FetchStats { requests: 2, retries: 1, rate_limited: 1 });
+        assert_eq!(
+            f.stats,
+            FetchStats {
+                requests: 2,
+                retries: 1,
+                rate_limited: 1
+            }
+        );
     }
 
     #[test]
@@ -186,13 +314,25 @@ mod tests {
     #[test]
     fn backs_off_on_5xx_and_timeouts_then_gives_up() {
         let script = (0..10)
-            .map(|i| if i % 2 == 0 { Err(TransportError::Timeout) } else { Ok(HttpResponse { status: 503, ..Default::default() }) })
+            .map(|i| {
+                if i % 2 == 0 {
+                    Err(TransportError::Timeout)
+                } else {
+                    Ok(HttpResponse {
+                        status: 503,
+                        ..Default::default()
+                    })
+                }
+            })
             .collect();
         let mut t = ScriptedTransport::new(script);
         let c = TestClock::new(1000);
         let mut f = fetcher(&mut t, &c, 600);
         let e = f.get("u", "t").unwrap_err();
-        assert!(matches!(e, FetchError::Slack(SlackError::Server { status: 503, .. })), "{e:?}");
+        assert!(
+            matches!(e, FetchError::Slack(SlackError::Server { status: 503, .. })),
+            "{e:?}"
+        );
         assert_eq!(f.stats.requests, MAX_ATTEMPTS);
         // 0.5 + 1 + 2 + 4 + 8
         assert_eq!(c.slept(), Duration::from_millis(15_500));
@@ -207,7 +347,10 @@ mod tests {
         })]);
         let c = TestClock::new(1000);
         let mut f = fetcher(&mut t, &c, 25);
-        assert!(matches!(f.get("u", "t"), Err(FetchError::Slack(SlackError::Api { .. }))));
+        assert!(matches!(
+            f.get("u", "t"),
+            Err(FetchError::Slack(SlackError::Api { .. }))
+        ));
         assert_eq!(f.stats.requests, 1);
     }
 

@@ -12,19 +12,27 @@ pub mod audit;
 pub mod config;
 pub mod env;
 pub mod fetch;
+pub mod integration;
 pub mod pass;
 pub mod record;
 pub mod slack_error;
 pub mod status;
 pub mod synthetic;
 pub mod url;
+pub mod walk;
+pub mod web_api;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use config::Config;
-pub use env::{Clock, Env, HttpResponse, KvStore, RecordSink, SinkBatch, SinkError, StoreError, Transport, TransportError};
-pub use pass::{progress_line, run_pass, stream_statuses, Outcome, PassReport, RunOptions, StreamReport};
+pub use env::{
+    Clock, Env, HttpResponse, KvStore, RecordSink, SinkBatch, SinkError, StoreError, Transport,
+    TransportError,
+};
+pub use pass::{
+    progress_line, run_pass, stream_statuses, Outcome, PassReport, RunOptions, StreamReport,
+};
 pub use status::StreamStatus;
 
 /// The streams slack-logs knows, in the order a pass runs them.

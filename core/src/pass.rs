@@ -1,13 +1,16 @@
-//! One pass over the configured streams: load each checkpoint, walk, deliver, report.
+//! One pass over the configured streams: for each stream and workspace, load the checkpoint,
+//! walk, deliver, save the status, report. A failure in one does not stop the others.
 
 use std::time::Duration;
 
-use crate::audit::{self, AuditCheckpoint, AuditIo, WalkEnd, WalkStats};
+use crate::audit::{self, AuditCheckpoint, CheckpointError};
 use crate::config::{format_rfc3339, Config};
 use crate::env::{Env, Transport};
-use crate::fetch::{Deadline, FetchStats, Fetcher};
+use crate::fetch::{Deadline, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET};
+use crate::integration::{self, IntegrationCheckpoint};
 use crate::status::{self, StreamStatus};
-use crate::synthetic::{AuditApiModel, SyntheticEvents};
+use crate::synthetic::{AuditApiModel, IntegrationApiModel, SyntheticEvents};
+use crate::walk::{StreamIo, WalkEnd, WalkStats};
 use crate::Stream;
 
 /// Options for one pass (the WIT `run-options`).
@@ -38,7 +41,7 @@ impl Outcome {
     }
 }
 
-/// One stream's part of a pass (the WIT `stream-report`).
+/// One stream's part of a pass, for one workspace or the org (the WIT `stream-report`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamReport {
     pub stream: String,
@@ -55,10 +58,10 @@ pub struct StreamReport {
 }
 
 impl StreamReport {
-    fn new(stream: &str) -> StreamReport {
+    fn new(stream: &str, team_id: Option<&str>) -> StreamReport {
         StreamReport {
             stream: stream.to_string(),
-            team_id: None,
+            team_id: team_id.map(String::from),
             outcome: Outcome::Failed,
             records: 0,
             pages: 0,
@@ -71,8 +74,12 @@ impl StreamReport {
         }
     }
 
-    fn failed(stream: &str, code: &str, message: String) -> StreamReport {
-        StreamReport { error_code: Some(code.into()), message: Some(message), ..StreamReport::new(stream) }
+    fn failed(stream: &str, team_id: Option<&str>, code: &str, message: String) -> StreamReport {
+        StreamReport {
+            error_code: Some(code.into()),
+            message: Some(message),
+            ..StreamReport::new(stream, team_id)
+        }
     }
 }
 
@@ -86,7 +93,12 @@ pub struct PassReport {
 
 impl PassReport {
     /// A pass that could not start: every stream it would have run failed with `message`.
-    pub fn not_started(options: &RunOptions, started_at: i64, code: &str, message: &str) -> PassReport {
+    pub fn not_started(
+        options: &RunOptions,
+        started_at: i64,
+        code: &str,
+        message: &str,
+    ) -> PassReport {
         let names: Vec<String> = if options.streams.is_empty() {
             Stream::ALL.iter().map(|s| s.name().to_string()).collect()
         } else {
@@ -95,7 +107,10 @@ impl PassReport {
         PassReport {
             started_at,
             duration_ms: 0,
-            streams: names.iter().map(|n| StreamReport::failed(n, code, message.to_string())).collect(),
+            streams: names
+                .iter()
+                .map(|n| StreamReport::failed(n, None, code, message.to_string()))
+                .collect(),
         }
     }
 
@@ -104,47 +119,94 @@ impl PassReport {
     }
 }
 
-/// Runs one pass. Streams run one after another within one time budget; a failing stream does
-/// not stop the others.
+/// One walk to run in a pass: a stream, for one workspace (`None`: the org, or a workspace token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Unit {
+    stream: Stream,
+    team_id: Option<String>,
+}
+
+/// Runs one pass. The time budget is shared: each walk gets an equal share of what is left, so a
+/// long audit backfill does not starve the other streams; time a walk leaves unused goes on to
+/// the next.
 pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> PassReport {
     let started = env.clock.monotonic();
     let started_at = env.clock.now_unix();
-    let budget = Duration::from_secs(u64::from(options.max_run_seconds.unwrap_or(config.max_run_seconds)));
-    let deadline = Deadline { at: started + budget };
-    let mut reports = Vec::new();
+    let budget = Duration::from_secs(u64::from(
+        options.max_run_seconds.unwrap_or(config.max_run_seconds),
+    ));
+    let pass_deadline = Deadline {
+        at: started + budget,
+    };
     let names: Vec<String> = if options.streams.is_empty() {
-        config.streams.iter().map(|s| s.name().to_string()).collect()
+        config
+            .streams
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect()
     } else {
         options.streams.clone()
     };
+    let mut reports = Vec::new();
+    let mut units = Vec::new();
     for name in &names {
-        let report = match Stream::parse(name) {
-            None => StreamReport::failed(
+        match Stream::parse(name) {
+            None => reports.push(StreamReport::failed(
                 name,
+                None,
                 "unknown_stream",
                 format!("unknown stream {name:?}; expected audit, access or integration"),
-            ),
-            Some(Stream::Audit) => run_audit(config, env, deadline, started_at),
-            Some(s) => StreamReport {
+            )),
+            Some(Stream::Access) => reports.push(StreamReport {
                 outcome: Outcome::NotAvailable,
-                message: Some(format!(
-                    "the {} stream is not available in this version yet; remove it from `streams` to silence this",
-                    s.name()
-                )),
-                ..StreamReport::new(s.name())
+                message: Some("the access stream is not available in this version yet; remove it from `streams` to silence this".into()),
+                ..StreamReport::new("access", None)
+            }),
+            Some(Stream::Audit) => units.push(Unit { stream: Stream::Audit, team_id: None }),
+            Some(stream) => match teams(config) {
+                Ok(teams) => units.extend(teams.into_iter().map(|team_id| Unit { stream, team_id })),
+                Err(message) => reports.push(StreamReport::failed(stream.name(), None, "config_error", message)),
             },
+        }
+    }
+    let total = units.len();
+    for (i, unit) in units.into_iter().enumerate() {
+        let remaining = pass_deadline.remaining(env.clock);
+        let share = (remaining / (total - i) as u32).max(remaining.min(MIN_REQUEST_BUDGET * 3));
+        let deadline = Deadline {
+            at: env.clock.monotonic() + share,
         };
+        let report = run_unit(config, env, &unit, deadline, started_at);
         (env.log)(&progress_line(&report));
         reports.push(report);
     }
-    PassReport { started_at, duration_ms: (env.clock.monotonic() - started).as_millis() as u64, streams: reports }
+    PassReport {
+        started_at,
+        duration_ms: (env.clock.monotonic() - started).as_millis() as u64,
+        streams: reports,
+    }
 }
 
-/// One line per stream for stderr.
+/// The workspaces a per-workspace stream walks: `team_ids`, or the token's own workspace.
+fn teams(config: &Config) -> Result<Vec<Option<String>>, String> {
+    if config.team_ids.iter().any(|t| t == "all") {
+        return Err("config key `team_ids`: `all` (listing the org's workspaces) is not available yet; list the workspace ids".into());
+    }
+    if config.team_ids.is_empty() {
+        Ok(vec![None])
+    } else {
+        Ok(config.team_ids.iter().cloned().map(Some).collect())
+    }
+}
+
+/// One line per walk for stderr.
 pub fn progress_line(r: &StreamReport) -> String {
-    let mut line = format!(
-        "{}: {} — {} records, {} pages, {} requests, {} retries",
-        r.stream,
+    let mut line = r.stream.clone();
+    if let Some(t) = &r.team_id {
+        line += &format!(" [{t}]");
+    }
+    line += &format!(
+        ": {} — {} records, {} pages, {} requests, {} retries",
         r.outcome.name(),
         r.records,
         r.pages,
@@ -163,56 +225,198 @@ pub fn progress_line(r: &StreamReport) -> String {
     line
 }
 
-fn run_audit(config: &Config, env: &mut Env<'_>, deadline: Deadline, now: i64) -> StreamReport {
-    let stream = Stream::Audit;
-    let mut report = StreamReport::new(stream.name());
-    let token = match (config.synthetic_data, config.audit_token()) {
-        (true, _) => "synthetic".to_string(),
-        (false, Some(t)) => t.to_string(),
-        (false, None) => {
-            return StreamReport::failed(
-                stream.name(),
-                "no_token",
-                "no Slack token configured: set `slack_token` (or `audit_token`) — SLACK_LOGS_SLACK_TOKEN in the host, \
-                 the slack_token variable under Spin — or set synthetic_data=true to try the pipeline with made-up records"
-                    .into(),
-            )
-        }
+/// A stream's checkpoint, as the pass driver sees it.
+trait Checkpoint: Sized {
+    fn decode(bytes: &[u8]) -> Result<Self, CheckpointError>;
+    fn encode(&self) -> Vec<u8>;
+    fn watermark(&self) -> i64;
+}
+
+impl Checkpoint for AuditCheckpoint {
+    fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        AuditCheckpoint::decode(bytes)
+    }
+    fn encode(&self) -> Vec<u8> {
+        AuditCheckpoint::encode(self)
+    }
+    fn watermark(&self) -> i64 {
+        self.watermark
+    }
+}
+
+impl Checkpoint for IntegrationCheckpoint {
+    fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        IntegrationCheckpoint::decode(bytes)
+    }
+    fn encode(&self) -> Vec<u8> {
+        IntegrationCheckpoint::encode(self)
+    }
+    fn watermark(&self) -> i64 {
+        self.watermark
+    }
+}
+
+fn checkpoint_key(unit: &Unit) -> String {
+    match unit.stream {
+        Stream::Audit => audit::CHECKPOINT_KEY.to_string(),
+        Stream::Integration => integration::checkpoint_key(unit.team_id.as_deref()),
+        Stream::Access => format!(
+            "slack-logs/v1/access/{}/checkpoint",
+            unit.team_id.as_deref().unwrap_or("org")
+        ),
+    }
+}
+
+fn run_unit(
+    config: &Config,
+    env: &mut Env<'_>,
+    unit: &Unit,
+    deadline: Deadline,
+    now: i64,
+) -> StreamReport {
+    let token = match (unit.stream, config.synthetic_data) {
+        (Stream::Audit, true) => Some("synthetic".to_string()),
+        (Stream::Audit, false) => config.audit_token().map(String::from),
+        (_, true) => Some("synthetic".to_string()),
+        (_, false) => config.slack_token.clone(),
     };
-    let mut checkpoint = match env.store.get(audit::CHECKPOINT_KEY) {
-        Ok(Some(bytes)) => match AuditCheckpoint::decode(&bytes) {
-            Ok(c) => c,
-            Err(e) => return StreamReport::failed(stream.name(), "checkpoint_unreadable", e.to_string()),
-        },
-        Ok(None) => {
+    let Some(token) = token else {
+        let key = if unit.stream == Stream::Audit {
+            "`slack_token` (or `audit_token`)"
+        } else {
+            "`slack_token`"
+        };
+        return StreamReport::failed(
+            unit.stream.name(),
+            unit.team_id.as_deref(),
+            "no_token",
+            format!(
+                "no Slack token configured: set {key} — SLACK_LOGS_SLACK_TOKEN in the host, the slack_token variable under \
+                 Spin — or set synthetic_data=true to try the pipeline with made-up records"
+            ),
+        );
+    };
+    match unit.stream {
+        Stream::Audit => {
             let mut initial_config = config.clone();
             if config.synthetic_data && config.backfill_start_time.is_none() {
                 // Made-up data has no history to protect: start an hour back so a first pass shows records.
                 initial_config.backfill_start_time = Some(now - 3600);
             }
-            let c = AuditCheckpoint::initial(&initial_config, now);
-            // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
-            if let Err(e) = env.store.set(audit::CHECKPOINT_KEY, &c.encode()) {
-                return StreamReport::failed(stream.name(), "store_error", e.to_string());
+            let mut synthetic = AuditApiModel::new(SyntheticEvents { mean_gap: 20 });
+            synthetic.now = Some(now);
+            let use_synthetic = config.synthetic_data;
+            walk_unit(
+                config,
+                env,
+                unit,
+                deadline,
+                now,
+                config.audit_requests_per_minute,
+                || AuditCheckpoint::initial(&initial_config, now),
+                if use_synthetic {
+                    Some(&mut synthetic)
+                } else {
+                    None
+                },
+                |fetcher, io, cp: &mut AuditCheckpoint, stats, notes| {
+                    let filters = audit::filters_key(config);
+                    if cp.filters != filters {
+                        notes.push(format!(
+                            "audit filters changed from {:?} to {:?}; events before {} were collected with the old filters and are not read again",
+                            cp.filters,
+                            filters,
+                            format_rfc3339(cp.watermark)
+                        ));
+                    }
+                    audit::walk(config, &token, fetcher, io, cp, stats)
+                },
+            )
+        }
+        Stream::Integration => {
+            let mut synthetic = IntegrationApiModel { now };
+            let mut initial_config = config.clone();
+            if config.synthetic_data && config.backfill_start_time.is_none() {
+                initial_config.backfill_start_time = Some(now - 86_400);
             }
-            (env.log)(&format!("audit: no checkpoint yet; starting after {}", format_rfc3339(c.watermark)));
+            walk_unit(
+                config,
+                env,
+                unit,
+                deadline,
+                now,
+                config.web_requests_per_minute,
+                || IntegrationCheckpoint::initial(&initial_config, now),
+                if config.synthetic_data {
+                    Some(&mut synthetic)
+                } else {
+                    None
+                },
+                |fetcher, io, cp: &mut IntegrationCheckpoint, stats, _| {
+                    integration::walk(
+                        config,
+                        unit.team_id.as_deref(),
+                        &token,
+                        fetcher,
+                        io,
+                        cp,
+                        stats,
+                    )
+                },
+            )
+        }
+        Stream::Access => StreamReport::new("access", unit.team_id.as_deref()),
+    }
+}
+
+/// Loads (or creates and anchors) the checkpoint, walks, records the status, builds the report.
+#[allow(clippy::too_many_arguments)]
+fn walk_unit<C: Checkpoint>(
+    config: &Config,
+    env: &mut Env<'_>,
+    unit: &Unit,
+    deadline: Deadline,
+    now: i64,
+    requests_per_minute: u32,
+    initial: impl FnOnce() -> C,
+    transport_override: Option<&mut dyn Transport>,
+    walk: impl FnOnce(
+        &mut Fetcher<'_>,
+        &mut StreamIo<'_>,
+        &mut C,
+        &mut WalkStats,
+        &mut Vec<String>,
+    ) -> WalkEnd,
+) -> StreamReport {
+    let (stream, team_id) = (unit.stream, unit.team_id.as_deref());
+    let key = checkpoint_key(unit);
+    let mut checkpoint = match env.store.get(&key) {
+        Ok(Some(bytes)) => match C::decode(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                return StreamReport::failed(
+                    stream.name(),
+                    team_id,
+                    "checkpoint_unreadable",
+                    format!("{e} (key {key}); delete that key to restart the stream from backfill_start_time"),
+                )
+            }
+        },
+        Ok(None) => {
+            let c = initial();
+            // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
+            if let Err(e) = env.store.set(&key, &c.encode()) {
+                return StreamReport::failed(stream.name(), team_id, "store_error", e.to_string());
+            }
+            (env.log)(&format!("{}: no checkpoint yet; starting after {}", stream.name(), format_rfc3339(c.watermark())));
             c
         }
-        Err(e) => return StreamReport::failed(stream.name(), "store_error", e.to_string()),
+        Err(e) => return StreamReport::failed(stream.name(), team_id, "store_error", e.to_string()),
     };
-    let mut notes = Vec::new();
-    let filters = audit::filters_key(config);
-    if checkpoint.filters != filters {
-        notes.push(format!(
-            "audit filters changed from {:?} to {:?}; events before {} were collected with the old filters and are not read again",
-            checkpoint.filters,
-            filters,
-            format_rfc3339(checkpoint.watermark)
-        ));
-    }
-    let mut synthetic = AuditApiModel::new(SyntheticEvents { mean_gap: 20 });
-    synthetic.now = Some(now);
-    let transport: &mut dyn Transport = if config.synthetic_data { &mut synthetic } else { &mut *env.transport };
+    let transport: &mut dyn Transport = match transport_override {
+        Some(t) => t,
+        None => &mut *env.transport,
+    };
     let mut fetcher = Fetcher {
         transport,
         clock: env.clock,
@@ -220,21 +424,38 @@ fn run_audit(config: &Config, env: &mut Env<'_>, deadline: Deadline, now: i64) -
         request_timeout: Duration::from_secs(u64::from(config.request_timeout_seconds)),
         stats: FetchStats::default(),
         log: env.log,
+        pacer: Pacer::per_minute(requests_per_minute),
     };
-    let mut io = AuditIo { store: &mut *env.store, sink: &mut *env.sink, collected_at: now, log: env.log };
+    let mut io = StreamIo {
+        store: &mut *env.store,
+        sink: &mut *env.sink,
+        collected_at: now,
+        log: env.log,
+    };
     let mut stats = WalkStats::default();
-    let end = audit::walk(config, &token, &mut fetcher, &mut io, &mut checkpoint, &mut stats);
+    let mut notes = Vec::new();
+    let end = walk(
+        &mut fetcher,
+        &mut io,
+        &mut checkpoint,
+        &mut stats,
+        &mut notes,
+    );
 
+    let mut report = StreamReport::new(stream.name(), team_id);
     report.records = stats.records;
     report.pages = stats.pages;
     report.requests = fetcher.stats.requests;
     report.retries = fetcher.stats.retries;
-    report.watermark = Some(checkpoint.watermark);
-    report.lag_seconds = Some(now - checkpoint.watermark);
+    report.watermark = Some(checkpoint.watermark());
+    report.lag_seconds = Some(now - checkpoint.watermark());
     if stats.out_of_window > 0 {
-        notes.push(format!("{} entries outside the requested window were ignored", stats.out_of_window));
+        notes.push(format!(
+            "{} entries outside the requested range were ignored",
+            stats.out_of_window
+        ));
     }
-    let mut stored = status::load(env.store, stream);
+    let mut stored = status::load(env.store, stream, team_id);
     stored.total_records += stats.records;
     match end {
         WalkEnd::CaughtUp => {
@@ -256,7 +477,7 @@ fn run_audit(config: &Config, env: &mut Env<'_>, deadline: Deadline, now: i64) -
             notes.insert(0, message);
         }
     }
-    if let Err(e) = status::save(env.store, stream, &stored) {
+    if let Err(e) = status::save(env.store, stream, team_id, &stored) {
         notes.push(format!("could not save the stream status: {e}"));
     }
     if !notes.is_empty() {
@@ -265,25 +486,41 @@ fn run_audit(config: &Config, env: &mut Env<'_>, deadline: Deadline, now: i64) -
     report
 }
 
-/// Every configured stream's status, for `/status`.
-pub fn stream_statuses(config: &Config, store: &mut dyn crate::env::KvStore, now: i64) -> Vec<StreamStatus> {
-    config
-        .streams
-        .iter()
-        .map(|&s| {
-            let stored = status::load(store, s);
-            let watermark = match s {
-                Stream::Audit => store
-                    .get(audit::CHECKPOINT_KEY)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| AuditCheckpoint::decode(&b).ok())
-                    .map(|c| c.watermark),
-                _ => None,
-            };
-            StreamStatus {
-                stream: s.name().to_string(),
+/// Every configured walk's status, for `/status`.
+pub fn stream_statuses(
+    config: &Config,
+    store: &mut dyn crate::env::KvStore,
+    now: i64,
+) -> Vec<StreamStatus> {
+    let mut units = Vec::new();
+    for &stream in &config.streams {
+        match stream {
+            Stream::Audit => units.push(Unit {
+                stream,
                 team_id: None,
+            }),
+            _ => units.extend(
+                teams(config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|team_id| Unit { stream, team_id }),
+            ),
+        }
+    }
+    units
+        .into_iter()
+        .map(|unit| {
+            let team_id = unit.team_id.as_deref();
+            let stored = status::load(store, unit.stream, team_id);
+            let bytes = store.get(&checkpoint_key(&unit)).ok().flatten();
+            let watermark = bytes.and_then(|b| match unit.stream {
+                Stream::Audit => AuditCheckpoint::decode(&b).ok().map(|c| c.watermark),
+                Stream::Integration => IntegrationCheckpoint::decode(&b).ok().map(|c| c.watermark),
+                Stream::Access => None,
+            });
+            StreamStatus {
+                stream: unit.stream.name().to_string(),
+                team_id: unit.team_id.clone(),
                 watermark,
                 lag_seconds: watermark.map(|w| now - w),
                 last_success: stored.last_success,

@@ -19,7 +19,13 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     pub fn new(stream: &'static str, source: &'static str, collected_at: i64) -> RecordWriter {
-        RecordWriter { stream, source, collected_at, buf: Vec::new(), count: 0 }
+        RecordWriter {
+            stream,
+            source,
+            collected_at,
+            buf: Vec::new(),
+            count: 0,
+        }
     }
 
     /// Appends one record. `event` must be one complete JSON value (a `RawValue` from the page).
@@ -38,7 +44,11 @@ impl RecordWriter {
             write_json_str(b, t);
         }
         // Writing integers into a Vec cannot fail.
-        let _ = write!(b, ",\"time\":{},\"collected_at\":{},\"event\":", time, self.collected_at);
+        let _ = write!(
+            b,
+            ",\"time\":{},\"collected_at\":{},\"event\":",
+            time, self.collected_at
+        );
         b.extend_from_slice(event.as_bytes());
         b.extend_from_slice(b"}\n");
         self.count += 1;
@@ -54,7 +64,11 @@ impl RecordWriter {
 
     /// Hands over the batch and starts a new, empty one.
     pub fn take_batch(&mut self) -> SinkBatch {
-        let batch = SinkBatch { stream: self.stream, count: self.count, ndjson: std::mem::take(&mut self.buf) };
+        let batch = SinkBatch {
+            stream: self.stream,
+            count: self.count,
+            ndjson: std::mem::take(&mut self.buf),
+        };
         self.count = 0;
         batch
     }
@@ -94,12 +108,20 @@ mod tests {
     #[test]
     fn record_line_is_valid_json_with_raw_event() {
         let mut w = RecordWriter::new("audit", "audit/v1/logs", 1_700_000_100);
-        w.push("id-1", None, 1_700_000_000, r#"{"id":"id-1","x":[1, 2],"future_field":true}"#);
+        w.push(
+            "id-1",
+            None,
+            1_700_000_000,
+            r#"{"id":"id-1","x":[1, 2],"future_field":true}"#,
+        );
         w.push("we\"ird", Some("T1"), 5, r#"{"a":1}"#);
         let batch = w.take_batch();
         assert_eq!(batch.count, 2);
         let text = String::from_utf8(batch.ndjson).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["id"], "id-1");
         assert_eq!(lines[0]["stream"], "audit");
         assert_eq!(lines[0]["time"], 1_700_000_000);

@@ -15,7 +15,12 @@ pub enum SlackError {
     /// `invalid_cursor`: the cursor expired or is unusable; restart from the checkpoint.
     InvalidCursor,
     /// Any other Slack error code: not retried, the stream stops with advice.
-    Api { status: u16, code: String, needed: Option<String>, provided: Option<String> },
+    Api {
+        status: u16,
+        code: String,
+        needed: Option<String>,
+        provided: Option<String>,
+    },
     /// A status or body Slack does not send: an HTML error page, truncated JSON, a wrong type.
     Malformed { status: u16, detail: String },
 }
@@ -44,40 +49,63 @@ impl SlackError {
         let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
         let code = parsed.as_ref().and_then(|b| b.error.clone());
         if status == 429 || matches!(code.as_deref(), Some("ratelimited" | "rate_limited")) {
-            return SlackError::RateLimited { retry_after: parse_retry_after(retry_after) };
+            return SlackError::RateLimited {
+                retry_after: parse_retry_after(retry_after),
+            };
         }
         if matches!(code.as_deref(), Some("invalid_cursor")) {
             return SlackError::InvalidCursor;
         }
         if status >= 500
-            || matches!(code.as_deref(), Some("fatal_error" | "internal_error" | "service_unavailable" | "request_timeout"))
+            || matches!(
+                code.as_deref(),
+                Some("fatal_error" | "internal_error" | "service_unavailable" | "request_timeout")
+            )
         {
             return SlackError::Server { status, code };
         }
         match parsed {
-            Some(ErrorBody { error: Some(code), needed, provided, .. }) => {
-                SlackError::Api { status, code, needed, provided }
-            }
-            Some(ErrorBody { ok: Some(false), .. }) => SlackError::Api {
+            Some(ErrorBody {
+                error: Some(code),
+                needed,
+                provided,
+                ..
+            }) => SlackError::Api {
+                status,
+                code,
+                needed,
+                provided,
+            },
+            Some(ErrorBody {
+                ok: Some(false), ..
+            }) => SlackError::Api {
                 status,
                 code: "unknown_error".into(),
                 needed: None,
                 provided: None,
             },
-            _ => SlackError::Malformed { status, detail: describe_body(body) },
+            _ => SlackError::Malformed {
+                status,
+                detail: describe_body(body),
+            },
         }
     }
 
     /// Worth trying again after a wait.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SlackError::RateLimited { .. } | SlackError::Server { .. })
+        matches!(
+            self,
+            SlackError::RateLimited { .. } | SlackError::Server { .. }
+        )
     }
 
     /// The code reported in `error-code`.
     pub fn code(&self) -> String {
         match self {
             SlackError::RateLimited { .. } => "rate_limited".into(),
-            SlackError::Server { code, status } => code.clone().unwrap_or_else(|| format!("http_{status}")),
+            SlackError::Server { code, status } => {
+                code.clone().unwrap_or_else(|| format!("http_{status}"))
+            }
             SlackError::InvalidCursor => "invalid_cursor".into(),
             SlackError::Api { code, .. } => code.clone(),
             SlackError::Malformed { .. } => "malformed_response".into(),
@@ -94,21 +122,38 @@ pub fn describe_body(body: &[u8]) -> String {
     } else if start.trim_start().starts_with('<') {
         format!("an HTML page ({} bytes) instead of JSON", body.len())
     } else {
-        format!("{} bytes that are not the expected JSON, starting {:?}", body.len(), start)
+        format!(
+            "{} bytes that are not the expected JSON, starting {:?}",
+            body.len(),
+            start
+        )
     }
 }
 
 impl fmt::Display for SlackError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SlackError::RateLimited { retry_after: Some(s) } => write!(f, "Slack rate-limited us (retry after {s} s)"),
+            SlackError::RateLimited {
+                retry_after: Some(s),
+            } => write!(f, "Slack rate-limited us (retry after {s} s)"),
             SlackError::RateLimited { retry_after: None } => write!(f, "Slack rate-limited us"),
             SlackError::Server { status, code } => match code {
-                Some(c) => write!(f, "Slack server error {c} (HTTP {status}); retried with backoff"),
-                None => write!(f, "Slack server error (HTTP {status}); retried with backoff"),
+                Some(c) => write!(
+                    f,
+                    "Slack server error {c} (HTTP {status}); retried with backoff"
+                ),
+                None => write!(
+                    f,
+                    "Slack server error (HTTP {status}); retried with backoff"
+                ),
             },
             SlackError::InvalidCursor => write!(f, "Slack rejected the cursor (invalid_cursor)"),
-            SlackError::Api { code, needed, provided, .. } => {
+            SlackError::Api {
+                code,
+                needed,
+                provided,
+                ..
+            } => {
                 write!(f, "Slack answered `{code}`: {}", advice(code))?;
                 if let Some(n) = needed {
                     write!(f, " (needed scope: {n}")?;
@@ -119,7 +164,9 @@ impl fmt::Display for SlackError {
                 }
                 Ok(())
             }
-            SlackError::Malformed { status, detail } => write!(f, "Slack answered HTTP {status} with {detail}"),
+            SlackError::Malformed { status, detail } => {
+                write!(f, "Slack answered HTTP {status} with {detail}")
+            }
         }
     }
 }
@@ -161,9 +208,14 @@ mod tests {
     fn classifies_rate_limits_both_spellings() {
         assert_eq!(
             SlackError::from_response(429, Some("7"), b"{\"ok\":false,\"error\":\"rate_limited\"}"),
-            SlackError::RateLimited { retry_after: Some(7) }
+            SlackError::RateLimited {
+                retry_after: Some(7)
+            }
         );
-        assert_eq!(SlackError::from_response(429, Some("soon"), b""), SlackError::RateLimited { retry_after: None });
+        assert_eq!(
+            SlackError::from_response(429, Some("soon"), b""),
+            SlackError::RateLimited { retry_after: None }
+        );
         assert!(matches!(
             SlackError::from_response(200, None, b"{\"ok\":false,\"error\":\"ratelimited\"}"),
             SlackError::RateLimited { .. }
@@ -173,7 +225,10 @@ mod tests {
     #[test]
     fn classifies_server_and_cursor_errors() {
         assert!(SlackError::from_response(502, None, b"<html>bad gateway</html>").is_retryable());
-        assert!(SlackError::from_response(200, None, b"{\"ok\":false,\"error\":\"fatal_error\"}").is_retryable());
+        assert!(
+            SlackError::from_response(200, None, b"{\"ok\":false,\"error\":\"fatal_error\"}")
+                .is_retryable()
+        );
         assert_eq!(
             SlackError::from_response(400, None, b"{\"ok\":false,\"error\":\"invalid_cursor\"}"),
             SlackError::InvalidCursor
@@ -189,8 +244,16 @@ mod tests {
         );
         assert!(!e.is_retryable());
         let msg = e.to_string();
-        assert!(msg.contains("missing_scope") && msg.contains("needed scope: admin") && msg.contains("identify"));
-        let e = SlackError::from_response(403, None, b"{\"ok\":false,\"error\":\"team_not_authorized\"}");
+        assert!(
+            msg.contains("missing_scope")
+                && msg.contains("needed scope: admin")
+                && msg.contains("identify")
+        );
+        let e = SlackError::from_response(
+            403,
+            None,
+            b"{\"ok\":false,\"error\":\"team_not_authorized\"}",
+        );
         assert!(e.to_string().contains("install it on the Enterprise org"));
     }
 

@@ -30,18 +30,31 @@ pub struct StoredStatus {
     pub total_records: u64,
 }
 
-pub fn status_key(stream: Stream) -> String {
-    format!("slack-logs/v1/{}/status", stream.name())
+/// `slack-logs/v1/<stream>/<team id, or org>/status`, beside the checkpoint.
+pub fn status_key(stream: Stream, team_id: Option<&str>) -> String {
+    format!(
+        "slack-logs/v1/{}/{}/status",
+        stream.name(),
+        team_id.unwrap_or("org")
+    )
 }
 
 /// Reads the stored status; a missing or unreadable one counts as empty (it is informational).
-pub fn load(store: &mut dyn KvStore, stream: Stream) -> StoredStatus {
-    match store.get(&status_key(stream)) {
+pub fn load(store: &mut dyn KvStore, stream: Stream, team_id: Option<&str>) -> StoredStatus {
+    match store.get(&status_key(stream, team_id)) {
         Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
         _ => StoredStatus::default(),
     }
 }
 
-pub fn save(store: &mut dyn KvStore, stream: Stream, status: &StoredStatus) -> Result<(), crate::env::StoreError> {
-    store.set(&status_key(stream), &serde_json::to_vec(status).unwrap_or_default())
+pub fn save(
+    store: &mut dyn KvStore,
+    stream: Stream,
+    team_id: Option<&str>,
+    status: &StoredStatus,
+) -> Result<(), crate::env::StoreError> {
+    store.set(
+        &status_key(stream, team_id),
+        &serde_json::to_vec(status).unwrap_or_default(),
+    )
 }

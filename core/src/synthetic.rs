@@ -33,9 +33,17 @@ pub struct EventList(pub Vec<ModelEvent>);
 
 impl EventSource for EventList {
     fn events_desc(&self, oldest: i64, latest: i64) -> Vec<ModelEvent> {
-        let mut v: Vec<ModelEvent> =
-            self.0.iter().filter(|e| e.date_create >= oldest && e.date_create <= latest).cloned().collect();
-        v.sort_by(|a, b| b.date_create.cmp(&a.date_create).then_with(|| a.id.cmp(&b.id)));
+        let mut v: Vec<ModelEvent> = self
+            .0
+            .iter()
+            .filter(|e| e.date_create >= oldest && e.date_create <= latest)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            b.date_create
+                .cmp(&a.date_create)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         v
     }
 }
@@ -54,7 +62,11 @@ impl EventSource for SyntheticEvents {
             let h = fnv1a64(&[b"second", &t.to_le_bytes()]);
             if h % self.mean_gap.max(1) == 0 {
                 // One event in most seconds that have any; a same-second burst in one of 16.
-                let n = if (h >> 20) % 16 == 0 { 2 + (h >> 24) % 6 } else { 1 };
+                let n = if (h >> 20) % 16 == 0 {
+                    2 + (h >> 24) % 6
+                } else {
+                    1
+                };
                 for i in 0..n {
                     out.push(synthetic_event(t, i));
                 }
@@ -104,10 +116,18 @@ fn synthetic_event(t: i64, i: u64) -> ModelEvent {
             let (eid, ename, eemail) = USERS[((h >> 12) % 4) as usize];
             serde_json::json!({"type": "user", "user": {"id": eid, "name": ename, "email": eemail, "team": "T0SYNTH01"}})
         }
-        "file" => serde_json::json!({"type": "file", "file": {"id": format!("F0{:08X}", h & 0xffff_ffff), "name": "report.pdf", "filetype": "pdf", "title": "Quarterly report"}}),
-        "channel" => serde_json::json!({"type": "channel", "channel": {"id": format!("C0{:08X}", h & 0xffff_ffff), "name": "incident-response", "privacy": if action.starts_with("private") { "private" } else { "public" }, "is_shared": false, "is_org_shared": false}}),
-        "app" => serde_json::json!({"type": "app", "app": {"id": "A0SYNTHAPP", "name": "Synthetic App", "is_distributed": false, "is_directory_approved": true, "scopes": ["channels:read"]}}),
-        _ => serde_json::json!({"type": "workspace", "workspace": {"id": "T0SYNTH01", "name": "Synthetic Co", "domain": "synthetic-co"}}),
+        "file" => {
+            serde_json::json!({"type": "file", "file": {"id": format!("F0{:08X}", h & 0xffff_ffff), "name": "report.pdf", "filetype": "pdf", "title": "Quarterly report"}})
+        }
+        "channel" => {
+            serde_json::json!({"type": "channel", "channel": {"id": format!("C0{:08X}", h & 0xffff_ffff), "name": "incident-response", "privacy": if action.starts_with("private") { "private" } else { "public" }, "is_shared": false, "is_org_shared": false}})
+        }
+        "app" => {
+            serde_json::json!({"type": "app", "app": {"id": "A0SYNTHAPP", "name": "Synthetic App", "is_distributed": false, "is_directory_approved": true, "scopes": ["channels:read"]}})
+        }
+        _ => {
+            serde_json::json!({"type": "workspace", "workspace": {"id": "T0SYNTH01", "name": "Synthetic Co", "domain": "synthetic-co"}})
+        }
     };
     let json = serde_json::json!({
         "id": id,
@@ -124,7 +144,11 @@ fn synthetic_event(t: i64, i: u64) -> ModelEvent {
         "synthetic": true,
     })
     .to_string();
-    ModelEvent { id, date_create: t, json }
+    ModelEvent {
+        id,
+        date_create: t,
+        json,
+    }
 }
 
 /// Answers `GET …/logs?oldest&latest&limit&cursor` the way Slack does.
@@ -138,13 +162,21 @@ pub struct AuditApiModel<S: EventSource> {
 
 impl<S: EventSource> AuditApiModel<S> {
     pub fn new(source: S) -> Self {
-        AuditApiModel { source, requests: Vec::new(), now: None }
+        AuditApiModel {
+            source,
+            requests: Vec::new(),
+            now: None,
+        }
     }
 
     /// The body Slack would send for this query.
     pub fn answer(&self, url: &str) -> HttpResponse {
         let q = parse_query(url);
-        let get = |k: &str| q.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            q.iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.as_str())
+        };
         let int = |k: &str| get(k).map(|v| v.parse::<i64>());
         let error = |status: u16, code: &str| HttpResponse {
             status,
@@ -152,14 +184,19 @@ impl<S: EventSource> AuditApiModel<S> {
             body: format!("{{\"ok\":false,\"error\":\"{code}\"}}").into_bytes(),
         };
         let (oldest, latest, limit) = match (int("oldest"), int("latest"), int("limit")) {
-            (Some(Err(_)), _, _) | (_, Some(Err(_)), _) | (_, _, Some(Err(_))) => return error(400, "invalid_arguments"),
+            (Some(Err(_)), _, _) | (_, Some(Err(_)), _) | (_, _, Some(Err(_))) => {
+                return error(400, "invalid_arguments")
+            }
             (o, l, n) => (
                 o.and_then(Result::ok).unwrap_or(0),
                 l.and_then(Result::ok).unwrap_or(i64::MAX),
                 n.and_then(Result::ok).unwrap_or(100).clamp(1, 9999) as usize,
             ),
         };
-        if self.now.is_some_and(|now| latest != i64::MAX && latest > now) {
+        if self
+            .now
+            .is_some_and(|now| latest != i64::MAX && latest > now)
+        {
             return error(400, "invalid_range");
         }
         // The cursor holds only where to continue; `oldest` must come with every request.
@@ -172,7 +209,10 @@ impl<S: EventSource> AuditApiModel<S> {
         }
         let events = self.source.events_desc(oldest, top);
         let mut end = limit.min(events.len());
-        while end < events.len() && end > 0 && events[end].date_create == events[end - 1].date_create {
+        while end < events.len()
+            && end > 0
+            && events[end].date_create == events[end - 1].date_create
+        {
             end += 1;
         }
         let mut body = String::from("{\"entries\":[");
@@ -187,20 +227,101 @@ impl<S: EventSource> AuditApiModel<S> {
             body.push_str(&format!("ts:{}", events[end - 1].date_create - 1));
         }
         body.push_str("\"}}");
-        HttpResponse { status: 200, retry_after: None, body: body.into_bytes() }
+        HttpResponse {
+            status: 200,
+            retry_after: None,
+            body: body.into_bytes(),
+        }
     }
 }
 
 impl<S: EventSource> Transport for AuditApiModel<S> {
-    fn get(&mut self, url: &str, _bearer: &str, _timeout: Duration) -> Result<HttpResponse, TransportError> {
+    fn get(
+        &mut self,
+        url: &str,
+        _bearer: &str,
+        _timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
         self.requests.push(url.to_string());
         Ok(self.answer(url))
     }
 }
 
+/// Answers `team.integrationLogs?count&page` with made-up entries, newest first: about one an
+/// hour over the week before `now`, derived from the hour they fall in.
+pub struct IntegrationApiModel {
+    pub now: i64,
+}
+
+impl IntegrationApiModel {
+    fn entries(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let last_hour = self.now.div_euclid(3600);
+        for hour in (last_hour - 7 * 24..=last_hour).rev() {
+            let h = fnv1a64(&[b"integration", &hour.to_le_bytes()]);
+            let date = hour * 3600 + (h % 3600) as i64;
+            if h % 3 == 0 || date > self.now {
+                continue;
+            }
+            let (uid, name, _) = USERS[(h >> 8) as usize % 4];
+            let change = [
+                "added", "removed", "enabled", "disabled", "updated", "expanded",
+            ][(h >> 16) as usize % 6];
+            let mut e = if (h >> 24) % 2 == 0 {
+                // Slack sends service ids as numbers or strings (Q34); so does this.
+                let sid = 1_000_000 + (h >> 32) % 1000;
+                serde_json::json!({"service_id": if (h >> 28) % 2 == 0 { serde_json::json!(sid) } else { serde_json::json!(sid.to_string()) },
+                    "service_type": "Google Calendar", "channel": "C0SYNTH001", "scope": "incoming-webhook"})
+            } else {
+                serde_json::json!({"app_id": format!("A0SYN{:05}", (h >> 32) % 100_000), "app_type": "Synthetic App", "scope": "chat:write,channels:read"})
+            };
+            let obj = e.as_object_mut().expect("built as an object");
+            obj.insert("user_id".into(), uid.into());
+            obj.insert("user_name".into(), name.into());
+            obj.insert("date".into(), date.to_string().into());
+            obj.insert("change_type".into(), change.into());
+            obj.insert("synthetic".into(), true.into());
+            if change == "disabled" {
+                obj.insert("reason".into(), "user".into());
+            }
+            out.push(e);
+        }
+        out
+    }
+}
+
+impl Transport for IntegrationApiModel {
+    fn get(
+        &mut self,
+        url: &str,
+        _bearer: &str,
+        _timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
+        let q = parse_query(url);
+        let get = |k: &str, d: usize| {
+            q.iter()
+                .find(|(n, _)| n == k)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let (count, page) = (get("count", 100).clamp(1, 1000), get("page", 1).max(1));
+        let all = self.entries();
+        let slice: Vec<_> = all.iter().skip((page - 1) * count).take(count).collect();
+        let body = serde_json::json!({"ok": true, "logs": slice,
+            "paging": {"count": count, "total": all.len(), "page": page, "pages": all.len().div_ceil(count).max(1)}});
+        Ok(HttpResponse {
+            status: 200,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        })
+    }
+}
+
 /// Decoded query pairs of a URL.
 pub fn parse_query(url: &str) -> Vec<(String, String)> {
-    let Some((_, q)) = url.split_once('?') else { return Vec::new() };
+    let Some((_, q)) = url.split_once('?') else {
+        return Vec::new();
+    };
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -217,16 +338,14 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
@@ -255,10 +374,27 @@ mod tests {
     }
 
     #[test]
+    fn synthetic_integration_entries_parse_and_page() {
+        let mut m = IntegrationApiModel { now: 1_700_000_000 };
+        let all = m.entries();
+        assert!(all.len() > 50);
+        let r = m
+            .get("x/team.integrationLogs?count=10&page=2", "", Duration::ZERO)
+            .unwrap();
+        let page = crate::integration::parse_page(&r.body, None).unwrap();
+        assert_eq!(page.entries.len(), 10);
+        assert!(page.entries.windows(2).all(|w| w[0].date >= w[1].date));
+    }
+
+    #[test]
     fn query_decoding() {
         assert_eq!(
             parse_query("http://x/logs?a=1&cursor=ts%3A5&b=x%2Cy"),
-            vec![("a".into(), "1".into()), ("cursor".into(), "ts:5".into()), ("b".into(), "x,y".into())]
+            vec![
+                ("a".into(), "1".into()),
+                ("cursor".into(), "ts:5".into()),
+                ("b".into(), "x,y".into())
+            ]
         );
         assert_eq!(parse_query("u?c=%41"), vec![("c".into(), "A".into())]);
         assert_eq!(parse_query("u?c=%4"), vec![("c".into(), "%4".into())]);

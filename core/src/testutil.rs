@@ -4,7 +4,10 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::env::{Clock, HttpResponse, KvStore, RecordSink, SinkBatch, SinkError, StoreError, Transport, TransportError};
+use crate::env::{
+    Clock, HttpResponse, KvStore, RecordSink, SinkBatch, SinkError, StoreError, Transport,
+    TransportError,
+};
 
 /// Answers requests from a script, in order.
 pub struct ScriptedTransport {
@@ -14,14 +17,19 @@ pub struct ScriptedTransport {
 
 impl ScriptedTransport {
     pub fn new(script: Vec<Result<HttpResponse, TransportError>>) -> Self {
-        ScriptedTransport { script: script.into(), urls: Vec::new() }
+        ScriptedTransport {
+            script: script.into(),
+            urls: Vec::new(),
+        }
     }
 }
 
 impl Transport for ScriptedTransport {
     fn get(&mut self, url: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
         self.urls.push(url.to_string());
-        self.script.pop_front().unwrap_or(Err(TransportError::Network("script ended".into())))
+        self.script
+            .pop_front()
+            .unwrap_or(Err(TransportError::Network("script ended".into())))
     }
 }
 
@@ -35,7 +43,12 @@ pub struct TestClock {
 
 impl TestClock {
     pub fn new(now: i64) -> Self {
-        TestClock { now: Cell::new(now), mono: Cell::new(Duration::ZERO), slept: Cell::new(Duration::ZERO), tick: Cell::new(Duration::ZERO) }
+        TestClock {
+            now: Cell::new(now),
+            mono: Cell::new(Duration::ZERO),
+            slept: Cell::new(Duration::ZERO),
+            tick: Cell::new(Duration::ZERO),
+        }
     }
 
     pub fn slept(&self) -> Duration {
@@ -96,11 +109,14 @@ impl RecordSink for VecSink {
         if self.fail_at == Some(self.batches) {
             return Err(SinkError::Unavailable("injected failure".into()));
         }
-        let text = std::str::from_utf8(&batch.ndjson).map_err(|e| SinkError::Rejected(e.to_string()))?;
+        let text =
+            std::str::from_utf8(&batch.ndjson).map_err(|e| SinkError::Rejected(e.to_string()))?;
         let mut n = 0;
         for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| SinkError::Rejected(e.to_string()))?;
-            self.ids.push(v["id"].as_str().unwrap_or_default().to_string());
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| SinkError::Rejected(e.to_string()))?;
+            self.ids
+                .push(v["id"].as_str().unwrap_or_default().to_string());
             n += 1;
         }
         assert_eq!(n, batch.count, "batch count matches its lines");

@@ -87,6 +87,22 @@ pub fn audit_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&'stati
         ("audit_window_seconds", "1800".into()),
         ("audit_page_size", "5".into()),
         ("max_run_seconds", "120".into()),
+        // The simulator does not rate-limit unless asked; pacing would only slow the tests.
+        ("audit_requests_per_minute", "0".into()),
+    ]
+}
+
+/// The settings that point the component at the simulator for the integration stream.
+pub fn integration_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("slack_token", slack_sim::ORG_OWNER_TOKEN.to_string()),
+        ("slack_api_base", sim.api_base()),
+        ("slack_audit_base", sim.audit_base()),
+        ("streams", "integration".into()),
+        ("backfill_start_time", backfill.to_string()),
+        ("integration_page_size", "7".into()),
+        ("max_run_seconds", "120".into()),
+        ("web_requests_per_minute", "0".into()),
     ]
 }
 

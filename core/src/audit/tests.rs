@@ -12,7 +12,13 @@ use crate::testutil::{MemStore, TestClock, VecSink};
 const T0: i64 = 1_700_000_000;
 
 fn event(id: &str, t: i64) -> ModelEvent {
-    ModelEvent { id: id.into(), date_create: t, json: format!(r#"{{"id":"{id}","date_create":{t},"action":"user_login","extra":{{"k":[1,2]}}}}"#) }
+    ModelEvent {
+        id: id.into(),
+        date_create: t,
+        json: format!(
+            r#"{{"id":"{id}","date_create":{t},"action":"user_login","extra":{{"k":[1,2]}}}}"#
+        ),
+    }
 }
 
 fn config(pairs: &[(&str, &str)]) -> Config {
@@ -53,35 +59,74 @@ impl Faulty {
 }
 
 impl Transport for Faulty {
-    fn get(&mut self, url: &str, bearer: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+    fn get(
+        &mut self,
+        url: &str,
+        bearer: &str,
+        t: Duration,
+    ) -> Result<HttpResponse, TransportError> {
         self.n += 1;
         let has_cursor = url.contains("cursor=");
         if self.invalid_cursor_at.contains(&self.n) && has_cursor {
-            return Ok(HttpResponse { status: 400, retry_after: None, body: br#"{"ok":false,"error":"invalid_cursor"}"#.to_vec() });
+            return Ok(HttpResponse {
+                status: 400,
+                retry_after: None,
+                body: br#"{"ok":false,"error":"invalid_cursor"}"#.to_vec(),
+            });
         }
         if self.server_error_at.contains(&self.n) {
-            return Ok(HttpResponse { status: 503, retry_after: None, body: b"<html>busy</html>".to_vec() });
+            return Ok(HttpResponse {
+                status: 503,
+                retry_after: None,
+                body: b"<html>busy</html>".to_vec(),
+            });
         }
         if self.rate_limit_at.contains(&self.n) {
-            return Ok(HttpResponse { status: 429, retry_after: Some("2".into()), body: br#"{"ok":false,"error":"rate_limited"}"#.to_vec() });
+            return Ok(HttpResponse {
+                status: 429,
+                retry_after: Some("2".into()),
+                body: br#"{"ok":false,"error":"rate_limited"}"#.to_vec(),
+            });
         }
         self.model.get(url, bearer, t)
     }
 }
 
-fn pass(cfg: &Config, t: &mut dyn Transport, store: &mut MemStore, sink: &mut VecSink, clock: &TestClock) -> PassReport {
-    let mut env = Env { transport: t, store, sink, clock, log: &|_| {} };
+fn pass(
+    cfg: &Config,
+    t: &mut dyn Transport,
+    store: &mut MemStore,
+    sink: &mut VecSink,
+    clock: &TestClock,
+) -> PassReport {
+    let mut env = Env {
+        transport: t,
+        store,
+        sink,
+        clock,
+        log: &|_| {},
+    };
     run_pass(cfg, &mut env, &RunOptions::default())
 }
 
 fn truth(events: &[ModelEvent], upto: i64) -> BTreeSet<String> {
-    events.iter().filter(|e| e.date_create <= upto && e.date_create >= 1_699_990_000).map(|e| e.id.clone()).collect()
+    events
+        .iter()
+        .filter(|e| e.date_create <= upto && e.date_create >= 1_699_990_000)
+        .map(|e| e.id.clone())
+        .collect()
 }
 
 #[test]
 fn plan_window_respects_lag_and_length() {
-    assert_eq!(plan_window(100, 200, 60, 30).map(|w| (w.oldest, w.latest)), Some((101, 130)));
-    assert_eq!(plan_window(100, 200, 60, 3600).map(|w| (w.oldest, w.latest)), Some((101, 140)));
+    assert_eq!(
+        plan_window(100, 200, 60, 30).map(|w| (w.oldest, w.latest)),
+        Some((101, 130))
+    );
+    assert_eq!(
+        plan_window(100, 200, 60, 3600).map(|w| (w.oldest, w.latest)),
+        Some((101, 140))
+    );
     assert!(plan_window(140, 200, 60, 3600).is_none());
 }
 
@@ -90,11 +135,15 @@ fn first_run_without_backfill_starts_from_now_and_anchors_it() {
     let cfg = config(&[("backfill_start_time", "")]);
     let events = vec![event("old", T0 - 500), event("new", T0 + 30)];
     let mut t = Faulty::new(events);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp);
     assert!(sink.ids.is_empty());
-    assert!(store.map.contains_key(CHECKPOINT_KEY), "the start is anchored");
+    assert!(
+        store.map.contains_key(CHECKPOINT_KEY),
+        "the start is anchored"
+    );
     clock.now.set(T0 + 200);
     pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(sink.ids, vec!["new"]);
@@ -111,7 +160,8 @@ fn bursts_across_page_edges_arrive_once_with_oldest_on_every_page() {
     }
     let cfg = config(&[("audit_page_size", "2")]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
@@ -123,16 +173,22 @@ fn bursts_across_page_edges_arrive_once_with_oldest_on_every_page() {
             assert!(q.iter().any(|(n, _)| n == k), "{k} missing in {url}");
         }
     }
-    assert!(t.model.requests.iter().any(|u| u.contains("cursor=")), "paged with a cursor");
+    assert!(
+        t.model.requests.iter().any(|u| u.contains("cursor=")),
+        "paged with a cursor"
+    );
 }
 
 #[test]
 fn invalid_cursor_resumes_from_the_checkpoint_without_loss_or_repeat() {
-    let events: Vec<_> = (0..30).map(|i| event(&format!("e{i}"), T0 - 2000 + (i / 3) * 10)).collect();
+    let events: Vec<_> = (0..30)
+        .map(|i| event(&format!("e{i}"), T0 - 2000 + (i / 3) * 10))
+        .collect();
     let cfg = config(&[("audit_page_size", "4")]);
     let mut t = Faulty::new(events.clone());
     t.invalid_cursor_at = [3, 4, 7].into_iter().collect();
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
@@ -142,10 +198,19 @@ fn invalid_cursor_resumes_from_the_checkpoint_without_loss_or_repeat() {
 
 #[test]
 fn sink_failure_keeps_the_checkpoint_and_the_next_pass_delivers() {
-    let events: Vec<_> = (0..12).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let events: Vec<_> = (0..12)
+        .map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10))
+        .collect();
     let cfg = config(&[("audit_page_size", "3")]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink { fail_at: Some(2), ..Default::default() }, TestClock::new(T0));
+    let (mut store, mut sink, clock) = (
+        MemStore::default(),
+        VecSink {
+            fail_at: Some(2),
+            ..Default::default()
+        },
+        TestClock::new(T0),
+    );
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::Failed);
     assert_eq!(r.streams[0].error_code.as_deref(), Some("sink_unavailable"));
@@ -159,10 +224,17 @@ fn sink_failure_keeps_the_checkpoint_and_the_next_pass_delivers() {
 
 #[test]
 fn budget_stops_cleanly_and_the_next_pass_resumes() {
-    let events: Vec<_> = (0..40).map(|i| event(&format!("e{i}"), T0 - 9000 + i * 200)).collect();
-    let cfg = config(&[("audit_page_size", "3"), ("max_run_seconds", "10"), ("request_timeout_seconds", "5")]);
+    let events: Vec<_> = (0..40)
+        .map(|i| event(&format!("e{i}"), T0 - 9000 + i * 200))
+        .collect();
+    let cfg = config(&[
+        ("audit_page_size", "3"),
+        ("max_run_seconds", "10"),
+        ("request_timeout_seconds", "5"),
+    ]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     clock.tick.set(Duration::from_millis(700));
     let mut passes = 0;
     loop {
@@ -170,7 +242,11 @@ fn budget_stops_cleanly_and_the_next_pass_resumes() {
         let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
         match r.streams[0].outcome {
             Outcome::CaughtUp => break,
-            Outcome::BudgetExhausted => assert!(r.streams[0].message.as_deref().unwrap_or("").contains("budget")),
+            Outcome::BudgetExhausted => assert!(r.streams[0]
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .contains("budget")),
             o => panic!("{o:?} {r:?}"),
         }
         assert!(passes < 50);
@@ -186,11 +262,16 @@ fn auth_error_fails_with_advice_and_moves_nothing() {
     struct Denied;
     impl Transport for Denied {
         fn get(&mut self, _: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
-            Ok(HttpResponse { status: 403, retry_after: None, body: br#"{"ok":false,"error":"team_not_authorized"}"#.to_vec() })
+            Ok(HttpResponse {
+                status: 403,
+                retry_after: None,
+                body: br#"{"ok":false,"error":"team_not_authorized"}"#.to_vec(),
+            })
         }
     }
     let cfg = config(&[]);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut Denied, &mut store, &mut sink, &clock);
     let s = &r.streams[0];
     assert_eq!(s.outcome, Outcome::Failed);
@@ -208,8 +289,17 @@ fn corrupt_and_newer_checkpoints_stop_the_stream_without_overwriting() {
         let mut store = MemStore::default();
         store.map.insert(CHECKPOINT_KEY.into(), bad.to_vec());
         let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
-        let r = pass(&cfg, &mut Faulty::new(vec![]), &mut store, &mut sink, &clock);
-        assert_eq!(r.streams[0].error_code.as_deref(), Some("checkpoint_unreadable"));
+        let r = pass(
+            &cfg,
+            &mut Faulty::new(vec![]),
+            &mut store,
+            &mut sink,
+            &clock,
+        );
+        assert_eq!(
+            r.streams[0].error_code.as_deref(),
+            Some("checkpoint_unreadable")
+        );
         assert_eq!(store.map[CHECKPOINT_KEY], bad.to_vec());
     }
 }
@@ -219,14 +309,27 @@ fn malformed_page_fails_without_moving_the_checkpoint() {
     struct Html;
     impl Transport for Html {
         fn get(&mut self, _: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
-            Ok(HttpResponse { status: 200, retry_after: None, body: b"<html>maintenance</html>".to_vec() })
+            Ok(HttpResponse {
+                status: 200,
+                retry_after: None,
+                body: b"<html>maintenance</html>".to_vec(),
+            })
         }
     }
     let cfg = config(&[]);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut Html, &mut store, &mut sink, &clock);
-    assert_eq!(r.streams[0].error_code.as_deref(), Some("malformed_response"));
-    assert_eq!(AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY]).unwrap().window, None);
+    assert_eq!(
+        r.streams[0].error_code.as_deref(),
+        Some("malformed_response")
+    );
+    assert_eq!(
+        AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY])
+            .unwrap()
+            .window,
+        None
+    );
 }
 
 #[test]
@@ -238,26 +341,52 @@ fn entries_with_wrong_types_are_errors_not_panics() {
         br#"{"entries":[{"id":"a","date_create":1}"#,
         br#"{"ok":false,"error":"invalid_authentication"}"#,
     ] {
-        assert!(parse_page(body).is_err(), "{}", String::from_utf8_lossy(body));
+        assert!(
+            parse_page(body).is_err(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
     }
     let p = parse_page(br#"{"entries":[{"id":"a","date_create":1}]}"#).unwrap();
-    assert_eq!(p.next_cursor, None, "absent response_metadata ends the walk");
+    assert_eq!(
+        p.next_cursor, None,
+        "absent response_metadata ends the walk"
+    );
     let p = parse_page(br#"{"entries":[],"response_metadata":{"next_cursor":""}}"#).unwrap();
     assert_eq!(p.next_cursor, None);
 }
 
 #[test]
 fn absorb_skips_the_delivered_boundary() {
-    let w = AuditWindow { oldest: 10, latest: 100, boundary: Some(50), boundary_ids: ["a".to_string()].into() };
+    let w = AuditWindow {
+        oldest: 10,
+        latest: 100,
+        boundary: Some(50),
+        boundary_ids: ["a".to_string()].into(),
+    };
     let raw = serde_json::value::RawValue::from_string("{}".into()).unwrap();
-    let e = |id: &'static str, t: i64| AuditEntry { id: id.into(), date_create: t, raw: &raw };
-    let page = [e("late", 60), e("a", 50), e("b", 50), e("c", 40), e("d", 40), e("x", 5)];
+    let e = |id: &'static str, t: i64| AuditEntry {
+        id: id.into(),
+        date_create: t,
+        raw: &raw,
+    };
+    let page = [
+        e("late", 60),
+        e("a", 50),
+        e("b", 50),
+        e("c", 40),
+        e("d", 40),
+        e("x", 5),
+    ];
     let got = w.absorb(&page);
     assert_eq!(got.emit, vec![2, 3, 4]);
     assert_eq!(got.duplicates, 2);
     assert_eq!(got.out_of_window, 1);
     assert_eq!(got.next.boundary, Some(40));
-    assert_eq!(got.next.boundary_ids, ["c".to_string(), "d".to_string()].into());
+    assert_eq!(
+        got.next.boundary_ids,
+        ["c".to_string(), "d".to_string()].into()
+    );
     // The window itself is unchanged until the caller commits.
     assert_eq!(w.boundary, Some(50));
 }
@@ -279,7 +408,12 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         prop::collection::vec((0u8..5, 1usize..40), 0..8),
         prop::collection::vec((0u16..400, 1u8..4), 0..10),
     )
-        .prop_map(|(events, page_size, faults, late)| Schedule { events, page_size, faults, late })
+        .prop_map(|(events, page_size, faults, late)| Schedule {
+            events,
+            page_size,
+            faults,
+            late,
+        })
 }
 
 proptest! {
