@@ -9,11 +9,11 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::{format_rfc3339, Config, AUDIT_EPOCH};
 use crate::fetch::{FetchError, Fetcher};
 use crate::record::RecordWriter;
@@ -25,7 +25,6 @@ use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
 pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/org/checkpoint";
 /// The `source` of audit records.
 pub const SOURCE: &str = "audit/v1/logs";
-const CHECKPOINT_VERSION: u32 = 1;
 /// `invalid_cursor` restarts in one window without progress before the stream gives up.
 const MAX_CURSOR_RESTARTS: u32 = 5;
 
@@ -55,25 +54,11 @@ pub struct AuditWindow {
     pub boundary_ids: BTreeSet<String>,
 }
 
-/// A checkpoint that cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CheckpointError {
-    Corrupt(String),
-    NewerVersion(u32),
-}
+impl Checkpoint for AuditCheckpoint {
+    const VERSION: u32 = 1;
 
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CheckpointError::Corrupt(e) => write!(
-                f,
-                "the checkpoint does not parse ({e}); it was not overwritten"
-            ),
-            CheckpointError::NewerVersion(v) => write!(
-                f,
-                "the checkpoint was written by a newer slack-logs (format {v}); upgrade"
-            ),
-        }
+    fn watermark(&self) -> i64 {
+        self.watermark
     }
 }
 
@@ -86,29 +71,11 @@ impl AuditCheckpoint {
             None => now - config.audit_lag_seconds,
         };
         AuditCheckpoint {
-            v: CHECKPOINT_VERSION,
+            v: <AuditCheckpoint as Checkpoint>::VERSION,
             watermark,
             window: None,
             filters: filters_key(config),
         }
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<AuditCheckpoint, CheckpointError> {
-        #[derive(Deserialize)]
-        struct VersionOnly {
-            v: u32,
-        }
-        let v: VersionOnly =
-            serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
-        if v.v > CHECKPOINT_VERSION {
-            return Err(CheckpointError::NewerVersion(v.v));
-        }
-        serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        // Plain data with string keys: serialisation cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 

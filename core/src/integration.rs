@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::audit::CheckpointError;
+pub use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::record::{fnv1a64, RecordWriter};
@@ -31,7 +31,6 @@ use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
 use crate::web_api::parse_envelope;
 
 pub const SOURCE: &str = "team.integrationLogs";
-const CHECKPOINT_VERSION: u32 = 1;
 /// Slack's classic paging cap (Q38: assumed as for accessLogs).
 const MAX_PAGE: u32 = 100;
 /// Hashes kept by a walk whose order is unknown; beyond this the checkpoint would outgrow
@@ -79,35 +78,26 @@ pub struct WalkProgress {
     pub last_date: Option<i64>,
 }
 
+impl Checkpoint for IntegrationCheckpoint {
+    const VERSION: u32 = 1;
+
+    fn watermark(&self) -> i64 {
+        self.watermark
+    }
+}
+
 impl IntegrationCheckpoint {
     /// From `backfill_start_time`, else from now (no history).
     pub fn initial(config: &Config, now: i64) -> IntegrationCheckpoint {
         let start = config.backfill_start_time.unwrap_or(now);
         IntegrationCheckpoint {
-            v: CHECKPOINT_VERSION,
+            v: <IntegrationCheckpoint as Checkpoint>::VERSION,
             watermark: start,
             start,
             recent: BTreeMap::new(),
             unsorted: false,
             walk: None,
         }
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<IntegrationCheckpoint, CheckpointError> {
-        #[derive(Deserialize)]
-        struct VersionOnly {
-            v: u32,
-        }
-        let v: VersionOnly =
-            serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
-        if v.v > CHECKPOINT_VERSION {
-            return Err(CheckpointError::NewerVersion(v.v));
-        }
-        serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Whether an entry was delivered, by the watermark or by the walk in progress.

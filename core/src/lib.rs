@@ -8,7 +8,9 @@
 //! It is not the component (see the root crate) and not a Slack client library: it implements
 //! only what collecting the three log streams needs.
 
+pub mod access;
 pub mod audit;
+pub mod checkpoint;
 pub mod config;
 pub mod env;
 pub mod fetch;

@@ -3,14 +3,18 @@
 
 use std::time::Duration;
 
-use crate::audit::{self, AuditCheckpoint, CheckpointError};
+use crate::access::{self, AccessCheckpoint};
+use crate::audit::{self, AuditCheckpoint};
+use crate::checkpoint::Checkpoint;
 use crate::config::{format_rfc3339, Config};
 use crate::env::{Env, Transport};
 use crate::fetch::{Deadline, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET};
 use crate::integration::{self, IntegrationCheckpoint};
 use crate::status::{self, StreamStatus};
 use crate::synthetic::{AuditApiModel, IntegrationApiModel, SyntheticEvents};
-use crate::walk::{StreamIo, WalkEnd, WalkStats};
+use crate::url::with_query;
+use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
+use crate::web_api::parse_envelope;
 use crate::Stream;
 
 /// Options for one pass (the WIT `run-options`).
@@ -157,15 +161,20 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
                 "unknown_stream",
                 format!("unknown stream {name:?}; expected audit, access or integration"),
             )),
-            Some(Stream::Access) => reports.push(StreamReport {
-                outcome: Outcome::NotAvailable,
-                message: Some("the access stream is not available in this version yet; remove it from `streams` to silence this".into()),
-                ..StreamReport::new("access", None)
+            Some(Stream::Audit) => units.push(Unit {
+                stream: Stream::Audit,
+                team_id: None,
             }),
-            Some(Stream::Audit) => units.push(Unit { stream: Stream::Audit, team_id: None }),
             Some(stream) => match teams(config) {
-                Ok(teams) => units.extend(teams.into_iter().map(|team_id| Unit { stream, team_id })),
-                Err(message) => reports.push(StreamReport::failed(stream.name(), None, "config_error", message)),
+                Ok(teams) => {
+                    units.extend(teams.into_iter().map(|team_id| Unit { stream, team_id }))
+                }
+                Err(message) => reports.push(StreamReport::failed(
+                    stream.name(),
+                    None,
+                    "config_error",
+                    message,
+                )),
             },
         }
     }
@@ -223,37 +232,6 @@ pub fn progress_line(r: &StreamReport) -> String {
         line += &format!(": {m}");
     }
     line
-}
-
-/// A stream's checkpoint, as the pass driver sees it.
-trait Checkpoint: Sized {
-    fn decode(bytes: &[u8]) -> Result<Self, CheckpointError>;
-    fn encode(&self) -> Vec<u8>;
-    fn watermark(&self) -> i64;
-}
-
-impl Checkpoint for AuditCheckpoint {
-    fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        AuditCheckpoint::decode(bytes)
-    }
-    fn encode(&self) -> Vec<u8> {
-        AuditCheckpoint::encode(self)
-    }
-    fn watermark(&self) -> i64 {
-        self.watermark
-    }
-}
-
-impl Checkpoint for IntegrationCheckpoint {
-    fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        IntegrationCheckpoint::decode(bytes)
-    }
-    fn encode(&self) -> Vec<u8> {
-        IntegrationCheckpoint::encode(self)
-    }
-    fn watermark(&self) -> i64 {
-        self.watermark
-    }
 }
 
 fn checkpoint_key(unit: &Unit) -> String {
@@ -365,7 +343,36 @@ fn run_unit(
                 },
             )
         }
-        Stream::Access => StreamReport::new("access", unit.team_id.as_deref()),
+        Stream::Access => {
+            if config.synthetic_data {
+                return StreamReport {
+                    outcome: Outcome::NotAvailable,
+                    message: Some("synthetic_data does not cover access logs yet; they are collected from Slack only".into()),
+                    ..StreamReport::new("access", unit.team_id.as_deref())
+                };
+            }
+            walk_unit(
+                config,
+                env,
+                unit,
+                deadline,
+                now,
+                config.web_requests_per_minute,
+                || AccessCheckpoint::initial(config, now),
+                None,
+                |fetcher, io, cp: &mut AccessCheckpoint, stats, _| {
+                    access::walk(
+                        config,
+                        unit.team_id.as_deref(),
+                        &token,
+                        fetcher,
+                        io,
+                        cp,
+                        stats,
+                    )
+                },
+            )
+        }
     }
 }
 
@@ -434,13 +441,18 @@ fn walk_unit<C: Checkpoint>(
     };
     let mut stats = WalkStats::default();
     let mut notes = Vec::new();
-    let end = walk(
+    let mut end = walk(
         &mut fetcher,
         &mut io,
         &mut checkpoint,
         &mut stats,
         &mut notes,
     );
+    if end == WalkEnd::CaughtUp && fetcher.stats.requests == 0 && !config.synthetic_data {
+        // Nothing was due (a first pass "from now", or passes in the same second): ask Slack
+        // once anyway, so a revoked token or a missing scope shows now, not when data arrives.
+        end = probe(config, unit, &mut fetcher, now);
+    }
 
     let mut report = StreamReport::new(stream.name(), team_id);
     report.records = stats.records;
@@ -486,6 +498,64 @@ fn walk_unit<C: Checkpoint>(
     report
 }
 
+/// The smallest request that proves the stream's token, plan and scopes work.
+fn probe(config: &Config, unit: &Unit, fetcher: &mut Fetcher<'_>, now: i64) -> WalkEnd {
+    let team: Vec<(&str, &str)> = unit
+        .team_id
+        .as_deref()
+        .map(|t| vec![("team_id", t)])
+        .unwrap_or_default();
+    let token = match unit.stream {
+        Stream::Audit => config.audit_token(),
+        _ => config.slack_token.as_deref(),
+    }
+    .unwrap_or_default();
+    let (url, api) = match unit.stream {
+        Stream::Audit => {
+            let at = (now - config.audit_lag_seconds).to_string();
+            let params = [
+                ("oldest", at.as_str()),
+                ("latest", at.as_str()),
+                ("limit", "1"),
+            ];
+            (
+                with_query(&format!("{}/logs", config.slack_audit_base), &params),
+                "the audit API",
+            )
+        }
+        Stream::Access => {
+            let mut params = vec![("before", "now"), ("limit", "1")];
+            params.extend(team);
+            (
+                with_query(
+                    &format!("{}/team.accessLogs", config.slack_api_base),
+                    &params,
+                ),
+                "team.accessLogs",
+            )
+        }
+        Stream::Integration => {
+            let mut params = vec![("count", "1"), ("page", "1")];
+            params.extend(team);
+            (
+                with_query(
+                    &format!("{}/team.integrationLogs", config.slack_api_base),
+                    &params,
+                ),
+                "team.integrationLogs",
+            )
+        }
+    };
+    match fetcher.get(&url, token) {
+        Err(e) => fetch_end(e, api),
+        Ok(resp) if unit.stream != Stream::Audit => match parse_envelope(&resp.body) {
+            Ok(_) => WalkEnd::CaughtUp,
+            Err(e) => failed(&e),
+        },
+        Ok(_) => WalkEnd::CaughtUp,
+    }
+}
+
 /// Every configured walk's status, for `/status`.
 pub fn stream_statuses(
     config: &Config,
@@ -516,7 +586,7 @@ pub fn stream_statuses(
             let watermark = bytes.and_then(|b| match unit.stream {
                 Stream::Audit => AuditCheckpoint::decode(&b).ok().map(|c| c.watermark),
                 Stream::Integration => IntegrationCheckpoint::decode(&b).ok().map(|c| c.watermark),
-                Stream::Access => None,
+                Stream::Access => AccessCheckpoint::decode(&b).ok().map(|c| c.watermark),
             });
             StreamStatus {
                 stream: unit.stream.name().to_string(),

@@ -486,3 +486,30 @@ proptest! {
         prop_assert!(repeats <= interrupted, "repeats {} > interrupted {}", repeats, interrupted);
     }
 }
+
+#[test]
+fn a_first_pass_with_nothing_due_still_checks_the_token() {
+    struct Revoked(usize);
+    impl Transport for Revoked {
+        fn get(&mut self, url: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
+            self.0 += 1;
+            assert!(url.contains("limit=1"), "a minimal probe: {url}");
+            Ok(HttpResponse {
+                status: 401,
+                retry_after: None,
+                body: br#"{"ok":false,"error":"invalid_authentication"}"#.to_vec(),
+            })
+        }
+    }
+    let cfg = config(&[("backfill_start_time", "")]);
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let mut t = Revoked(0);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(t.0, 1);
+    assert_eq!(r.streams[0].outcome, Outcome::Failed);
+    assert_eq!(
+        r.streams[0].error_code.as_deref(),
+        Some("invalid_authentication")
+    );
+}
