@@ -227,3 +227,39 @@ fn synthetic_data_flows_without_a_token() {
     assert!(set(&again).is_disjoint(&set(&ids)), "nothing delivered twice");
     assert!(again.len() < 20);
 }
+
+#[test]
+fn more_than_30_audit_actions_are_collected_in_groups() {
+    let (sim, start) = sim_with_history(23, 400);
+    let port = sim.local_addr().port();
+    let (status, body) = http(port, "GET", "/audit/v1/actions", None);
+    assert_eq!(status, 200);
+    let catalogue: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut names: Vec<String> = catalogue["actions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+        .collect();
+    names.sort();
+    names.dedup();
+    // The actions that occur, first, so the filter really selects; then others up to 45.
+    let occurring: std::collections::BTreeSet<String> = sim.audit_truth(start, now()).into_iter().map(|t| t.action).collect();
+    let mut chosen: Vec<String> = occurring.iter().take(35).cloned().collect();
+    chosen.extend(names.into_iter().filter(|n| !occurring.contains(n)).take(45 - chosen.len()));
+    assert!(chosen.len() > 30);
+    let dir = Scratch::new("actions");
+    let mut settings = audit_settings(&sim, start);
+    settings.push(("audit_actions", chosen.join(",")));
+    run_ok(&mut host(&dir, &settings));
+    let ids = delivered_ids(&dir.path("out.ndjson"));
+    let want: std::collections::BTreeSet<String> =
+        sim.audit_truth(start, now()).into_iter().filter(|t| chosen.contains(&t.action)).map(|t| t.id).collect();
+    assert!(!want.is_empty() && want.len() < truth(&sim, start, now()).len(), "the filter selects some, not all");
+    assert_eq!(ids.len(), set(&ids).len(), "no record repeated");
+    assert_eq!(set(&ids), want);
+    for r in sim.requests().iter().filter(|r| r.path.ends_with("/logs")) {
+        let n = r.query.iter().find(|(k, _)| k == "action").map(|(_, v)| v.split(',').count()).unwrap_or(0);
+        assert!((1..=30).contains(&n), "every request names 1 to 30 actions: {n}");
+    }
+}

@@ -73,3 +73,37 @@ fn org_token_collects_granted_workspaces_and_reports_the_refused_one() {
         assert_eq!(by_team[team], expected(&sim, Some(team), start), "{team}");
     }
 }
+
+#[test]
+fn team_ids_all_lists_the_org_workspaces_and_walks_each() {
+    let sim = Simulator::start(SimConfig { seed: 8, integration_entries: 20, access_rows: 30, ..SimConfig::default() }).unwrap();
+    let start = sim.config().history_start;
+    let dir = Scratch::new("integration-all");
+    let mut settings = integration_settings(&sim, start);
+    settings.retain(|(k, _)| *k != "streams");
+    settings.push(("streams", "access,integration".into()));
+    settings.push(("team_ids", "all".into()));
+    let out = run_ok(&mut host(&dir, &settings));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("team_ids = all: 2 workspaces"), "{stderr}");
+    assert!(sim.requests().iter().any(|r| r.path.ends_with("auth.teams.list")));
+    let text = std::fs::read_to_string(dir.path("out.ndjson")).unwrap();
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        seen.insert((r["stream"].as_str().unwrap().into(), r["team_id"].as_str().unwrap().into()));
+    }
+    let granted: Vec<&str> =
+        slack_sim::WORKSPACE_IDS.iter().copied().filter(|t| *t != slack_sim::UNGRANTED_WORKSPACE_ID).collect();
+    for stream in ["access", "integration"] {
+        for team in &granted {
+            assert!(seen.contains(&(stream.to_string(), team.to_string())), "{stream} {team}: {seen:?}");
+        }
+    }
+    // /status shows every listed walk.
+    let status = host(&dir, &settings).arg("status").arg("--json").output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    for team in &granted {
+        assert!(text.contains(team), "{text}");
+    }
+}

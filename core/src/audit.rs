@@ -25,6 +25,8 @@ use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
 pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/org/checkpoint";
 /// The `source` of audit records.
 pub const SOURCE: &str = "audit/v1/logs";
+/// Slack's limit on `action` names per request (Q18).
+pub const MAX_ACTIONS_PER_REQUEST: usize = 30;
 /// `invalid_cursor` restarts in one window without progress before the stream gives up.
 const MAX_CURSOR_RESTARTS: u32 = 5;
 
@@ -40,6 +42,10 @@ pub struct AuditCheckpoint {
     /// The filters the checkpoint was made with (`action=…&actor=…&entity=…`).
     #[serde(default)]
     pub filters: String,
+    /// With more than 30 `audit_actions`, each window is walked once per group of at most 30
+    /// (Slack's limit per request); this is the group being walked.
+    #[serde(default)]
+    pub group: usize,
 }
 
 /// A closed window `[oldest, latest]` and how far into it delivery got.
@@ -71,6 +77,7 @@ impl AuditCheckpoint {
             None => now - config.audit_lag_seconds,
         };
         AuditCheckpoint {
+            group: 0,
             v: <AuditCheckpoint as Checkpoint>::VERSION,
             watermark,
             window: None,
@@ -248,18 +255,47 @@ impl AuditWindow {
 }
 
 /// Builds the `/logs` URL for one page.
-pub fn page_url(config: &Config, window: &AuditWindow, cursor: Option<&str>) -> String {
+pub fn page_url(
+    config: &Config,
+    actions: &str,
+    window: &AuditWindow,
+    cursor: Option<&str>,
+) -> String {
     let oldest = window.oldest.to_string();
     let latest = window.resume_latest().to_string();
     let limit = config.audit_page_size.to_string();
-    let filters = config.audit_filters();
     let mut params: Vec<(&str, &str)> =
         vec![("oldest", &oldest), ("latest", &latest), ("limit", &limit)];
-    params.extend(filters.iter().map(|(k, v)| (*k, v.as_str())));
+    if !actions.is_empty() {
+        params.push(("action", actions));
+    }
+    if let Some(a) = &config.audit_actor {
+        params.push(("actor", a));
+    }
+    if let Some(e) = &config.audit_entity {
+        params.push(("entity", e));
+    }
     if let Some(c) = cursor {
         params.push(("cursor", c));
     }
     with_query(&format!("{}/logs", config.slack_audit_base), &params)
+}
+
+/// `audit_actions` in groups of at most 30, comma-joined; one empty group when unfiltered.
+pub fn action_groups(config: &Config) -> Vec<String> {
+    let mut unique: Vec<&str> = Vec::new();
+    for a in &config.audit_actions {
+        if !unique.contains(&a.as_str()) {
+            unique.push(a);
+        }
+    }
+    if unique.is_empty() {
+        return vec![String::new()];
+    }
+    unique
+        .chunks(MAX_ACTIONS_PER_REQUEST)
+        .map(|c| c.join(","))
+        .collect()
 }
 
 /// Walks windows until caught up, out of budget, or failed. The checkpoint is saved after every
@@ -286,15 +322,24 @@ pub fn walk(
                 None => return WalkEnd::CaughtUp,
             },
         };
-        if let Err(end) = walk_window(config, token, fetcher, io, checkpoint, window, stats) {
+        let groups = action_groups(config);
+        // A filter change can leave an index past the new groups: that window is then done.
+        let actions = groups.get(checkpoint.group).cloned().unwrap_or_default();
+        let last_group = checkpoint.group + 1 >= groups.len();
+        if let Err(end) = walk_window(
+            config, token, &actions, last_group, fetcher, io, checkpoint, window, stats,
+        ) {
             return end;
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn walk_window(
     config: &Config,
     token: &str,
+    actions: &str,
+    last_group: bool,
     fetcher: &mut Fetcher<'_>,
     io: &mut StreamIo<'_>,
     checkpoint: &mut AuditCheckpoint,
@@ -305,7 +350,7 @@ fn walk_window(
     let mut restarts = 0;
     let records_before = stats.records;
     loop {
-        let url = page_url(config, &window, cursor.as_deref());
+        let url = page_url(config, actions, &window, cursor.as_deref());
         let resp = match fetcher.get(&url, token) {
             Ok(r) => r,
             Err(FetchError::Slack(SlackError::InvalidCursor))
@@ -332,9 +377,18 @@ fn walk_window(
         io.deliver(&mut writer, stats)?;
         window = absorbed.next;
         let next_cursor = page.next_cursor;
-        if next_cursor.is_none() {
+        if next_cursor.is_none() && last_group {
             checkpoint.watermark = window.latest;
             checkpoint.window = None;
+            checkpoint.group = 0;
+        } else if next_cursor.is_none() {
+            // This group drained the window; the next group walks it from the top.
+            checkpoint.group += 1;
+            checkpoint.window = Some(AuditWindow {
+                boundary: None,
+                boundary_ids: BTreeSet::new(),
+                ..window.clone()
+            });
         } else {
             checkpoint.window = Some(window.clone());
         }

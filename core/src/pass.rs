@@ -153,6 +153,8 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
     };
     let mut reports = Vec::new();
     let mut units = Vec::new();
+    // Listed at most once a pass, for whichever per-workspace streams need it.
+    let mut workspaces: Option<Result<Vec<Option<String>>, (String, String)>> = None;
     for name in &names {
         match Stream::parse(name) {
             None => reports.push(StreamReport::failed(
@@ -165,17 +167,22 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
                 stream: Stream::Audit,
                 team_id: None,
             }),
-            Some(stream) => match teams(config) {
-                Ok(teams) => {
-                    units.extend(teams.into_iter().map(|team_id| Unit { stream, team_id }))
+            Some(stream) => {
+                match workspaces.get_or_insert_with(|| teams(config, env, pass_deadline)) {
+                    Ok(teams) => units.extend(
+                        teams
+                            .iter()
+                            .cloned()
+                            .map(|team_id| Unit { stream, team_id }),
+                    ),
+                    Err((code, message)) => reports.push(StreamReport::failed(
+                        stream.name(),
+                        None,
+                        code,
+                        message.clone(),
+                    )),
                 }
-                Err(message) => reports.push(StreamReport::failed(
-                    stream.name(),
-                    None,
-                    "config_error",
-                    message,
-                )),
-            },
+            }
         }
     }
     let total = units.len();
@@ -196,16 +203,98 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
     }
 }
 
-/// The workspaces a per-workspace stream walks: `team_ids`, or the token's own workspace.
-fn teams(config: &Config) -> Result<Vec<Option<String>>, String> {
-    if config.team_ids.iter().any(|t| t == "all") {
-        return Err("config key `team_ids`: `all` (listing the org's workspaces) is not available yet; list the workspace ids".into());
+/// Where the last `team_ids = all` listing is kept, so `/status` can show those walks.
+const WORKSPACES_KEY: &str = "slack-logs/v1/workspaces";
+
+/// The workspaces a per-workspace stream walks: `team_ids`, every workspace the org token is
+/// approved for (`all`, listed with `auth.teams.list`), or the token's own workspace.
+fn teams(
+    config: &Config,
+    env: &mut Env<'_>,
+    deadline: Deadline,
+) -> Result<Vec<Option<String>>, (String, String)> {
+    if !config.team_ids.iter().any(|t| t == "all") {
+        return Ok(if config.team_ids.is_empty() {
+            vec![None]
+        } else {
+            config.team_ids.iter().cloned().map(Some).collect()
+        });
     }
-    if config.team_ids.is_empty() {
-        Ok(vec![None])
-    } else {
-        Ok(config.team_ids.iter().cloned().map(Some).collect())
+    if config.synthetic_data {
+        return Ok(vec![None]);
     }
+    let context = "listing the org's workspaces (team_ids = all)";
+    let token = config.slack_token.as_deref().ok_or_else(|| {
+        (
+            "no_token".to_string(),
+            format!("{context}: set `slack_token`"),
+        )
+    })?;
+    let mut fetcher = Fetcher {
+        transport: &mut *env.transport,
+        clock: env.clock,
+        deadline,
+        request_timeout: Duration::from_secs(u64::from(config.request_timeout_seconds)),
+        stats: FetchStats::default(),
+        log: env.log,
+        pacer: None,
+    };
+    let fail = |e: WalkEnd| match e {
+        WalkEnd::Failed { code, message } => (code, format!("{context}: {message}")),
+        WalkEnd::Budget(m) => ("budget_exhausted".to_string(), format!("{context}: {m}")),
+        WalkEnd::CaughtUp => ("internal".to_string(), format!("{context}: ended early")),
+    };
+    #[derive(serde::Deserialize)]
+    struct Team {
+        id: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Teams {
+        #[serde(default)]
+        teams: Vec<Team>,
+    }
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut params = vec![("limit", "200")];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c));
+        }
+        let url = with_query(
+            &format!("{}/auth.teams.list", config.slack_api_base),
+            &params,
+        );
+        let resp = fetcher
+            .get(&url, token)
+            .map_err(|e| fail(fetch_end(e, "auth.teams.list")))?;
+        let envelope = parse_envelope(&resp.body).map_err(|e| fail(failed(&e)))?;
+        let page: Teams = serde_json::from_slice(&resp.body).map_err(|e| {
+            let detail = format!("auth.teams.list: `teams` is not a list of workspaces: {e}");
+            fail(failed(&crate::slack_error::SlackError::Malformed {
+                status: 200,
+                detail,
+            }))
+        })?;
+        out.extend(page.teams.into_iter().map(|t| t.id));
+        match envelope.next_cursor {
+            // A cursor that repeats would loop forever.
+            Some(c) if cursor.as_deref() != Some(c.as_str()) => cursor = Some(c),
+            _ => break,
+        }
+    }
+    if out.is_empty() {
+        return Err((
+            "no_workspaces".into(),
+            format!("{context}: the token is approved for no workspace"),
+        ));
+    }
+    (env.log)(&format!("team_ids = all: {} workspaces", out.len()));
+    // Informational (for /status): a failed write does not stop the pass.
+    let _ = env.store.set(
+        WORKSPACES_KEY,
+        &serde_json::to_vec(&out).unwrap_or_default(),
+    );
+    Ok(out.into_iter().map(Some).collect())
 }
 
 /// One line per walk for stderr.
@@ -569,12 +658,24 @@ pub fn stream_statuses(
                 stream,
                 team_id: None,
             }),
-            _ => units.extend(
-                teams(config)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|team_id| Unit { stream, team_id }),
-            ),
+            _ if config.team_ids.iter().any(|t| t == "all") => {
+                let listed: Vec<String> = match store.get(WORKSPACES_KEY) {
+                    Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                units.extend(listed.into_iter().map(|t| Unit {
+                    stream,
+                    team_id: Some(t),
+                }))
+            }
+            _ if config.team_ids.is_empty() => units.push(Unit {
+                stream,
+                team_id: None,
+            }),
+            _ => units.extend(config.team_ids.iter().cloned().map(|t| Unit {
+                stream,
+                team_id: Some(t),
+            })),
         }
     }
     units

@@ -18,6 +18,7 @@ use crate::record::fnv1a64;
 pub struct ModelEvent {
     pub id: String,
     pub date_create: i64,
+    pub action: String,
     pub json: String,
 }
 
@@ -147,6 +148,7 @@ fn synthetic_event(t: i64, i: u64) -> ModelEvent {
     ModelEvent {
         id,
         date_create: t,
+        action: action.to_string(),
         json,
     }
 }
@@ -207,7 +209,14 @@ impl<S: EventSource> AuditApiModel<S> {
                 None => return error(400, "invalid_cursor"),
             }
         }
-        let events = self.source.events_desc(oldest, top);
+        let mut events = self.source.events_desc(oldest, top);
+        if let Some(actions) = get("action") {
+            let wanted: Vec<&str> = actions.split(',').collect();
+            if wanted.len() > 30 {
+                return error(400, "invalid_action");
+            }
+            events.retain(|e| wanted.contains(&e.action.as_str()));
+        }
         let mut end = limit.min(events.len());
         while end < events.len()
             && end > 0

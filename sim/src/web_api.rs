@@ -93,6 +93,9 @@ fn parse_int(v: Option<&str>, default: i64, code: &str) -> Result<i64, Response>
 }
 
 pub(crate) fn handle(sim: &Sim, req: &Request, method: &str) -> Response {
+    if method.trim_end_matches('/') == "auth.teams.list" {
+        return auth_teams_list(sim, req);
+    }
     let method = match method.trim_end_matches('/') {
         "team.accessLogs" => Method::AccessLogs,
         "team.integrationLogs" => Method::IntegrationLogs,
@@ -385,4 +388,37 @@ fn integration_logs(sim: &Sim, args: &Args) -> Result<Response, Response> {
     write_paging(&mut o, shown, total, page, count);
     o.end();
     Ok(Response::json(200, body))
+}
+
+/// `auth.teams.list`: the workspaces an org-wide app is approved for (a workspace token: its
+/// own). Cursor paging with `limit` (default 100); the cursor is the offset.
+fn auth_teams_list(sim: &Sim, req: &Request) -> Response {
+    let Some(token) = req.header("authorization").and_then(bearer) else {
+        return fail("not_authed");
+    };
+    let Some(spec) = read(&sim.tokens).get(token).cloned() else {
+        return fail("invalid_auth");
+    };
+    if spec.revoked {
+        return fail("token_revoked");
+    }
+    let teams: Vec<String> = match spec.level {
+        InstallLevel::Org => spec.granted_teams.clone(),
+        InstallLevel::Workspace => vec![spec.team_id.clone()],
+    };
+    let query = parse_pairs(req.query.as_str());
+    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let limit = get("limit").and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0).unwrap_or(100);
+    let offset = match get("cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match c.strip_prefix("off:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return fail("invalid_cursor"),
+        },
+    };
+    let page: Vec<&String> = teams.iter().skip(offset).take(limit).collect();
+    let next = if offset + page.len() < teams.len() { format!("off:{}", offset + page.len()) } else { String::new() };
+    let list: Vec<Value> = page.iter().map(|id| serde_json::json!({"id": id, "name": format!("Workspace {id}")})).collect();
+    let body = serde_json::json!({"ok": true, "teams": list, "response_metadata": {"next_cursor": next}});
+    Response::json(200, body.to_string())
 }

@@ -15,6 +15,7 @@ fn event(id: &str, t: i64) -> ModelEvent {
     ModelEvent {
         id: id.into(),
         date_create: t,
+        action: "user_login".into(),
         json: format!(
             r#"{{"id":"{id}","date_create":{t},"action":"user_login","extra":{{"k":[1,2]}}}}"#
         ),
@@ -512,4 +513,57 @@ fn a_first_pass_with_nothing_due_still_checks_the_token() {
         r.streams[0].error_code.as_deref(),
         Some("invalid_authentication")
     );
+}
+
+#[test]
+fn more_than_30_actions_walk_each_window_in_groups_and_resume_between_them() {
+    let actions: Vec<String> = (0..45).map(|i| format!("action_{i}")).collect();
+    let mut events = Vec::new();
+    for i in 0..60i64 {
+        let mut e = event(&format!("e{i}"), T0 - 3000 + i * 40);
+        // Every third event has an action outside the filter.
+        e.action = if i % 3 == 0 {
+            "not_wanted".into()
+        } else {
+            actions[(i as usize * 7) % 45].clone()
+        };
+        events.push(e);
+    }
+    let list = actions.join(",");
+    let cfg = config(&[
+        ("audit_actions", &list),
+        ("audit_page_size", "4"),
+        ("max_run_seconds", "8"),
+        ("request_timeout_seconds", "3"),
+    ]);
+    let mut t = Faulty::new(events.clone());
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    clock.tick.set(Duration::from_millis(400));
+    let mut passes = 0;
+    while pass(&cfg, &mut t, &mut store, &mut sink, &clock).streams[0].outcome != Outcome::CaughtUp
+    {
+        passes += 1;
+        assert!(passes < 60);
+    }
+    assert!(
+        passes > 1,
+        "the budget cut the walk, some of it between groups"
+    );
+    let want: BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.action != "not_wanted")
+        .map(|e| e.id.clone())
+        .collect();
+    let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+    assert_eq!(got.len(), sink.ids.len(), "no repeats");
+    assert_eq!(got, want);
+    for url in &t.model.requests {
+        let n = parse_query(url)
+            .iter()
+            .find(|(k, _)| k == "action")
+            .map(|(_, v)| v.split(',').count());
+        assert!(matches!(n, Some(30) | Some(15)), "{url}");
+    }
+    assert_eq!(action_groups(&cfg).len(), 2);
 }
