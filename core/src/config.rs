@@ -38,9 +38,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("output_format", "`raw` (default) or `ocsf`."),
     ("collect_secret", "When set, POST /collect needs `Authorization: Bearer <collect_secret>`. Secret."),
     ("synthetic_data", "`true`: make realistic synthetic records without calling Slack. Default false."),
+    // Read by the HTTP sink component, not the collector: under Spin a dependency that inherits
+    // the app's configuration sees the same variables, so the collector must accept them.
+    ("sink_url", "HTTP sink component: where batches are POSTed (NDJSON). Used by sinks/http only."),
+    ("sink_token", "HTTP sink component: bearer token for sink_url (Splunk HEC: the HEC token). Secret."),
+    ("sink_preset", "HTTP sink component: `webhook` (default) or `splunk-hec`."),
 ];
 
-const SECRET_KEYS: &[&str] = &["slack_token", "audit_token", "collect_secret"];
+const SECRET_KEYS: &[&str] = &["slack_token", "audit_token", "collect_secret", "sink_token"];
 
 /// `access_mode`: what an access-log row must have changed to be emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,6 +288,8 @@ impl Config {
                 }
             }
             "collect_secret" => self.collect_secret = Some(value.to_string()),
+            // The sink component's keys: accepted, not used here.
+            "sink_url" | "sink_token" | "sink_preset" => {}
             "synthetic_data" => {
                 self.synthetic_data = match value.to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" => true,
