@@ -8,7 +8,7 @@
 //! ask for `[oldest, boundary]` again and skip the ids already delivered at `boundary`.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -349,6 +349,8 @@ fn walk_window(
     let mut cursor: Option<String> = None;
     let mut restarts = 0;
     let records_before = stats.records;
+    // Cursors handed out in this window: one that comes back would page in a circle.
+    let mut cursors_seen: HashSet<String> = HashSet::new();
     loop {
         let url = page_url(config, actions, &window, cursor.as_deref());
         let resp = match fetcher.get(&url, token) {
@@ -395,6 +397,17 @@ fn walk_window(
         checkpoint.filters = filters_key(config);
         io.save(CHECKPOINT_KEY, &checkpoint.encode())?;
         match next_cursor {
+            Some(c) if !cursors_seen.insert(c.clone()) => {
+                return Err(WalkEnd::Failed {
+                    code: "cursor_loop".into(),
+                    message: format!(
+                        "Slack returned a cursor it had already returned in this window ({} .. {}); stopped to avoid paging in a \
+                         circle. What was delivered is checkpointed; the next pass resumes without the cursor",
+                        format_rfc3339(window.oldest),
+                        format_rfc3339(window.latest)
+                    ),
+                });
+            }
             Some(c) => cursor = Some(c),
             None => {
                 (io.log)(&format!(

@@ -567,3 +567,45 @@ fn more_than_30_actions_walk_each_window_in_groups_and_resume_between_them() {
     }
     assert_eq!(action_groups(&cfg).len(), 2);
 }
+
+#[test]
+fn a_cursor_that_comes_back_stops_the_walk_without_losing_what_was_delivered() {
+    struct Loop(usize);
+    impl Transport for Loop {
+        fn get(&mut self, _: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
+            self.0 += 1;
+            // Page n holds one event and always points to the same cursor.
+            // Inside the first window, [backfill, backfill + 3600).
+            let t = 1_699_993_000 - self.0 as i64;
+            let body = format!(
+                r#"{{"entries":[{{"id":"e{}","date_create":{t}}}],"response_metadata":{{"next_cursor":"same="}}}}"#,
+                self.0
+            );
+            Ok(HttpResponse {
+                status: 200,
+                retry_after: None,
+                body: body.into_bytes(),
+            })
+        }
+    }
+    let cfg = config(&[]);
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut Loop(0), &mut store, &mut sink, &clock);
+    assert_eq!(
+        r.streams[0].error_code.as_deref(),
+        Some("cursor_loop"),
+        "{r:?}"
+    );
+    assert_eq!(
+        sink.ids,
+        vec!["e1", "e2"],
+        "the first page, then the page the repeated cursor led to"
+    );
+    let cp = AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY]).unwrap();
+    assert_eq!(
+        cp.window.and_then(|w| w.boundary),
+        Some(1_699_993_000 - 2),
+        "the checkpoint holds both pages"
+    );
+}
