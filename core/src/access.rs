@@ -843,7 +843,7 @@ fn walk_one(
         stats.out_of_window += u64::from(absorbed.out_of_window);
         deferred += u64::from(absorbed.deferred);
 
-        let mut writer = RecordWriter::new(STREAM, SOURCE, io.collected_at);
+        let mut writer = RecordWriter::new(STREAM, SOURCE, io.collected_at, config.output_format);
         for &i in &absorbed.emit {
             let r = &page.rows[i];
             let time = match walk.mode {

@@ -371,7 +371,7 @@ fn walk_window(
         let absorbed = window.absorb(&page.entries);
         stats.duplicates += u64::from(absorbed.duplicates);
         stats.out_of_window += u64::from(absorbed.out_of_window);
-        let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at);
+        let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at, config.output_format);
         for &i in &absorbed.emit {
             let e = &page.entries[i];
             writer.push(&e.id, None, e.date_create, e.raw.get());

@@ -35,7 +35,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("audit_page_size", "`limit` sent to the audit API, 1 to 9999. Default 1000."),
     ("max_run_seconds", "Time budget of one pass; a pass stops cleanly and the next resumes. Default 25."),
     ("request_timeout_seconds", "Timeout of one HTTP request to Slack. Default 20."),
-    ("output_format", "`raw` (default) or `ocsf`."),
+    ("output_format", "`raw` (default): Slack's objects as received, in our record envelope; `ocsf`: OCSF 1.3.0 events."),
     ("collect_secret", "When set, POST /collect needs `Authorization: Bearer <collect_secret>`. Secret."),
     ("synthetic_data", "`true`: make realistic synthetic records without calling Slack. Default false."),
     // Read by the HTTP sink component, not the collector: under Spin a dependency that inherits
@@ -309,12 +309,6 @@ impl Config {
 
     /// Checks that span several keys.
     fn check(&self) -> Result<(), ConfigError> {
-        if self.output_format == OutputFormat::Ocsf {
-            return Err(err(
-                "output_format",
-                "`ocsf` is not available in this version yet; use `raw`",
-            ));
-        }
         if self.request_timeout_seconds >= self.max_run_seconds && self.max_run_seconds > 1 {
             // A request may not outlive the pass that sent it.
             return Err(err(

@@ -242,7 +242,8 @@ pub fn walk(
             next_page: 1,
             ..WalkProgress::default()
         });
-        let mut writer = RecordWriter::new("integration", SOURCE, io.collected_at);
+        let mut writer =
+            RecordWriter::new("integration", SOURCE, io.collected_at, config.output_format);
         let mut all_older = !page.entries.is_empty();
         for e in &page.entries {
             all_older &= e.date < next.watermark - OVERLAP;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod env;
 pub mod fetch;
 pub mod integration;
+pub mod ocsf;
 pub mod pass;
 pub mod record;
 pub mod slack_error;

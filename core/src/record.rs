@@ -6,6 +6,7 @@
 
 use std::io::Write;
 
+use crate::config::OutputFormat;
 use crate::env::SinkBatch;
 
 /// Builds one sink batch of records for one stream.
@@ -13,16 +14,23 @@ pub struct RecordWriter {
     stream: &'static str,
     source: &'static str,
     collected_at: i64,
+    format: OutputFormat,
     buf: Vec<u8>,
     count: u32,
 }
 
 impl RecordWriter {
-    pub fn new(stream: &'static str, source: &'static str, collected_at: i64) -> RecordWriter {
+    pub fn new(
+        stream: &'static str,
+        source: &'static str,
+        collected_at: i64,
+        format: OutputFormat,
+    ) -> RecordWriter {
         RecordWriter {
             stream,
             source,
             collected_at,
+            format,
             buf: Vec::new(),
             count: 0,
         }
@@ -30,6 +38,18 @@ impl RecordWriter {
 
     /// Appends one record. `event` must be one complete JSON value (a `RawValue` from the page).
     pub fn push(&mut self, id: &str, team_id: Option<&str>, time: i64, event: &str) {
+        if self.format == OutputFormat::Ocsf {
+            // `event` came out of a parsed page, so it is JSON and the mapping cannot fail; the
+            // raw form below is only a last resort that keeps the record.
+            if let Ok(mapped) =
+                crate::ocsf::map_record(self.stream, id, team_id, time, self.collected_at, event)
+            {
+                self.buf.extend_from_slice(mapped.as_bytes());
+                self.buf.push(b'\n');
+                self.count += 1;
+                return;
+            }
+        }
         let b = &mut self.buf;
         b.reserve(event.len() + 160);
         b.extend_from_slice(b"{\"id\":");
@@ -107,7 +127,7 @@ mod tests {
 
     #[test]
     fn record_line_is_valid_json_with_raw_event() {
-        let mut w = RecordWriter::new("audit", "audit/v1/logs", 1_700_000_100);
+        let mut w = RecordWriter::new("audit", "audit/v1/logs", 1_700_000_100, OutputFormat::Raw);
         w.push(
             "id-1",
             None,
