@@ -135,8 +135,8 @@ impl incoming_handler::Guest for Component {
             },
             Route::Collect => {
                 let secret = load_config().ok().and_then(|c| c.collect_secret);
-                if !routes::authorized(secret.as_deref(), auth.as_deref()) {
-                    (401, serde_json::json!({"ok": false, "error": "missing or wrong `Authorization: Bearer <collect_secret>`"}))
+                if !routes::authorized(secret.as_deref(), auth.as_deref(), &path) {
+                    (401, serde_json::json!({"ok": false, "error": "missing or wrong `Authorization: Bearer <collect_secret>` (or `?key=<collect_secret>`)"}))
                 } else {
                     let report = run_once(RunOptions::default());
                     let status = if report.any_failed() { 500 } else { 200 };

@@ -22,9 +22,15 @@ pub enum Route {
 /// (`/...`, `/slack-logs/...`).
 pub fn route(method: &str, path_with_query: &str) -> Route {
     let path = path_with_query.split('?').next().unwrap_or("").trim_end_matches('/');
-    let (allowed, r) = if path.ends_with("/collect") {
-        ("POST", Route::Collect)
-    } else if path.ends_with("/healthz") {
+    if path.ends_with("/collect") {
+        // GET too: schedulers such as `spin aka cron` send a plain GET (see `authorized`).
+        return if method.eq_ignore_ascii_case("POST") || method.eq_ignore_ascii_case("GET") {
+            Route::Collect
+        } else {
+            Route::WrongMethod("POST")
+        };
+    }
+    let (allowed, r) = if path.ends_with("/healthz") {
         ("GET", Route::Health)
     } else if path.ends_with("/status") {
         ("GET", Route::Status)
@@ -38,13 +44,24 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
     }
 }
 
-/// `Authorization: Bearer <collect_secret>`, compared in constant time. No secret configured:
-/// everyone may trigger a pass (the route is then as open as the host's listener).
-pub fn authorized(secret: Option<&str>, authorization: Option<&[u8]>) -> bool {
+/// `Authorization: Bearer <collect_secret>`, or — for schedulers that cannot set headers, such
+/// as `spin aka cron` — `?key=<collect_secret>` in the URL (which may end up in access logs, so
+/// the header is preferred). Compared in constant time. No secret configured: everyone may
+/// trigger a pass (the route is then as open as the host's listener).
+pub fn authorized(secret: Option<&str>, authorization: Option<&[u8]>, path_with_query: &str) -> bool {
     let Some(secret) = secret else { return true };
-    let Some(header) = authorization else { return false };
-    let Some(given) = header.strip_prefix(b"Bearer ") else { return false };
-    constant_time_eq(given, secret.as_bytes())
+    if let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) {
+        return constant_time_eq(given, secret.as_bytes());
+    }
+    let query = path_with_query.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("key="))
+        .any(|given| constant_time_eq(percent_decoded(given).as_bytes(), secret.as_bytes()))
+}
+
+fn percent_decoded(s: &str) -> String {
+    slack_logs_core::synthetic::parse_query(&format!("?k={s}")).pop().map(|(_, v)| v).unwrap_or_default()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -103,7 +120,8 @@ mod tests {
     fn routes_match_under_any_prefix() {
         assert_eq!(route("POST", "/collect"), Route::Collect);
         assert_eq!(route("POST", "/slack-logs/collect?x=1"), Route::Collect);
-        assert_eq!(route("GET", "/collect"), Route::WrongMethod("POST"));
+        assert_eq!(route("GET", "/collect"), Route::Collect);
+        assert_eq!(route("DELETE", "/collect"), Route::WrongMethod("POST"));
         assert_eq!(route("GET", "/healthz"), Route::Health);
         assert_eq!(route("GET", "/status/"), Route::Status);
         assert_eq!(route("GET", "/"), Route::NotFound);
@@ -112,11 +130,21 @@ mod tests {
 
     #[test]
     fn bearer_secret_is_checked() {
-        assert!(authorized(None, None));
-        assert!(!authorized(Some("s3"), None));
-        assert!(!authorized(Some("s3"), Some(b"Bearer s4")));
-        assert!(!authorized(Some("s3"), Some(b"Bearer s33")));
-        assert!(!authorized(Some("s3"), Some(b"s3")));
-        assert!(authorized(Some("s3"), Some(b"Bearer s3")));
+        assert!(authorized(None, None, "/collect"));
+        assert!(!authorized(Some("s3"), None, "/collect"));
+        assert!(!authorized(Some("s3"), Some(b"Bearer s4"), "/collect"));
+        assert!(!authorized(Some("s3"), Some(b"Bearer s33"), "/collect"));
+        assert!(!authorized(Some("s3"), Some(b"s3"), "/collect"));
+        assert!(authorized(Some("s3"), Some(b"Bearer s3"), "/collect"));
+    }
+
+    #[test]
+    fn key_in_the_query_is_checked() {
+        assert!(authorized(Some("a b"), None, "/collect?key=a%20b"));
+        assert!(authorized(Some("s3"), None, "/collect?x=1&key=s3"));
+        assert!(!authorized(Some("s3"), None, "/collect?key=s4"));
+        assert!(!authorized(Some("s3"), None, "/collect?keys3"));
+        // A wrong bearer is not rescued by a right key.
+        assert!(!authorized(Some("s3"), Some(b"Bearer no"), "/collect?key=s3"));
     }
 }

@@ -4,32 +4,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use wasmparser::{Parser, Payload};
 
 fn world() -> (BTreeSet<String>, BTreeSet<String>) {
-    let bytes = std::fs::read(common::component()).unwrap();
-    let (mut imports, mut exports) = (BTreeSet::new(), BTreeSet::new());
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(&bytes) {
-        match payload.expect("valid component") {
-            // Only the outer component's own imports and exports count.
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ComponentImportSection(s) if depth == 0 => {
-                for i in s {
-                    imports.insert(i.unwrap().name.name.to_string());
-                }
-            }
-            Payload::ComponentExportSection(s) if depth == 0 => {
-                for e in s {
-                    exports.insert(e.unwrap().name.name.to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    eprintln!("imports: {imports:?}\nexports: {exports:?}");
-    (imports, exports)
+    common::component_world(&std::fs::read(common::component()).unwrap())
 }
 
 fn versioned(name: &str, prefix: &str) -> bool {

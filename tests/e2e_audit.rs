@@ -143,6 +143,8 @@ fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
     assert_eq!(status, 401, "{body}");
     let (status, _) = http(port, "POST", "/collect", Some("Bearer wrong"));
     assert_eq!(status, 401);
+    let (status, _) = http(port, "GET", "/collect?key=wrong", None);
+    assert_eq!(status, 401);
     assert_eq!(sim.request_count(), before, "an unauthorised request runs nothing");
 
     let (status, body) = http(port, "POST", "/collect", Some("Bearer let-me-in"));
@@ -153,6 +155,10 @@ fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
     let expected = truth(&sim, start, now());
     assert_eq!(audit["records"].as_u64().unwrap() as usize, expected.len());
     assert_eq!(set(&delivered_ids(&dir.path("out.ndjson"))), expected);
+
+    // Schedulers that cannot set headers pass the secret in the query; nothing new to collect.
+    let (status, body) = http(port, "GET", "/collect?key=let-me-in", None);
+    assert_eq!(status, 200, "{body}");
 
     let (status, body) = http(port, "GET", "/status", None);
     assert_eq!(status, 200);

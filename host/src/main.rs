@@ -71,7 +71,9 @@ Options (any command):
                         binary's target dir, else ./slack_logs_collector.wasm]
       --config FILE     A TOML file of flat `key = value` settings
       --state PATH      The SQLite state file [default: .slack-logs/state.db]
-      --sink SPEC       Where records go: stdout | file:PATH | http:URL [default: stdout]
+      --sink SPEC       Where records go: stdout | file:PATH | http:URL [default: stdout],
+                        or none: the component was composed with its own sink
+                        (as Spin does); its stdout passes through to ours
   -v, --verbose         Also print debug lines
   -h, --help            Print help
   -V, --version         Print version
@@ -79,7 +81,8 @@ Options (any command):
 Settings come from the --config file, overridden by environment variables
 SLACK_LOGS_<KEY> (e.g. SLACK_LOGS_SLACK_TOKEN=xoxp-... sets `slack_token`).
 Tokens are never taken from the command line. The HTTP sink sends
-SLACK_LOGS_SINK_TOKEN as a bearer token when it is set.
+SLACK_LOGS_SINK_TOKEN as a bearer token when it is set; with --sink none it
+is handed to the component as `sink_token`, for its own sink.
 
 Exit status: 0 all streams fine, 2 a stream failed (or the config was refused), 1 host error.
 ";
@@ -380,6 +383,15 @@ impl Setup {
         let token = std::env::var("SLACK_LOGS_SINK_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
+        // A composed sink component (sinks/http) reads its token from the config store, as under
+        // Spin; a `sink_token` in the config file wins over the environment, like any other key.
+        if spec == SinkSpec::None {
+            if let Some(t) = &token {
+                config
+                    .entry("sink_token".to_owned())
+                    .or_insert_with(|| t.clone());
+            }
+        }
         let sink = Arc::new(Sink::new(&spec, token)?);
         let state = g
             .state
@@ -483,15 +495,19 @@ impl Tally {
     }
 
     pub fn summary(&self, sink: &Sink) -> String {
-        let bytes: u64 = sink.totals().values().map(|t| t.bytes).sum();
+        // The host sees no bytes when the component's own sink writes them.
+        let to = if sink.is_none() {
+            "to the component's own sink".to_owned()
+        } else {
+            let bytes: u64 = sink.totals().values().map(|t| t.bytes).sum();
+            format!("{bytes} bytes to {}", sink.describe())
+        };
         let mut line = format!(
-            "summary: {} pass{}, {} record{} ({} bytes to {}), {} stream failure{}",
+            "summary: {} pass{}, {} record{} ({to}), {} stream failure{}",
             self.passes,
             if self.passes == 1 { "" } else { "es" },
             self.records,
             if self.records == 1 { "" } else { "s" },
-            bytes,
-            sink.describe(),
             self.failures,
             if self.failures == 1 { "" } else { "s" },
         );

@@ -216,7 +216,9 @@ impl Runtime {
         sink: Arc<Sink>,
     ) -> anyhow::Result<Runtime> {
         let engine = Engine::new(&Config::new()).map_err(wt)?;
-        let component = load_component(&engine, component, cache_dir)?;
+        let path = component;
+        let component = load_component(&engine, path, cache_dir)?;
+        check_sink_choice(&engine, &component, path, &sink)?;
         let linker = build_linker(&engine).map_err(wt)?;
         let pre = linker
             .instantiate_pre(&component)
@@ -248,12 +250,16 @@ impl Runtime {
 
     /// A fresh store. The guest's stdout goes to our stderr: stdout carries
     /// only NDJSON records (stdout sink), and a stray guest print must not
-    /// corrupt it.
+    /// corrupt it. With `--sink none` the component's own sink writes the
+    /// records (a composed stdout sink), so its stdout is ours.
     pub fn new_store(&self) -> Store<HostState> {
-        let wasi = WasiCtx::builder()
-            .stdout(std::io::stderr())
-            .inherit_stderr()
-            .build();
+        let mut builder = WasiCtx::builder();
+        if self.sink.is_none() {
+            builder.inherit_stdout();
+        } else {
+            builder.stdout(std::io::stderr());
+        }
+        let wasi = builder.inherit_stderr().build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -288,6 +294,39 @@ impl Runtime {
             .context(
                 "the component failed reading the status (a trap, i.e. a bug in the component)",
             )
+    }
+}
+
+/// Whether the component imports the host's sink, or was composed with a sink component of its
+/// own (Spin's `[component.collector.dependencies]`, or `wac plug`).
+fn imports_sink(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("slack-logs:collector/sink@"))
+}
+
+/// `--sink` must match the component: a composed component has no sink import to give records to
+/// the host's sink, and an uncomposed one under `--sink none` would have nowhere to put them.
+/// Either mismatch would lose every record quietly, so it stops here with what to do.
+fn check_sink_choice(
+    engine: &Engine,
+    component: &Component,
+    path: &Path,
+    sink: &Sink,
+) -> anyhow::Result<()> {
+    match (imports_sink(engine, component), sink.is_none()) {
+        (true, true) => anyhow::bail!(
+            "--sink none is for a component composed with its own sink, but {} imports \
+             slack-logs:collector/sink; choose --sink stdout, file:PATH or http:URL",
+            path.display()
+        ),
+        (false, false) => anyhow::bail!(
+            "{} brings its own sink (it was composed with a sink component, as Spin does with \
+             a dependency); run it with --sink none, which passes its stdout through",
+            path.display()
+        ),
+        _ => Ok(()),
     }
 }
 

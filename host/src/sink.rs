@@ -22,6 +22,9 @@ pub enum SinkSpec {
     Stdout,
     File(PathBuf),
     Http(http::Uri),
+    /// The component brings its own sink (a sink component composed into it, as Spin does with
+    /// a dependency): the host provides none and passes the component's stdout through.
+    None,
 }
 
 #[derive(Debug, PartialEq)]
@@ -31,7 +34,8 @@ impl fmt::Display for SinkSpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid --sink {}; use `stdout`, `file:PATH` or `http:URL` (e.g. http:https://siem.example.com/ingest)",
+            "invalid --sink {}; use `stdout`, `file:PATH`, `http:URL` (e.g. http:https://siem.example.com/ingest) \
+             or `none` (for a component composed with its own sink)",
             self.0
         )
     }
@@ -46,6 +50,9 @@ impl std::str::FromStr for SinkSpec {
         let bad = |why: &str| SinkSpecError(format!("`{spec}`: {why}"));
         if spec == "stdout" || spec == "-" {
             return Ok(SinkSpec::Stdout);
+        }
+        if spec == "none" {
+            return Ok(SinkSpec::None);
         }
         if let Some(path) = spec.strip_prefix("file:") {
             if path.is_empty() {
@@ -107,6 +114,7 @@ enum Target {
     Stdout,
     File { path: PathBuf, file: Mutex<File> },
     Http(HttpSink),
+    None,
 }
 
 impl Sink {
@@ -135,6 +143,7 @@ impl Sink {
             SinkSpec::Http(uri) => {
                 Target::Http(HttpSink::new(uri.clone(), token, RetryPolicy::default()))
             }
+            SinkSpec::None => Target::None,
         };
         Ok(Sink {
             target,
@@ -156,11 +165,19 @@ impl Sink {
             Target::Stdout => "stdout".into(),
             Target::File { path, .. } => format!("file {}", path.display()),
             Target::Http(h) => h.display_url(),
+            Target::None => {
+                "the component's own sink (--sink none; its stdout passes through)".into()
+            }
         }
     }
 
     pub fn is_stdout(&self) -> bool {
         matches!(self.target, Target::Stdout)
+    }
+
+    /// `--sink none`: the component was composed with its own sink.
+    pub fn is_none(&self) -> bool {
+        matches!(self.target, Target::None)
     }
 
     pub fn totals(&self) -> BTreeMap<String, Totals> {
@@ -186,6 +203,13 @@ impl Sink {
                 })?;
             }
             Target::Http(h) => h.post(Bytes::from(ndjson)).await?,
+            // Runtime::new refuses a component that imports the sink under `--sink none`, so
+            // this is only reached by a component that was swapped underneath us.
+            Target::None => return Err(SinkFailure::Unavailable(
+                "the host has no sink (--sink none), but the component called the host's sink; \
+                     run it with --sink stdout|file:PATH|http:URL"
+                    .into(),
+            )),
         }
         let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
         let t = totals.entry(stream.to_owned()).or_default();
@@ -454,6 +478,7 @@ mod tests {
             "http:http://127.0.0.1:9/x".parse::<SinkSpec>().unwrap(),
             SinkSpec::Http(_)
         ));
+        assert_eq!("none".parse::<SinkSpec>().unwrap(), SinkSpec::None);
         for bad in [
             "",
             "file:",

@@ -194,3 +194,29 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A component's own imports and exports by name (not those of the modules and components nested
+/// in it), read from the binary as Spin and our host see it.
+pub fn component_world(bytes: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
+    use wasmparser::{Parser, Payload};
+    let (mut imports, mut exports) = (BTreeSet::new(), BTreeSet::new());
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.expect("valid component") {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(s) if depth == 0 => {
+                for i in s {
+                    imports.insert(i.expect("import").name.name.to_string());
+                }
+            }
+            Payload::ComponentExportSection(s) if depth == 0 => {
+                for e in s {
+                    exports.insert(e.expect("export").name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    (imports, exports)
+}

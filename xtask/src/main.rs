@@ -72,11 +72,21 @@ fn ensure_wasm_target() {
     status(Command::new("rustup").args(["target", "add", WASM_TARGET]), "adding the wasm32-wasip2 target with rustup");
 }
 
+/// The sink components Spin plugs into the collector's `sink` import (spin.toml's dependencies).
+const SINK_PACKAGES: &[&str] = &["sink-stdout", "sink-http"];
+
 fn build_component() {
     ensure_wasm_target();
+    // One cargo invocation for the collector and the sinks: they share wit-bindgen and std, so a
+    // second invocation would only repeat dependency resolution and the lock on target/.
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", WASM_TARGET, "--package", "slack-logs-collector"]);
+    for sink in SINK_PACKAGES {
+        cmd.args(["--package", sink]);
+    }
     status(
-        cargo().args(["build", "--release", "--target", WASM_TARGET, "--package", "slack-logs-collector"]),
-        "building the collector component (target/wasm32-wasip2/release/slack_logs_collector.wasm)",
+        &mut cmd,
+        "building the collector and sink components (target/wasm32-wasip2/release/{slack_logs_collector,sink_stdout,sink_http}.wasm)",
     );
 }
 
