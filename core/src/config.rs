@@ -27,7 +27,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("access_mode", "`activity` (default) or `new-only`."),
     ("access_sort_key", "How team.accessLogs sorts: `auto` (default: detected from the data), `date_first` or `date_last`."),
     ("access_page_size", "`limit` per team.accessLogs request in cursor mode, 1 to 999. Default 999."),
-    ("integration_page_size", "`count` per team.integrationLogs request, 1 to 1000. Default 1000."),
+    ("integration_page_size", "`count` per team.integrationLogs request, 2 to 1000 (the order check needs two entries a page). Default 1000."),
     ("audit_requests_per_minute", "Pacing of audit requests (Tier 3 is org-wide, shared with other consumers). 0 = no pacing. Default 40."),
     ("web_requests_per_minute", "Pacing of team.accessLogs / team.integrationLogs requests, each (Tier 2). 0 = no pacing. Default 20."),
     ("audit_lag_seconds", "How far behind now the audit stream stays, for events Slack publishes late. Default 60."),
@@ -258,7 +258,7 @@ impl Config {
             }
             "access_page_size" => self.access_page_size = parse_int(key, value, 1, 999)? as u32,
             "integration_page_size" => {
-                self.integration_page_size = parse_int(key, value, 1, 1000)? as u32
+                self.integration_page_size = parse_int(key, value, 2, 1000)? as u32
             }
             "audit_requests_per_minute" => {
                 self.audit_requests_per_minute = parse_int(key, value, 0, 6000)? as u32

@@ -74,8 +74,6 @@ pub struct WalkProgress {
     pub oldest: Option<i64>,
     /// Delivered hashes by date: only at `newest` and `oldest` while the order holds.
     pub delivered: BTreeMap<i64, BTreeSet<String>>,
-    /// The last date seen, to check the order across pages.
-    pub last_date: Option<i64>,
 }
 
 impl Checkpoint for IntegrationCheckpoint {
@@ -245,18 +243,24 @@ pub fn walk(
         let mut writer =
             RecordWriter::new("integration", SOURCE, io.collected_at, config.output_format);
         let mut all_older = !page.entries.is_empty();
+        let mut previous: Option<i64> = None;
         for e in &page.entries {
             all_older &= e.date < next.watermark - OVERLAP;
-            let seen = next.delivered(&progress, e.date, &e.hash);
-            // A newer date after an older one is the order breaking, unless the entry was
-            // delivered already: entries arriving mid-walk push delivered ones onto the next page.
-            if !seen && !next.unsorted && progress.last_date.is_some_and(|last| e.date > last) {
+            // Order is judged within one response only, over every entry: across pages,
+            // entries arriving mid-walk shift pages and look like disorder when they are not.
+            if !next.unsorted && previous.is_some_and(|p| e.date > p) {
                 next.unsorted = true;
                 (io.log)("integration: entries are not sorted newest first; reading every page from now on");
             }
-            progress.last_date = Some(e.date);
-            if seen {
+            previous = Some(e.date);
+            if next.delivered(&progress, e.date, &e.hash) {
                 stats.duplicates += 1;
+                continue;
+            }
+            if !next.unsorted && progress.newest.is_some_and(|n| e.date > n) {
+                // Sorted, yet newer than anything this walk read: it arrived after the walk
+                // passed page 1 and was pushed down. The next walk, which starts from this
+                // walk's newest date, collects it.
                 continue;
             }
             writer.push(&e.hash, team_id, e.date, e.raw.get());

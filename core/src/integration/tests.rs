@@ -358,7 +358,7 @@ proptest! {
     #[test]
     fn random_schedules_lose_nothing(
         dates in prop::collection::vec(0i64..400, 1..50),
-        count in 1u32..6,
+        count in 2u32..6,
         oldest_first in any::<bool>(),
         arrivals in prop::collection::vec((1usize..30, 0i64..40, 1usize..4), 0..6),
         sink_fail in prop::option::of(1usize..20),
