@@ -257,20 +257,21 @@ pub fn walk(
                 stats.duplicates += 1;
                 continue;
             }
-            if !next.unsorted && progress.newest.is_some_and(|n| e.date > n) {
-                // Sorted, yet newer than anything this walk read: it arrived after the walk
-                // passed page 1 and was pushed down. The next walk, which starts from this
-                // walk's newest date, collects it.
-                continue;
-            }
+            // Sorted, yet newer than anything this walk read: it arrived after the walk passed
+            // page 1 and was pushed down (or the order is about to prove unsorted). Deliver it and
+            // keep its hash, but leave the walk's date range alone: widening it would count the
+            // unread entries between as delivered.
+            let arrival = !next.unsorted && progress.newest.is_some_and(|n| e.date > n);
             writer.push(&e.hash, team_id, e.date, e.raw.get());
             progress
                 .delivered
                 .entry(e.date)
                 .or_default()
                 .insert(e.hash.clone());
-            progress.newest = Some(progress.newest.map_or(e.date, |n| n.max(e.date)));
-            progress.oldest = Some(progress.oldest.map_or(e.date, |o| o.min(e.date)));
+            if !arrival {
+                progress.newest = Some(progress.newest.map_or(e.date, |n| n.max(e.date)));
+                progress.oldest = Some(progress.oldest.map_or(e.date, |o| o.min(e.date)));
+            }
         }
         if !next.unsorted {
             // Sorted: only the oldest date and the overlap below the newest need their hashes.

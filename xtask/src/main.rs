@@ -111,10 +111,10 @@ fn run(args: Vec<String>) {
 }
 
 fn test(extra: Vec<String>) {
-    // The end-to-end tests run target/release/slack-logs, which `cargo test` does not build (the
-    // host has no integration tests of its own). Dependencies resolve to the same features either
-    // way, so this does not build wasmtime twice.
-    build();
+    build_component();
+    // `cargo test` builds target/release/slack-logs itself, since the host package has integration
+    // tests, and it does so with the suite's dependency features. Building the host separately
+    // first would resolve features without the dev-dependencies and build wasmtime a second time.
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--workspace"]).args(&extra);
     status(&mut cmd, "running the test suite (cargo test --release --workspace)");
