@@ -21,6 +21,8 @@ use crate::slack_error::{describe_body, SlackError};
 use crate::url::with_query;
 use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
 
+mod head;
+
 /// Where the audit checkpoint lives in the key-value store.
 pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/org/checkpoint";
 /// The `source` of audit records.
@@ -134,18 +136,7 @@ pub fn parse_page(body: &[u8]) -> Result<AuditPage<'_>, SlackError> {
         #[serde(borrow, default)]
         entries: Option<Vec<&'a RawValue>>,
         #[serde(default)]
-        response_metadata: Option<Meta>,
-    }
-    #[derive(Deserialize)]
-    struct Meta {
-        #[serde(default)]
-        next_cursor: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        #[serde(borrow)]
-        id: Cow<'a, str>,
-        date_create: i64,
+        response_metadata: Option<crate::web_api::Meta>,
     }
     let wire: Wire<'_> = serde_json::from_slice(body).map_err(|e| SlackError::Malformed {
         status: 200,
@@ -166,7 +157,8 @@ pub fn parse_page(body: &[u8]) -> Result<AuditPage<'_>, SlackError> {
     };
     let mut entries = Vec::with_capacity(raw_entries.len());
     for (i, raw) in raw_entries.into_iter().enumerate() {
-        let head: Head<'_> = serde_json::from_str(raw.get()).map_err(|e| SlackError::Malformed {
+        // One pass: the raw value is validated JSON; the scan only picks two top-level keys.
+        let head = head::entry_head(raw.get()).map_err(|e| SlackError::Malformed {
             status: 200,
             detail: format!("audit entry {i} of the page has no usable `id` (string) or `date_create` (integer): {e}"),
         })?;

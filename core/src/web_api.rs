@@ -38,9 +38,9 @@ struct Wire {
 }
 
 #[derive(Deserialize)]
-struct Meta {
+pub(crate) struct Meta {
     #[serde(default)]
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// Checks `ok:true` and reads the envelope. An `ok:false` body becomes the Slack error it names;
