@@ -1,9 +1,9 @@
 //! The component's exports: `collector` and `wasi:http/incoming-handler`.
 
-use slack_logs_core::{run_pass, stream_statuses, Config, Env, Outcome, PassReport, RunOptions, StreamStatus};
+use slack_logs_core::{oauth, run_pass, stream_statuses, Config, Env, Outcome, PassReport, RunOptions, StreamStatus};
 
-use crate::routes::{self, Route};
-use crate::wasi_env::{WasiClock, WasiKv, WasiSink, WasiTransport};
+use crate::routes::{self, Answer, Route};
+use crate::wasi_env::{random_bytes, WasiClock, WasiKv, WasiSink, WasiTransport};
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -35,7 +35,7 @@ fn log(line: &str) {
 fn run_once(options: RunOptions) -> PassReport {
     let clock = WasiClock;
     let now = slack_logs_core::Clock::now_unix(&clock);
-    let config = match load_config() {
+    let mut config = match load_config() {
         Ok(c) => c,
         Err(e) => return PassReport::not_started(&options, now, "config_error", &e),
     };
@@ -43,6 +43,18 @@ fn run_once(options: RunOptions) -> PassReport {
         Ok(s) => s,
         Err(e) => return PassReport::not_started(&options, now, "store_error", &e.to_string()),
     };
+    // The token from the OAuth install, when none is configured. Filled in here, so the pass
+    // itself only ever sees a Config with a token (or without one, and says so).
+    if let Err(e) = oauth::resolve_token(&mut config, &mut store) {
+        log(&e.to_string());
+        let streams = if options.streams.is_empty() {
+            config.streams.iter().map(|s| s.name().to_string()).collect()
+        } else {
+            options.streams.clone()
+        };
+        let options = RunOptions { streams, ..options };
+        return PassReport::not_started(&options, now, e.code(), &e.to_string());
+    }
     let mut env = Env { transport: &mut WasiTransport, store: &mut store, sink: &mut WasiSink, clock: &clock, log: &log };
     run_pass(&config, &mut env, &options)
 }
@@ -70,6 +82,7 @@ impl wit::Guest for Component {
                         Outcome::BudgetExhausted => wit::Outcome::BudgetExhausted,
                         Outcome::Failed => wit::Outcome::Failed,
                         Outcome::NotAvailable => wit::Outcome::NotAvailable,
+                        Outcome::HeldElsewhere => wit::Outcome::HeldElsewhere,
                     },
                     records: s.records,
                     pages: s.pages,
@@ -89,6 +102,7 @@ impl wit::Guest for Component {
             Ok(list) => list
                 .into_iter()
                 .map(|s| wit::StreamStatus {
+                    healthy: s.healthy(),
                     stream: s.stream,
                     team_id: s.team_id,
                     watermark: s.watermark,
@@ -97,6 +111,7 @@ impl wit::Guest for Component {
                     last_error_at: s.last_error_at,
                     last_error: s.last_error,
                     total_records: s.total_records,
+                    silent_for_seconds: s.silent_for,
                 })
                 .collect(),
             Err(e) => vec![wit::StreamStatus {
@@ -108,6 +123,8 @@ impl wit::Guest for Component {
                 last_error_at: None,
                 last_error: Some(e),
                 total_records: 0,
+                healthy: false,
+                silent_for_seconds: None,
             }],
         }
     }
@@ -124,43 +141,150 @@ impl incoming_handler::Guest for Component {
         };
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
         let auth = request.headers().get(&"authorization".to_string()).into_iter().next();
-        let (status, body) = match routes::route(&method, &path) {
-            Route::Health => match load_config() {
-                Ok(_) => (200, serde_json::json!({"ok": true})),
-                Err(e) => (503, serde_json::json!({"ok": false, "error": e})),
+        let answer = match routes::route(&method, &path) {
+            Route::Health => match statuses() {
+                Ok(s) => {
+                    let (status, body) = routes::health_json(&s);
+                    Answer::Json(status, body)
+                }
+                Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
+            },
+            Route::Metrics => match statuses() {
+                Ok(s) => Answer::Metrics(slack_logs_core::metrics::render(&s, slack_logs_core::Clock::now_unix(&WasiClock))),
+                Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
             },
             Route::Status => match statuses() {
-                Ok(s) => (200, routes::status_json(&s)),
-                Err(e) => (503, serde_json::json!({"ok": false, "error": e})),
+                Ok(s) => {
+                    let mut body = routes::status_json(&s);
+                    if let Ok(mut store) = WasiKv::open() {
+                        body["oauth"] = routes::oauth_status_json(oauth::installation(&mut store));
+                    }
+                    Answer::Json(200, body)
+                }
+                Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
             },
             Route::Collect => {
                 let secret = load_config().ok().and_then(|c| c.collect_secret);
                 if !routes::authorized(secret.as_deref(), auth.as_deref(), &path) {
-                    (401, serde_json::json!({"ok": false, "error": "missing or wrong `Authorization: Bearer <collect_secret>` (or `?key=<collect_secret>`)"}))
+                    unauthorized()
                 } else {
                     let report = run_once(RunOptions::default());
                     let status = if report.any_failed() { 500 } else { 200 };
-                    (status, routes::report_json(&report))
+                    Answer::Json(status, routes::report_json(&report))
+                }
+            }
+            Route::OAuthStart => oauth_start(),
+            Route::OAuthCallback => oauth_callback(&path),
+            Route::OAuthRevoke => {
+                let config = load_config();
+                let secret = config.as_ref().ok().and_then(|c| c.collect_secret.clone());
+                if !routes::authorized(secret.as_deref(), auth.as_deref(), &path) {
+                    unauthorized()
+                } else {
+                    match config {
+                        Ok(c) => oauth_revoke(&c),
+                        Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
+                    }
                 }
             }
             Route::WrongMethod(allowed) => {
-                (405, serde_json::json!({"ok": false, "error": format!("use {allowed} for this route")}))
+                Answer::Json(405, serde_json::json!({"ok": false, "error": format!("use {allowed} for this route")}))
             }
-            Route::NotFound => (
+            Route::NotFound => Answer::Json(
                 404,
-                serde_json::json!({"ok": false, "error": "not found; routes: POST /collect, GET /status, GET /healthz"}),
+                serde_json::json!({"ok": false, "error": "not found; routes: POST /collect, GET /status, GET /metrics, GET /healthz, GET /oauth/start, GET /oauth/callback, POST /oauth/revoke"}),
             ),
         };
-        respond(out, status, &body.to_string().into_bytes());
+        respond(out, &answer);
     }
 }
 
-fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
-    let headers = Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())]).unwrap_or_else(|_| Fields::new());
+fn unauthorized() -> Answer {
+    Answer::Json(
+        401,
+        serde_json::json!({"ok": false, "error": "missing or wrong `Authorization: Bearer <collect_secret>` (or `?key=<collect_secret>`)"}),
+    )
+}
+
+/// A config or store failure on a browser route: a page, since a person is looking at it.
+fn setup_error_page(message: &str) -> Answer {
+    Answer::Html(503, routes::html_page("Slack app not installed", &[message.to_string()]))
+}
+
+/// The config and the store for a browser route, or the page that says why not.
+fn browser_setup() -> Result<(Config, WasiKv), Answer> {
+    let config = load_config().map_err(|e| setup_error_page(&e))?;
+    let store = WasiKv::open().map_err(|e| setup_error_page(&e.to_string()))?;
+    Ok((config, store))
+}
+
+fn oauth_start() -> Answer {
+    let (config, mut store) = match browser_setup() {
+        Ok(setup) => setup,
+        Err(page) => return page,
+    };
+    let random = match random_bytes::<{ oauth::STATE_BYTES }>() {
+        Ok(r) => r,
+        Err(e) => return setup_error_page(&e),
+    };
+    let now = slack_logs_core::Clock::now_unix(&WasiClock);
+    match oauth::start(&config, &mut store, now, random) {
+        Ok(url) => Answer::Redirect(url),
+        Err(e) => {
+            log(&format!("/oauth/start: {e}"));
+            routes::oauth_error_page(&e)
+        }
+    }
+}
+
+fn oauth_callback(path: &str) -> Answer {
+    let (config, mut store) = match browser_setup() {
+        Ok(setup) => setup,
+        Err(page) => return page,
+    };
+    let nonce = match random_bytes::<{ oauth::NONCE_BYTES }>() {
+        Ok(r) => r,
+        Err(e) => return setup_error_page(&e),
+    };
+    let now = slack_logs_core::Clock::now_unix(&WasiClock);
+    match oauth::callback(&config, &mut store, &mut WasiTransport, path, now, nonce) {
+        Ok(installation) => {
+            log(&format!(
+                "OAuth install by {} with scopes {}: token stored encrypted",
+                installation.user_id,
+                installation.scopes.join(",")
+            ));
+            routes::oauth_installed_page(&installation)
+        }
+        Err(e) => {
+            log(&format!("/oauth/callback: {e}"));
+            routes::oauth_error_page(&e)
+        }
+    }
+}
+
+fn oauth_revoke(config: &Config) -> Answer {
+    let mut store = match WasiKv::open() {
+        Ok(s) => s,
+        Err(e) => return Answer::Json(503, serde_json::json!({"ok": false, "error": e.to_string()})),
+    };
+    let result = oauth::revoke(config, &mut store, &mut WasiTransport);
+    match &result {
+        Ok(_) => log("OAuth token revoked and removed"),
+        Err(e) => log(&format!("/oauth/revoke: {e}")),
+    }
+    routes::revoke_json(&result)
+}
+
+fn respond(out: ResponseOutparam, answer: &Answer) {
+    let headers: Vec<(String, Vec<u8>)> =
+        answer.headers().into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())).collect();
+    let headers = Fields::from_list(&headers).unwrap_or_else(|_| Fields::new());
     let response = OutgoingResponse::new(headers);
-    let _ = response.set_status_code(status);
+    let _ = response.set_status_code(answer.status());
     let Ok(outgoing) = response.body() else { return };
     ResponseOutparam::set(out, Ok(response));
+    let body = answer.body();
     if let Ok(stream) = outgoing.write() {
         // blocking-write-and-flush takes at most 4096 bytes a call.
         for chunk in body.chunks(4096) {

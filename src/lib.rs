@@ -4,8 +4,10 @@
 //! config through `wasi:config/store`, keeps checkpoints in `wasi:keyvalue/store`, calls Slack
 //! through `wasi:http/outgoing-handler`, hands records to the `sink` import, and exports the
 //! `collector` interface and `wasi:http/incoming-handler` (routes `POST /collect`, `GET /healthz`,
-//! `GET /status`). It holds no collection logic of its own; [`routes`] is plain Rust and tested
-//! natively, the WASI glue only exists when built for wasm32.
+//! `GET /status`, and the OAuth install flow `GET /oauth/start`, `GET /oauth/callback`,
+//! `POST /oauth/revoke`). It holds no collection or OAuth logic of its own (that is in the core's
+//! `oauth` module); [`routes`] is plain Rust and tested natively, the WASI glue only exists when
+//! built for wasm32.
 
 pub mod routes;
 

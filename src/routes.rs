@@ -1,7 +1,8 @@
 //! The HTTP routes, as plain Rust: which route a request is, whether it is authorised, and the
-//! JSON bodies. The component's incoming handler only moves bytes in and out.
+//! JSON and HTML bodies. The component's incoming handler only moves bytes in and out.
 
 use serde_json::{json, Value};
+use slack_logs_core::oauth::{Installation, OAuthError, SlackRevoke};
 use slack_logs_core::{config::format_rfc3339, PassReport, StreamStatus};
 
 /// What a request asks for.
@@ -13,6 +14,14 @@ pub enum Route {
     Health,
     /// `GET /status`.
     Status,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// `GET /oauth/start`: redirect the admin to Slack's authorize page.
+    OAuthStart,
+    /// `GET /oauth/callback`: where Slack sends the admin back with a code.
+    OAuthCallback,
+    /// `POST /oauth/revoke`: revoke and forget the installed token (authorised like `/collect`).
+    OAuthRevoke,
     /// A known path with the wrong method; carries the allowed method.
     WrongMethod(&'static str),
     NotFound,
@@ -30,10 +39,20 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
             Route::WrongMethod("POST")
         };
     }
-    let (allowed, r) = if path.ends_with("/healthz") {
+    let (allowed, r) = if path.ends_with("/oauth/start") {
+        // GET only: a HEAD (link preview, prefetch) must not issue a state.
+        return if method.eq_ignore_ascii_case("GET") { Route::OAuthStart } else { Route::WrongMethod("GET") };
+    } else if path.ends_with("/oauth/callback") {
+        return if method.eq_ignore_ascii_case("GET") { Route::OAuthCallback } else { Route::WrongMethod("GET") };
+    } else if path.ends_with("/oauth/revoke") {
+        // POST only: revoking from a link someone clicks (or a crawler follows) would be a surprise.
+        return if method.eq_ignore_ascii_case("POST") { Route::OAuthRevoke } else { Route::WrongMethod("POST") };
+    } else if path.ends_with("/healthz") {
         ("GET", Route::Health)
     } else if path.ends_with("/status") {
         ("GET", Route::Status)
+    } else if path.ends_with("/metrics") {
+        ("GET", Route::Metrics)
     } else {
         return Route::NotFound;
     };
@@ -72,6 +91,161 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// An answer, before the incoming handler writes it out.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Json(u16, Value),
+    /// Prometheus text exposition (`/metrics`).
+    Metrics(String),
+    /// A page for a person in a browser (the OAuth routes).
+    Html(u16, String),
+    /// `302 Found` to this URL.
+    Redirect(String),
+}
+
+impl Answer {
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Json(s, _) | Answer::Html(s, _) => *s,
+            Answer::Metrics(_) => 200,
+            Answer::Redirect(_) => 302,
+        }
+    }
+
+    /// Headers besides the status. The OAuth pages are never cached and never leak their URL
+    /// (which holds the one-time code) to another site through `Referer`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let private = [("cache-control", "no-store".to_string()), ("referrer-policy", "no-referrer".to_string())];
+        match self {
+            Answer::Json(..) => vec![("content-type", "application/json".into())],
+            Answer::Metrics(_) => vec![("content-type", slack_logs_core::metrics::CONTENT_TYPE.into())],
+            Answer::Html(..) => {
+                let mut h = vec![
+                    ("content-type", "text/html; charset=utf-8".to_string()),
+                    // The pages are static text: no script, no style, no frame.
+                    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'".into()),
+                ];
+                h.extend(private);
+                h
+            }
+            Answer::Redirect(location) => {
+                let mut h = vec![("location", location.clone()), ("content-type", "text/plain; charset=utf-8".into())];
+                h.extend(private);
+                h
+            }
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        match self {
+            Answer::Json(_, v) => v.to_string().into_bytes(),
+            Answer::Html(_, page) => page.clone().into_bytes(),
+            Answer::Metrics(text) => text.clone().into_bytes(),
+            Answer::Redirect(location) => format!("Continue at {location}\n").into_bytes(),
+        }
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A plain page: a title and paragraphs, every piece escaped.
+pub fn html_page(title: &str, paragraphs: &[String]) -> String {
+    let mut page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>slack-logs: {t}</title></head>\n<body>\n<h1>{t}</h1>\n",
+        t = escape_html(title)
+    );
+    for p in paragraphs {
+        page += &format!("<p>{}</p>\n", escape_html(p));
+    }
+    page += "</body>\n</html>\n";
+    page
+}
+
+/// The page an OAuth route shows when it fails: what happened and what to do, never a secret.
+pub fn oauth_error_page(e: &OAuthError) -> Answer {
+    Answer::Html(
+        e.http_status(),
+        html_page(
+            "Slack app not installed",
+            &[e.to_string(), format!("Error code: {}", e.code())],
+        ),
+    )
+}
+
+/// The page after a successful install. Describes the token; never shows it.
+pub fn oauth_installed_page(i: &Installation) -> Answer {
+    let place = match (&i.enterprise_id, &i.team_id, i.is_enterprise_install) {
+        (Some(e), _, true) => format!("the Enterprise Grid organization {e} (org-wide install)"),
+        (_, Some(t), _) => format!("the workspace {t}"),
+        _ => "Slack".to_string(),
+    };
+    Answer::Html(
+        200,
+        html_page(
+            "Slack app installed",
+            &[
+                format!("Installed on {place} by user {}, with the scopes {}.", i.user_id, i.scopes.join(", ")),
+                "The token is stored encrypted in the collector's key-value store and is used from the next \
+                 pass on. It is never shown, here or in /status. POST /oauth/revoke revokes it."
+                    .to_string(),
+                "You can close this page.".to_string(),
+            ],
+        ),
+    )
+}
+
+/// `POST /oauth/revoke`'s answer.
+pub fn revoke_json(result: &Result<SlackRevoke, OAuthError>) -> Answer {
+    match result {
+        Ok(outcome) => {
+            let (revoked_at_slack, message) = match outcome {
+                SlackRevoke::Revoked => (true, "revoked at Slack (auth.revoke) and removed".to_string()),
+                SlackRevoke::AlreadyInvalid(code) => {
+                    (false, format!("Slack no longer accepted the token ({code}); removed"))
+                }
+                SlackRevoke::NotAsked(why) => (
+                    false,
+                    format!("removed without asking Slack ({why}); remove the app in Slack's admin settings to be sure it is revoked"),
+                ),
+            };
+            Answer::Json(200, json!({"ok": true, "revoked_at_slack": revoked_at_slack, "message": message}))
+        }
+        Err(e) => Answer::Json(e.http_status(), json!({"ok": false, "error": e.code(), "message": e.to_string()})),
+    }
+}
+
+/// What `/status` shows about the OAuth install: who, which scopes, when — not the token.
+pub fn oauth_status_json(installation: Result<Option<Installation>, OAuthError>) -> Value {
+    match installation {
+        Ok(Some(i)) => json!({
+            "installed": true,
+            "user_id": i.user_id,
+            "scopes": i.scopes,
+            "team_id": i.team_id,
+            "enterprise_id": i.enterprise_id,
+            "is_enterprise_install": i.is_enterprise_install,
+            "installed_at": i.installed_at,
+            "installed_time": format_rfc3339(i.installed_at),
+        }),
+        Ok(None) => json!({"installed": false}),
+        Err(e) => json!({"installed": null, "error": e.to_string()}),
+    }
+}
+
 /// The pass report as `POST /collect` answers it.
 pub fn report_json(r: &PassReport) -> Value {
     json!({
@@ -108,8 +282,26 @@ pub fn status_json(statuses: &[StreamStatus]) -> Value {
             "last_error_at": s.last_error_at,
             "last_error": s.last_error,
             "total_records": s.total_records,
+            "healthy": s.healthy(),
+            "silent_for_seconds": s.silent_for,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// `GET /healthz`: 200 when the config loads and no stream's silence alert is raised; 503
+/// naming the silent streams otherwise.
+pub fn health_json(statuses: &[StreamStatus]) -> (u16, Value) {
+    let silent: Vec<Value> = statuses
+        .iter()
+        .filter(|s| !s.healthy())
+        .map(|s| json!({"stream": s.stream, "team_id": s.team_id, "silent_for_seconds": s.silent_for}))
+        .collect();
+    if silent.is_empty() {
+        (200, json!({"ok": true}))
+    } else {
+        let error = "no record and no successful pass for longer than max_silence; see /status";
+        (503, json!({"ok": false, "error": error, "silent": silent}))
+    }
 }
 
 #[cfg(test)]
@@ -124,8 +316,64 @@ mod tests {
         assert_eq!(route("DELETE", "/collect"), Route::WrongMethod("POST"));
         assert_eq!(route("GET", "/healthz"), Route::Health);
         assert_eq!(route("GET", "/status/"), Route::Status);
+        assert_eq!(route("GET", "/x/metrics"), Route::Metrics);
+        assert_eq!(route("POST", "/metrics"), Route::WrongMethod("GET"));
         assert_eq!(route("GET", "/"), Route::NotFound);
         assert_eq!(route("GET", "/statusx"), Route::NotFound);
+    }
+
+    #[test]
+    fn oauth_routes_match_under_any_prefix_with_their_method() {
+        assert_eq!(route("GET", "/oauth/start"), Route::OAuthStart);
+        assert_eq!(route("GET", "/slack-logs/oauth/start/"), Route::OAuthStart);
+        assert_eq!(route("HEAD", "/oauth/start"), Route::WrongMethod("GET"));
+        assert_eq!(route("GET", "/x/oauth/callback?code=1&state=2"), Route::OAuthCallback);
+        assert_eq!(route("POST", "/oauth/callback"), Route::WrongMethod("GET"));
+        assert_eq!(route("POST", "/oauth/revoke"), Route::OAuthRevoke);
+        assert_eq!(route("GET", "/oauth/revoke"), Route::WrongMethod("POST"));
+        assert_eq!(route("GET", "/oauth"), Route::NotFound);
+    }
+
+    #[test]
+    fn pages_escape_everything() {
+        let page = html_page("<t>", &["a <script>alert('x')</script> & \"b\"".to_string()]);
+        assert!(!page.contains("<script>") && !page.contains("<t>"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;b&quot;"), "{page}");
+        // Slack's `error` parameter comes from the URL: it is shown, escaped.
+        let e = OAuthError::Denied { error: "<img src=x>".into() };
+        let Answer::Html(400, page) = oauth_error_page(&e) else { panic!("a 400 page") };
+        assert!(page.contains("&lt;img src=x&gt;") && !page.contains("<img"), "{page}");
+    }
+
+    #[test]
+    fn oauth_answers_carry_safe_headers() {
+        let r = Answer::Redirect("https://slack.com/oauth/v2/authorize?state=s".into());
+        assert_eq!(r.status(), 302);
+        let h = r.headers();
+        assert!(h.contains(&("location", "https://slack.com/oauth/v2/authorize?state=s".to_string())));
+        assert!(h.contains(&("cache-control", "no-store".to_string())));
+        let page = oauth_installed_page(&Installation {
+            user_id: "U1".into(),
+            scopes: vec!["admin".into(), "auditlogs:read".into()],
+            team_id: None,
+            enterprise_id: Some("E1".into()),
+            is_enterprise_install: true,
+            installed_at: 0,
+        });
+        assert_eq!(page.status(), 200);
+        let body = String::from_utf8(page.body()).unwrap();
+        assert!(body.contains("E1 (org-wide install)") && body.contains("admin, auditlogs:read"), "{body}");
+        assert!(page.headers().iter().any(|(k, v)| *k == "content-type" && v.starts_with("text/html")));
+    }
+
+    #[test]
+    fn revoke_answers_say_what_happened() {
+        let Answer::Json(200, v) = revoke_json(&Ok(SlackRevoke::Revoked)) else { panic!() };
+        assert_eq!(v["revoked_at_slack"], true);
+        let Answer::Json(404, v) = revoke_json(&Err(OAuthError::NoTokenYet)) else { panic!() };
+        assert_eq!(v["error"], "no_token");
+        let v = oauth_status_json(Ok(None));
+        assert_eq!(v["installed"], false);
     }
 
     #[test]

@@ -70,7 +70,8 @@ fn two_passes_deliver_ground_truth_then_only_new_events() {
 fn killed_mid_walk_then_rerun_delivers_the_same_set() {
     let (sim, start) = sim_with_history(11, 250);
     let dir = Scratch::new("kill");
-    let settings = audit_settings(&sim, start);
+    let mut settings = audit_settings(&sim, start);
+    settings.push(("lease_seconds", "5".into()));
     sim.set_response_delay(Duration::from_millis(60));
     let mut child = KillOnDrop(host(&dir, &settings).arg("run").arg("--once").stderr(std::process::Stdio::null()).spawn().unwrap());
     assert!(wait_for(60, || sim.request_count() >= 15), "the walk did not get going");
@@ -82,6 +83,13 @@ fn killed_mid_walk_then_rerun_delivers_the_same_set() {
     assert!(set(&partial).len() < expected.len(), "the kill happened mid-walk");
 
     sim.set_response_delay(Duration::ZERO);
+    // The killed pass still holds the stream's lease: a pass now leaves the stream to it...
+    let out = run_ok(&mut host(&dir, &settings));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("held-elsewhere"), "{stderr}");
+    assert_eq!(delivered_ids(&dir.path("out.ndjson")).len(), partial.len(), "nothing emitted while held");
+    // ...and once it expires, takes over from the checkpoint.
+    std::thread::sleep(Duration::from_millis(5100));
     run_ok(&mut host(&dir, &settings));
     let all = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(set(&all), expected, "no loss across the kill");

@@ -364,6 +364,11 @@ impl Ctx<'_> {
         // Killed means it died of the signal, not that it had already finished.
         let killed = kill_requested && status.code().is_none();
         self.sink.end_run(killed);
+        if killed {
+            // The dead host's lease expires after `lease_seconds`; a pass before that would
+            // (correctly) leave the stream to it.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
         let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
         let line = stderr
             .lines()
@@ -438,6 +443,9 @@ fn base_settings(sim: &Simulator, stream: &str, backfill: i64) -> Vec<(&'static 
         ("request_timeout_seconds", "2".into()),
         ("audit_requests_per_minute", "0".into()),
         ("web_requests_per_minute", "0".into()),
+        // A killed host keeps its walk's lease until it expires; keep that short here (each
+        // kill waits it out, see `run`).
+        ("lease_seconds", "1".into()),
     ]
 }
 
@@ -971,7 +979,7 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
                     30..=44 => answers.extend([(at, SinkAnswer::Status(503)), (at + 1, SinkAnswer::Status(503))]),
                     45..=69 => answers.push((at, SinkAnswer::Status(400))),
                     70..=89 => answers.push((at, SinkAnswer::AckLost)),
-                    // Five 503s: the host's retries (5 tries, 0.5 s doubling) run out.
+                    // Five 503s: more than the host's retries (4 tries, host/src/sink.rs) allow.
                     _ => answers.extend((0..5).map(|i| (at + i, SinkAnswer::Status(503)))),
                 }
             }

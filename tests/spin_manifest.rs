@@ -77,7 +77,7 @@ fn template_var(s: &str) -> Option<&str> {
 }
 
 /// The checks both manifests must pass; `extra_vars` are their own non-config variables and
-/// `required` the config keys they require (besides `slack_token`).
+/// `required` the config keys they require.
 fn check_common(m: &Manifest, extra_vars: &[&str], required: &[&str]) {
     let shown = m.path.display().to_string();
     assert_eq!(m.doc.get("spin_manifest_version").and_then(Value::as_integer), Some(2), "{shown}");
@@ -121,13 +121,15 @@ fn check_common(m: &Manifest, extra_vars: &[&str], required: &[&str]) {
         // Spin: a variable is either required or has a default, never both.
         assert_ne!(required, v.contains_key("default"), "{shown}: variable `{name}` needs exactly one of required / default");
     }
+    // Not required: the OAuth install flow (/oauth/start) can supply the token instead, and a
+    // required variable would force a placeholder that then wins over the installed token.
     let slack_token = vars["slack_token"].as_table().expect("slack_token");
-    assert_eq!(slack_token.get("required").and_then(Value::as_bool), Some(true), "{shown}");
+    assert_eq!(slack_token.get("required").and_then(Value::as_bool), None, "{shown}: slack_token");
     // The keys the core calls secret are secret here too, so Spin keeps them out of its logs.
     for (key, meaning) in KEYS {
         let secret = vars[*key].get("secret").and_then(Value::as_bool).unwrap_or(false);
         assert_eq!(secret, meaning.contains("Secret."), "{shown}: `secret` of `{key}`");
-        if *key != "slack_token" && !required.contains(key) {
+        if !required.contains(key) {
             // Empty means unset: the component's own default applies, defined in one place.
             assert_eq!(vars[*key].get("default").and_then(Value::as_str), Some(""), "{shown}: default of `{key}`");
         }

@@ -535,6 +535,14 @@ pub fn parse_page(body: &[u8]) -> Result<AccessPage<'_>, SlackError> {
     };
     let mut rows = Vec::with_capacity(raw_rows.len());
     for (i, raw) in raw_rows.into_iter().enumerate() {
+        // serde also fills a struct from a JSON array (fields by position): a row must be an
+        // object, or its record would carry an array as the event (found by tests/fuzz.rs).
+        if !raw.get().starts_with('{') {
+            return Err(SlackError::Malformed {
+                status: 200,
+                detail: format!("access log row {i} of the page is not a JSON object"),
+            });
+        }
         let head: Head<'_> = serde_json::from_str(raw.get()).map_err(|e| SlackError::Malformed {
             status: 200,
             detail: format!(

@@ -35,9 +35,21 @@ pub const KEYS: &[(&str, &str)] = &[
     ("audit_page_size", "`limit` sent to the audit API, 1 to 9999. Default 1000."),
     ("max_run_seconds", "Time budget of one pass; a pass stops cleanly and the next resumes. Default 25."),
     ("request_timeout_seconds", "Timeout of one HTTP request to Slack. Default 20."),
+    ("max_silence", "Silence alert for every stream: when a stream delivers no record and no pass of it ends well for this long (`24h`, `90m`, `3600`), /status marks it unhealthy, /healthz fails and a `stream_silent` log line is written. `off` (default) disables it."),
+    ("audit_max_silence", "max_silence for the audit stream only; overrides max_silence (`off` disables it for this stream)."),
+    ("access_max_silence", "max_silence for the access stream only; overrides max_silence."),
+    ("integration_max_silence", "max_silence for the integration stream only; overrides max_silence."),
+    ("lease_seconds", "How long a stream's lease lasts after its last renewal (one per page) before another pass may take the stream over, e.g. after a crash. 0 (default): max_run_seconds + 2 × request_timeout_seconds + 60."),
+    ("lease_settle_ms", "How long a pass waits between writing a stream's lease and reading it back, so two passes starting at once cannot both win (README: Guarantees and limits). 0 to 10000. Default 250."),
     ("output_format", "`raw` (default): Slack's objects as received, in our record envelope; `ocsf`: OCSF 1.3.0 events."),
     ("collect_secret", "When set, POST /collect needs `Authorization: Bearer <collect_secret>`. Secret."),
     ("synthetic_data", "`true`: make realistic synthetic records without calling Slack. Default false."),
+    // The OAuth install flow (routes /oauth/start, /oauth/callback, /oauth/revoke; src/oauth.rs).
+    ("slack_client_id", "OAuth install flow: the Slack app's Client ID (app settings, Basic Information). Enables /oauth/start."),
+    ("slack_client_secret", "OAuth install flow: the Slack app's Client Secret, for the code exchange (oauth.v2.access). Secret."),
+    ("oauth_redirect_url", "OAuth install flow: this collector's public URL of /oauth/callback, exactly as listed under Redirect URLs in the app's settings."),
+    ("token_encryption_key", "OAuth install flow: encrypts the token obtained through /oauth/start in the key-value store; at least 32 characters (e.g. `openssl rand -hex 32`). Without it no token is stored. Secret."),
+    ("slack_oauth_base", "Base URL of Slack's authorize page (/oauth/v2/authorize). Default https://slack.com"),
     // Read by the HTTP sink component, not the collector: under Spin a dependency that inherits
     // the app's configuration sees the same variables, so the collector must accept them.
     ("sink_url", "HTTP sink component: where batches are POSTed (NDJSON). Used by sinks/http only."),
@@ -45,7 +57,18 @@ pub const KEYS: &[(&str, &str)] = &[
     ("sink_preset", "HTTP sink component: `webhook` (default) or `splunk-hec`."),
 ];
 
-const SECRET_KEYS: &[&str] = &["slack_token", "audit_token", "collect_secret", "sink_token"];
+const SECRET_KEYS: &[&str] = &[
+    "slack_token",
+    "audit_token",
+    "collect_secret",
+    "sink_token",
+    "slack_client_secret",
+    "token_encryption_key",
+];
+
+/// `token_encryption_key`'s minimum length: the key is stretched with HKDF, not a password hash,
+/// so it must carry its own entropy (`openssl rand -hex 32` gives 64 characters).
+pub const MIN_ENCRYPTION_KEY_LEN: usize = 32;
 
 /// `access_mode`: what an access-log row must have changed to be emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +119,22 @@ pub struct Config {
     pub audit_page_size: u32,
     pub max_run_seconds: u32,
     pub request_timeout_seconds: u32,
+    /// Wait between claiming the walks' leases and confirming them (see `lease`).
+    pub lease_settle_ms: u32,
+    /// `lease_seconds`; 0 derives it from the time budget.
+    pub lease_seconds: u32,
+    /// `max_silence` in seconds (`None`: off).
+    pub max_silence: Option<i64>,
+    /// Per-stream `<stream>_max_silence`, in `Stream::ALL` order; `Some(None)` turns it off.
+    pub stream_max_silence: [Option<Option<i64>>; 3],
     pub output_format: OutputFormat,
     pub collect_secret: Option<String>,
     pub synthetic_data: bool,
+    pub slack_client_id: Option<String>,
+    pub slack_client_secret: Option<String>,
+    pub oauth_redirect_url: Option<String>,
+    pub token_encryption_key: Option<String>,
+    pub slack_oauth_base: String,
 }
 
 // Tokens and secrets stay out of every Debug print.
@@ -116,6 +152,11 @@ impl fmt::Debug for Config {
             .field("max_run_seconds", &self.max_run_seconds)
             .field("collect_secret", &redact(&self.collect_secret))
             .field("synthetic_data", &self.synthetic_data)
+            .field("slack_client_id", &self.slack_client_id)
+            .field("slack_client_secret", &redact(&self.slack_client_secret))
+            .field("oauth_redirect_url", &self.oauth_redirect_url)
+            .field("token_encryption_key", &redact(&self.token_encryption_key))
+            .field("slack_oauth_base", &self.slack_oauth_base)
             .finish_non_exhaustive()
     }
 }
@@ -144,9 +185,18 @@ impl Default for Config {
             audit_page_size: 1000,
             max_run_seconds: 25,
             request_timeout_seconds: 20,
+            lease_settle_ms: 250,
+            lease_seconds: 0,
+            max_silence: None,
+            stream_max_silence: [None; 3],
             output_format: OutputFormat::Raw,
             collect_secret: None,
             synthetic_data: false,
+            slack_client_id: None,
+            slack_client_secret: None,
+            oauth_redirect_url: None,
+            token_encryption_key: None,
+            slack_oauth_base: "https://slack.com".into(),
         }
     }
 }
@@ -272,6 +322,12 @@ impl Config {
             }
             "audit_page_size" => self.audit_page_size = parse_int(key, value, 1, 9999)? as u32,
             "max_run_seconds" => self.max_run_seconds = parse_int(key, value, 1, 86_400)? as u32,
+            "max_silence" => self.max_silence = parse_silence(key, value)?,
+            "audit_max_silence" => self.stream_max_silence[0] = Some(parse_silence(key, value)?),
+            "access_max_silence" => self.stream_max_silence[1] = Some(parse_silence(key, value)?),
+            "integration_max_silence" => self.stream_max_silence[2] = Some(parse_silence(key, value)?),
+            "lease_seconds" => self.lease_seconds = parse_int(key, value, 0, 86_400)? as u32,
+            "lease_settle_ms" => self.lease_settle_ms = parse_int(key, value, 0, 10_000)? as u32,
             "request_timeout_seconds" => {
                 self.request_timeout_seconds = parse_int(key, value, 1, 600)? as u32
             }
@@ -288,6 +344,24 @@ impl Config {
                 }
             }
             "collect_secret" => self.collect_secret = Some(value.to_string()),
+            "slack_client_id" => self.slack_client_id = Some(parse_credential(key, value)?),
+            "slack_client_secret" => {
+                self.slack_client_secret = Some(parse_credential(key, value)?)
+            }
+            "oauth_redirect_url" => self.oauth_redirect_url = Some(parse_redirect_url(key, value)?),
+            "token_encryption_key" => {
+                if value.len() < MIN_ENCRYPTION_KEY_LEN {
+                    return Err(err(
+                        key,
+                        format!(
+                            "shorter than {MIN_ENCRYPTION_KEY_LEN} characters; use a random value such as \
+                             the output of `openssl rand -hex 32`"
+                        ),
+                    ));
+                }
+                self.token_encryption_key = Some(value.to_string())
+            }
+            "slack_oauth_base" => self.slack_oauth_base = parse_base_url(key, value)?,
             // The sink component's keys: accepted, not used here.
             "sink_url" | "sink_token" | "sink_preset" => {}
             "synthetic_data" => {
@@ -309,6 +383,23 @@ impl Config {
 
     /// Checks that span several keys.
     fn check(&self) -> Result<(), ConfigError> {
+        // The install flow needs all three; naming the missing one beats a failed install later.
+        let oauth = [
+            ("slack_client_id", self.slack_client_id.is_some()),
+            ("slack_client_secret", self.slack_client_secret.is_some()),
+            ("oauth_redirect_url", self.oauth_redirect_url.is_some()),
+        ];
+        if let Some((set, _)) = oauth.iter().find(|(_, is_set)| *is_set) {
+            if let Some((missing, _)) = oauth.iter().find(|(_, is_set)| !*is_set) {
+                return Err(err(
+                    missing,
+                    format!(
+                        "not set, but `{set}` is: the OAuth install flow needs slack_client_id, \
+                         slack_client_secret and oauth_redirect_url"
+                    ),
+                ));
+            }
+        }
         if self.request_timeout_seconds >= self.max_run_seconds && self.max_run_seconds > 1 {
             // A request may not outlive the pass that sent it.
             return Err(err(
@@ -320,6 +411,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the OAuth install flow (`/oauth/start`) is configured.
+    pub fn oauth_configured(&self) -> bool {
+        self.slack_client_id.is_some()
+    }
+
+    /// The silence alert of one stream in seconds, `None` when off.
+    pub fn max_silence(&self, stream: Stream) -> Option<i64> {
+        let i = Stream::ALL.iter().position(|&s| s == stream).unwrap_or(0);
+        self.stream_max_silence[i].unwrap_or(self.max_silence)
     }
 
     /// The token for the audit stream.
@@ -359,6 +461,46 @@ fn parse_token(key: &str, value: &str) -> Result<String, ConfigError> {
     Ok(value.to_string())
 }
 
+/// An OAuth client id or secret: pasted from the app's settings, so stray whitespace is a mistake.
+fn parse_credential(key: &str, value: &str) -> Result<String, ConfigError> {
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(
+            key,
+            "contains whitespace or control characters; paste the value alone",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// `oauth_redirect_url`: kept exactly as given (Slack compares it with the app's Redirect URLs),
+/// https unless loopback, and ending in `/oauth/callback`, the route that finishes the install.
+fn parse_redirect_url(key: &str, value: &str) -> Result<String, ConfigError> {
+    let rest = if let Some(r) = value.strip_prefix("https://") {
+        r
+    } else if let Some(r) = value.strip_prefix("http://") {
+        let host = r.split(['/', ':']).next().unwrap_or("");
+        if !(host == "localhost" || host.starts_with("127.") || r.starts_with("[::1]")) {
+            return Err(err(key, format!("{value:?} uses http; Slack sends the install code there, so it must be https unless the host is a loopback address")));
+        }
+        r
+    } else {
+        return Err(err(key, format!("expected an https:// URL, got {value:?}")));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(err(key, format!("{value:?} has no host")));
+    }
+    if value.contains('?') || value.contains('#') {
+        return Err(err(key, format!("{value:?} must not have a query or fragment")));
+    }
+    if !value.trim_end_matches('/').ends_with("/oauth/callback") {
+        return Err(err(
+            key,
+            format!("{value:?} does not end in /oauth/callback, the route that finishes the install"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
 fn parse_streams(value: &str) -> Result<Vec<Stream>, ConfigError> {
     let mut out = Vec::new();
     for name in parse_list(value) {
@@ -388,6 +530,30 @@ fn parse_list(value: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// A duration for the silence alert: `45s`, `90m`, `24h`, `7d` or plain seconds; `off` or `0`
+/// is no alert.
+fn parse_silence(key: &str, value: &str) -> Result<Option<i64>, ConfigError> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("off") || v == "0" {
+        return Ok(None);
+    }
+    let (digits, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match digits.parse::<i64>().ok().and_then(|n| n.checked_mul(factor)).filter(|&n| n > 0) {
+        Some(seconds) => Ok(Some(seconds)),
+        None => Err(err(key, format!("expected a duration such as 24h, 90m, 45s, 7d or off, got {value:?}"))),
+    }
 }
 
 fn parse_int(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -576,12 +742,54 @@ mod tests {
     }
 
     #[test]
+    fn max_silence_takes_durations_and_per_stream_overrides() {
+        let c = Config::from_pairs(&[("max_silence", "24h"), ("access_max_silence", "off"), ("integration_max_silence", "90m")]).unwrap();
+        assert_eq!(c.max_silence(Stream::Audit), Some(86_400));
+        assert_eq!(c.max_silence(Stream::Access), None);
+        assert_eq!(c.max_silence(Stream::Integration), Some(5_400));
+        assert_eq!(Config::from_pairs(&[("max_silence", "3600")]).unwrap().max_silence, Some(3600));
+        assert_eq!(Config::from_pairs(&[("max_silence", "2d")]).unwrap().max_silence, Some(172_800));
+        assert_eq!(Config::from_pairs::<&str, &str>(&[]).unwrap().max_silence(Stream::Audit), None);
+        for bad in ["24x", "h", "-5m", "1.5h", "99999999999999999999d"] {
+            let e = Config::from_pairs(&[("max_silence", bad)]).unwrap_err();
+            assert!(e.to_string().contains("max_silence"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn audit_token_falls_back_to_slack_token() {
         let c = Config::from_pairs(&[("slack_token", "xoxp-1")]).unwrap();
         assert_eq!(c.audit_token(), Some("xoxp-1"));
         let c =
             Config::from_pairs(&[("slack_token", "xoxp-1"), ("audit_token", "xoxp-2")]).unwrap();
         assert_eq!(c.audit_token(), Some("xoxp-2"));
+    }
+
+    #[test]
+    fn oauth_keys_are_checked_together_and_stay_hidden() {
+        let e = Config::from_pairs(&[("slack_client_id", "1.2")]).unwrap_err();
+        assert_eq!(e.key, "slack_client_secret");
+        let base = [
+            ("slack_client_id", "1.2"),
+            ("slack_client_secret", "sec-ret"),
+            ("oauth_redirect_url", "https://c.example/x/oauth/callback"),
+        ];
+        let c = Config::from_pairs(&base).unwrap();
+        assert!(c.oauth_configured());
+        assert_eq!(c.slack_oauth_base, "https://slack.com");
+        let with = |k: &'static str, v: &'static str| {
+            let mut p = base.to_vec();
+            p.push((k, v));
+            Config::from_pairs(&p)
+        };
+        assert!(with("oauth_redirect_url", "https://c.example/callback").is_err());
+        assert!(with("oauth_redirect_url", "http://c.example/oauth/callback").is_err());
+        assert!(with("oauth_redirect_url", "http://127.0.0.1:3000/oauth/callback").is_ok());
+        let e = with("token_encryption_key", "short-secret-value").unwrap_err();
+        assert!(!e.to_string().contains("short-secret-value"), "{e}");
+        let c = with("token_encryption_key", "k-0123456789abcdef0123456789abcdef").unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("sec-ret") && !d.contains("0123456789abcdef"), "{d}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl fmt::Display for TransportError {
     }
 }
 
-/// Sends GET requests. The token goes in an `Authorization: Bearer` header, never in the URL.
+/// Sends requests to Slack. The token goes in an `Authorization: Bearer` header, never in the URL.
 pub trait Transport {
     fn get(
         &mut self,
@@ -44,6 +44,24 @@ pub trait Transport {
         bearer: &str,
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError>;
+
+    /// POSTs `form` (already `application/x-www-form-urlencoded`) — `oauth.v2.access` and
+    /// `auth.revoke`, the only calls that are not GETs. `bearer` is sent when given.
+    ///
+    /// The default refuses: only the OAuth routes POST, and transports that never serve them
+    /// (the streams' test models, the benchmark) need not implement it.
+    fn post_form(
+        &mut self,
+        url: &str,
+        bearer: Option<&str>,
+        form: &str,
+        timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
+        let _ = (bearer, form, timeout);
+        Err(TransportError::Network(format!(
+            "this transport cannot POST (to {url})"
+        )))
+    }
 }
 
 /// Why the key-value store failed.
@@ -60,6 +78,12 @@ impl fmt::Display for StoreError {
 pub trait KvStore {
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn set(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Removes `key` (absent is fine). The default refuses, so a store that cannot delete never
+    /// claims a key (say, a revoked OAuth token) is gone while it is not.
+    fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+        Err(StoreError(format!("this store cannot delete keys ({key})")))
+    }
 }
 
 /// One batch of NDJSON records from one stream.

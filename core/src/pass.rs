@@ -10,6 +10,7 @@ use crate::config::{format_rfc3339, Config};
 use crate::env::{Env, Transport};
 use crate::fetch::{Deadline, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET};
 use crate::integration::{self, IntegrationCheckpoint};
+use crate::lease::{self, Lease, LeaseError};
 use crate::status::{self, StreamStatus};
 use crate::synthetic::{AuditApiModel, IntegrationApiModel, SyntheticEvents};
 use crate::url::with_query;
@@ -32,6 +33,8 @@ pub enum Outcome {
     BudgetExhausted,
     Failed,
     NotAvailable,
+    /// Another pass holds the walk's lease; this pass left the walk to it.
+    HeldElsewhere,
 }
 
 impl Outcome {
@@ -41,6 +44,7 @@ impl Outcome {
             Outcome::BudgetExhausted => "budget-exhausted",
             Outcome::Failed => "failed",
             Outcome::NotAvailable => "not-available",
+            Outcome::HeldElsewhere => "held-elsewhere",
         }
     }
 }
@@ -185,14 +189,20 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
             }
         }
     }
+    let (units, held) = claim_leases(config, env, units, budget, started_at);
+    for report in held {
+        (env.log)(&progress_line(&report));
+        reports.push(report);
+    }
     let total = units.len();
-    for (i, unit) in units.into_iter().enumerate() {
+    for (i, (unit, lease)) in units.into_iter().enumerate() {
         let remaining = pass_deadline.remaining(env.clock);
         let share = (remaining / (total - i) as u32).max(remaining.min(MIN_REQUEST_BUDGET * 3));
         let deadline = Deadline {
             at: env.clock.monotonic() + share,
         };
-        let report = run_unit(config, env, &unit, deadline, started_at);
+        let report = run_unit(config, env, &unit, &lease, deadline, started_at);
+        lease.release(&mut *env.store);
         (env.log)(&progress_line(&report));
         reports.push(report);
     }
@@ -200,6 +210,61 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
         started_at,
         duration_ms: (env.clock.monotonic() - started).as_millis() as u64,
         streams: reports,
+    }
+}
+
+/// Claims every walk's lease at once, so the settle wait is paid once a pass: walks whose lease
+/// another pass holds come back as reports, the rest with their lease.
+fn claim_leases(
+    config: &Config,
+    env: &mut Env<'_>,
+    units: Vec<Unit>,
+    budget: Duration,
+    now: i64,
+) -> (Vec<(Unit, Lease)>, Vec<StreamReport>) {
+    let owner = lease::new_owner_id(now);
+    // Renewed when each walk starts and after each page; by default long enough for the whole
+    // pass and a last slow request, so a live pass never loses it.
+    let ttl = match config.lease_seconds {
+        0 => budget.as_secs() as i64 + 2 * i64::from(config.request_timeout_seconds) + 60,
+        s => i64::from(s),
+    };
+    let mut claimed = Vec::new();
+    let mut reports = Vec::new();
+    for unit in units {
+        let lease = Lease {
+            key: lease::lease_key(unit.stream, unit.team_id.as_deref()),
+            owner: owner.clone(),
+            ttl,
+        };
+        match lease.claim(&mut *env.store, now) {
+            Ok(()) => claimed.push((unit, lease)),
+            Err(e) => reports.push(lease_report(&unit, e)),
+        }
+    }
+    if claimed.is_empty() {
+        return (claimed, reports);
+    }
+    env.clock.sleep(Duration::from_millis(u64::from(config.lease_settle_ms)));
+    let mut confirmed = Vec::new();
+    for (unit, lease) in claimed {
+        match lease.confirm(&mut *env.store) {
+            Ok(()) => confirmed.push((unit, lease)),
+            Err(e) => reports.push(lease_report(&unit, e)),
+        }
+    }
+    (confirmed, reports)
+}
+
+fn lease_report(unit: &Unit, e: LeaseError) -> StreamReport {
+    let (stream, team_id) = (unit.stream.name(), unit.team_id.as_deref());
+    match e {
+        LeaseError::Held { .. } => StreamReport {
+            outcome: Outcome::HeldElsewhere,
+            message: Some(e.to_string()),
+            ..StreamReport::new(stream, team_id)
+        },
+        LeaseError::Store(_) => StreamReport::failed(stream, team_id, "store_error", e.to_string()),
     }
 }
 
@@ -338,6 +403,7 @@ fn run_unit(
     config: &Config,
     env: &mut Env<'_>,
     unit: &Unit,
+    lease: &Lease,
     deadline: Deadline,
     now: i64,
 ) -> StreamReport {
@@ -377,6 +443,7 @@ fn run_unit(
                 config,
                 env,
                 unit,
+                lease,
                 deadline,
                 now,
                 config.audit_requests_per_minute,
@@ -410,6 +477,7 @@ fn run_unit(
                 config,
                 env,
                 unit,
+                lease,
                 deadline,
                 now,
                 config.web_requests_per_minute,
@@ -444,6 +512,7 @@ fn run_unit(
                 config,
                 env,
                 unit,
+                lease,
                 deadline,
                 now,
                 config.web_requests_per_minute,
@@ -471,6 +540,7 @@ fn walk_unit<C: Checkpoint>(
     config: &Config,
     env: &mut Env<'_>,
     unit: &Unit,
+    lease: &Lease,
     deadline: Deadline,
     now: i64,
     requests_per_minute: u32,
@@ -485,6 +555,10 @@ fn walk_unit<C: Checkpoint>(
     ) -> WalkEnd,
 ) -> StreamReport {
     let (stream, team_id) = (unit.stream, unit.team_id.as_deref());
+    // Earlier walks of this pass took time: the lease must still be ours, and now lasts from here.
+    if let Err(e) = lease.renew(&mut *env.store, env.clock.now_unix()) {
+        return lease_report(unit, e);
+    }
     let key = checkpoint_key(unit);
     let mut checkpoint = match env.store.get(&key) {
         Ok(Some(bytes)) => match C::decode(&bytes) {
@@ -494,7 +568,13 @@ fn walk_unit<C: Checkpoint>(
                     stream.name(),
                     team_id,
                     "checkpoint_unreadable",
-                    format!("{e} (key {key}); delete that key to restart the stream from backfill_start_time"),
+                    // The operator's way out, under our host; under Spin, deleting the key is the same.
+                    format!(
+                        "{e} (key {key}); to restart the stream from backfill_start_time (or from now if unset), \
+                         run `slack-logs reset {}{} --yes` or delete that key",
+                        stream.name(),
+                        team_id.map_or(String::new(), |t| format!(" --team {t}"))
+                    ),
                 )
             }
         },
@@ -527,6 +607,7 @@ fn walk_unit<C: Checkpoint>(
         sink: &mut *env.sink,
         collected_at: now,
         log: env.log,
+        lease: Some((lease, env.clock)),
     };
     let mut stats = WalkStats::default();
     let mut notes = Vec::new();
@@ -558,6 +639,14 @@ fn walk_unit<C: Checkpoint>(
     }
     let mut stored = status::load(env.store, stream, team_id);
     stored.total_records += stats.records;
+    stored.passes += 1;
+    stored.total_pages += u64::from(stats.pages);
+    stored.total_requests += u64::from(fetcher.stats.requests);
+    stored.total_rate_limited += u64::from(fetcher.stats.rate_limited);
+    stored.first_pass_at.get_or_insert(now);
+    if stats.records > 0 {
+        stored.last_record_at = Some(now);
+    }
     match end {
         WalkEnd::CaughtUp => {
             report.outcome = Outcome::CaughtUp;
@@ -570,13 +659,27 @@ fn walk_unit<C: Checkpoint>(
             stored.last_success = Some(now);
             notes.push(m);
         }
+        WalkEnd::Failed { code, message } if code == crate::walk::LEASE_LOST => {
+            // Not an error of the stream: another pass carries on from our checkpoint.
+            report.outcome = Outcome::HeldElsewhere;
+            notes.insert(0, message);
+        }
         WalkEnd::Failed { code, message } => {
             report.outcome = Outcome::Failed;
+            *stored.errors.entry(code.clone()).or_default() += 1;
             report.error_code = Some(code);
             stored.last_error = Some(message.clone());
             stored.last_error_at = Some(now);
             notes.insert(0, message);
         }
+    }
+    if let Some(max) = config.max_silence(stream) {
+        let silent_for = stored.silent_for(Some(max), now);
+        // Raised: every pass says so, for log-based alerting; cleared: once.
+        if silent_for.is_some() || stored.silent {
+            (env.log)(&status::silence_line(stream, team_id, silent_for, max));
+        }
+        stored.silent = silent_for.is_some();
     }
     if let Err(e) = status::save(env.store, stream, team_id, &stored) {
         notes.push(format!("could not save the stream status: {e}"));
@@ -696,8 +799,10 @@ pub fn stream_statuses(
                 lag_seconds: watermark.map(|w| now - w),
                 last_success: stored.last_success,
                 last_error_at: stored.last_error_at,
-                last_error: stored.last_error,
+                last_error: stored.last_error.clone(),
                 total_records: stored.total_records,
+                silent_for: stored.silent_for(config.max_silence(unit.stream), now),
+                stored,
             }
         })
         .collect()

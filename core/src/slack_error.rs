@@ -101,6 +101,10 @@ impl SlackError {
 
     /// The code reported in `error-code`.
     pub fn code(&self) -> String {
+        redact_tokens(&self.raw_code()).into_owned()
+    }
+
+    fn raw_code(&self) -> String {
         match self {
             SlackError::RateLimited { .. } => "rate_limited".into(),
             SlackError::Server { code, status } => {
@@ -130,9 +134,68 @@ pub fn describe_body(body: &[u8]) -> String {
     }
 }
 
+/// The longest error message, in characters (plus an ellipsis when cut).
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Masks what looks like a Slack token (`xoxp-…`, `xoxb-…`, `xoxe.xoxp-…`) in text that came
+/// from a response body: a proxy's error page or a body shaped like an error can echo the token
+/// we sent, and error text goes to logs, reports and the stored status. The prefix stays, so the
+/// operator still sees that a token was echoed.
+pub fn redact_tokens(text: &str) -> std::borrow::Cow<'_, str> {
+    let b = text.as_bytes();
+    let prefix_at = |i: usize| {
+        b.len() >= i + 5
+            && &b[i..i + 3] == b"xox"
+            && b[i + 3].is_ascii_alphabetic()
+            && matches!(b[i + 4], b'-' | b'.')
+    };
+    if !(0..b.len()).any(prefix_at) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        if prefix_at(i) {
+            out.push_str(&text[i..i + 5]);
+            let mut j = i + 5;
+            while j < b.len()
+                && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'-' | b'.' | b'_'))
+            {
+                j += 1;
+            }
+            if j > i + 5 {
+                out.push_str("[redacted]");
+            }
+            i = j;
+        } else {
+            let c = text[i..].chars().next().expect("i is a char boundary");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl fmt::Display for SlackError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        // Body text (an echoed token among it) reaches the message through `detail` and `code`.
+        let mut text = String::new();
+        fmt::Write::write_fmt(&mut text, format_args!("{}", Unredacted(self)))?;
+        let text = redact_tokens(&text);
+        // And it can be any size (serde quotes a wrong value whole): the message goes to a log
+        // line and the stored status, so it is cut (tests/fuzz.rs checks the bound).
+        match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+            Some((cut, _)) => write!(f, "{}…", &text[..cut]),
+            None => f.write_str(&text),
+        }
+    }
+}
+
+struct Unredacted<'a>(&'a SlackError);
+
+impl fmt::Display for Unredacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             SlackError::RateLimited {
                 retry_after: Some(s),
             } => write!(f, "Slack rate-limited us (retry after {s} s)"),
@@ -255,6 +318,32 @@ mod tests {
             b"{\"ok\":false,\"error\":\"team_not_authorized\"}",
         );
         assert!(e.to_string().contains("install it on the Enterprise org"));
+    }
+
+    #[test]
+    fn echoed_tokens_are_redacted() {
+        let body = b"denied: Authorization: Bearer xoxp-1-secret-2 (xoxe.xoxb-9-x)";
+        let e = SlackError::from_response(403, None, body);
+        let msg = e.to_string();
+        assert!(!msg.contains("secret") && !msg.contains("9-x"), "{msg}");
+        assert!(msg.contains("Bearer xoxp-[redacted]"), "{msg}");
+        let e = SlackError::from_response(200, None, b"{\"ok\":false,\"error\":\"xoxp-1-secret\"}");
+        assert_eq!(e.code(), "xoxp-[redacted]");
+        assert!(!e.to_string().contains("secret"));
+        // Advice that names a token kind is left alone.
+        assert_eq!(
+            redact_tokens("a user token (xoxp-) of an Owner"),
+            "a user token (xoxp-) of an Owner"
+        );
+        assert_eq!(redact_tokens("é xoxb-ü"), "é xoxb-ü");
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let body = format!("{{\"ok\":false,\"error\":\"{}\"}}", "x".repeat(100_000));
+        let msg = SlackError::from_response(200, None, body.as_bytes()).to_string();
+        assert_eq!(msg.chars().count(), MAX_MESSAGE_CHARS + 1, "{msg}");
+        assert!(msg.ends_with('…'));
     }
 
     #[test]

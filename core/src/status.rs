@@ -1,5 +1,8 @@
 //! The durable status of each stream (last success, last error, totals), kept in the key-value
-//! store beside the checkpoint and shown by `/status` and `slack-logs status`. Never a token.
+//! store beside the checkpoint and shown by `/status`, `/metrics` and `slack-logs status`; and
+//! the silence alert computed from it. Never a token.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,15 +22,83 @@ pub struct StreamStatus {
     pub last_error_at: Option<i64>,
     pub last_error: Option<String>,
     pub total_records: u64,
+    /// Lifetime counters and the silence clock, from the stored status.
+    #[serde(skip)]
+    pub stored: StoredStatus,
+    /// Seconds the stream has been silent for, when that is longer than its `max_silence`.
+    pub silent_for: Option<i64>,
 }
 
-/// The part of the status that is stored (the watermark comes from the checkpoint).
+impl StreamStatus {
+    /// Healthy unless the silence alert is raised.
+    pub fn healthy(&self) -> bool {
+        self.silent_for.is_none()
+    }
+}
+
+/// The part of the status that is stored (the watermark comes from the checkpoint). Fields
+/// added after 0.1.0 default, so an older status still loads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredStatus {
     pub last_success: Option<i64>,
     pub last_error_at: Option<i64>,
     pub last_error: Option<String>,
     pub total_records: u64,
+    /// Passes that walked the stream (not those that left it to another pass's lease).
+    #[serde(default)]
+    pub passes: u64,
+    #[serde(default)]
+    pub total_pages: u64,
+    /// HTTP requests to Slack, retries included.
+    #[serde(default)]
+    pub total_requests: u64,
+    /// Answers that were HTTP 429 or `ratelimited`.
+    #[serde(default)]
+    pub total_rate_limited: u64,
+    /// Failed passes by error code (Slack's, such as `invalid_auth`, or ours, such as `sink_unavailable`).
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+    /// The last pass that delivered at least one record.
+    #[serde(default)]
+    pub last_record_at: Option<i64>,
+    /// The first pass, so silence is measured from somewhere when nothing ever succeeded.
+    #[serde(default)]
+    pub first_pass_at: Option<i64>,
+    /// Whether the silence alert was raised at the end of the last pass (to log when it clears).
+    #[serde(default)]
+    pub silent: bool,
+}
+
+impl StoredStatus {
+    /// How long the stream has gone without a record and without a pass that ended well, when
+    /// that exceeds `max_silence`; `None` when it has not, when the alert is off, or before the
+    /// first pass.
+    pub fn silent_for(&self, max_silence: Option<i64>, now: i64) -> Option<i64> {
+        let max = max_silence?;
+        let since = [self.last_record_at, self.last_success, self.first_pass_at].into_iter().flatten().max()?;
+        let quiet = now - since;
+        (quiet > max).then_some(quiet)
+    }
+}
+
+/// The structured log line for a silence alert raised (or still raised) or cleared.
+pub fn silence_line(stream: Stream, team_id: Option<&str>, silent_for: Option<i64>, max_silence: i64) -> String {
+    let event = if silent_for.is_some() { "stream_silent" } else { "stream_silence_cleared" };
+    let mut line = serde_json::json!({
+        "level": if silent_for.is_some() { "warn" } else { "info" },
+        "event": event,
+        "stream": stream.name(),
+        "team_id": team_id,
+        "max_silence_seconds": max_silence,
+    });
+    if let Some(s) = silent_for {
+        line["silent_for_seconds"] = s.into();
+        line["message"] = format!(
+            "no record and no successful pass for {s} s (max_silence {max_silence} s): check the token, the schedule and /status"
+        )
+        .into();
+    }
+    line.to_string()
 }
 
 /// `slack-logs/v1/<stream>/<team id, or org>/status`, beside the checkpoint.
@@ -57,4 +128,38 @@ pub fn save(
         &status_key(stream, team_id),
         &serde_json::to_vec(status).unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_measured_from_the_last_record_or_good_pass() {
+        let mut s = StoredStatus::default();
+        assert_eq!(s.silent_for(Some(100), 1000), None, "before the first pass");
+        s.first_pass_at = Some(500);
+        assert_eq!(s.silent_for(Some(100), 600), None);
+        assert_eq!(s.silent_for(Some(100), 601), Some(101));
+        assert_eq!(s.silent_for(None, 10_000), None, "alert off");
+        s.last_success = Some(900);
+        assert_eq!(s.silent_for(Some(100), 1000), None);
+        s.last_record_at = Some(950);
+        assert_eq!(s.silent_for(Some(100), 1051), Some(101));
+    }
+
+    #[test]
+    fn an_old_status_still_loads() {
+        let old = br#"{"last_success":5,"last_error_at":null,"last_error":null,"total_records":7}"#;
+        let s: StoredStatus = serde_json::from_slice(old).unwrap();
+        assert_eq!((s.total_records, s.passes, s.errors.len()), (7, 0, 0));
+    }
+
+    #[test]
+    fn silence_lines_are_json() {
+        let v: serde_json::Value = serde_json::from_str(&silence_line(Stream::Audit, None, Some(90_000), 86_400)).unwrap();
+        assert_eq!((v["event"].as_str(), v["silent_for_seconds"].as_i64()), (Some("stream_silent"), Some(90_000)));
+        let v: serde_json::Value = serde_json::from_str(&silence_line(Stream::Access, Some("T1"), None, 60)).unwrap();
+        assert_eq!(v["event"], "stream_silence_cleared");
+    }
 }

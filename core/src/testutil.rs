@@ -13,6 +13,8 @@ use crate::env::{
 pub struct ScriptedTransport {
     pub script: VecDeque<Result<HttpResponse, TransportError>>,
     pub urls: Vec<String>,
+    /// Every POST: URL, bearer, form body.
+    pub posts: Vec<(String, Option<String>, String)>,
 }
 
 impl ScriptedTransport {
@@ -20,6 +22,7 @@ impl ScriptedTransport {
         ScriptedTransport {
             script: script.into(),
             urls: Vec::new(),
+            posts: Vec::new(),
         }
     }
 }
@@ -27,6 +30,21 @@ impl ScriptedTransport {
 impl Transport for ScriptedTransport {
     fn get(&mut self, url: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
         self.urls.push(url.to_string());
+        self.script
+            .pop_front()
+            .unwrap_or(Err(TransportError::Network("script ended".into())))
+    }
+
+    fn post_form(
+        &mut self,
+        url: &str,
+        bearer: Option<&str>,
+        form: &str,
+        _: Duration,
+    ) -> Result<HttpResponse, TransportError> {
+        self.urls.push(url.to_string());
+        self.posts
+            .push((url.to_string(), bearer.map(String::from), form.to_string()));
         self.script
             .pop_front()
             .unwrap_or(Err(TransportError::Network("script ended".into())))
@@ -91,6 +109,11 @@ impl KvStore for MemStore {
             return Err(StoreError("injected failure".into()));
         }
         self.map.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), StoreError> {
+        self.map.remove(key);
         Ok(())
     }
 }

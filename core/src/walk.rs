@@ -2,8 +2,9 @@
 //! one rule that makes delivery exactly-once — a checkpoint is saved only after the sink accepted
 //! the batch before it.
 
-use crate::env::{KvStore, RecordSink, SinkError};
+use crate::env::{Clock, KvStore, RecordSink, SinkError};
 use crate::fetch::FetchError;
+use crate::lease::Lease;
 use crate::record::RecordWriter;
 use crate::slack_error::SlackError;
 
@@ -14,6 +15,22 @@ pub struct StreamIo<'a> {
     /// Unix seconds of the pass, stamped on every record as `collected_at`.
     pub collected_at: i64,
     pub log: &'a dyn Fn(&str),
+    /// The walk's lease, checked before every sink write and renewed after every checkpoint;
+    /// `None` in tests that exercise a walk alone.
+    pub lease: Option<(&'a Lease, &'a dyn Clock)>,
+}
+
+/// The `code` of a walk that stopped because another pass took its lease.
+pub const LEASE_LOST: &str = "lease_lost";
+
+fn lease_lost(e: crate::lease::LeaseError) -> WalkEnd {
+    WalkEnd::Failed {
+        code: match e {
+            crate::lease::LeaseError::Held { .. } => LEASE_LOST.into(),
+            crate::lease::LeaseError::Store(_) => "store_error".into(),
+        },
+        message: format!("{e}; stopped before writing to the sink, the checkpoint holds what was delivered"),
+    }
 }
 
 /// How a walk ended.
@@ -50,6 +67,11 @@ impl StreamIo<'_> {
         if writer.is_empty() {
             return Ok(());
         }
+        if let Some((lease, _)) = self.lease {
+            // Another pass may have taken over after our lease expired (we were stalled):
+            // then it emits, not us.
+            lease.confirm(&mut *self.store).map_err(lease_lost)?;
+        }
         let n = writer.len();
         self.sink
             .write(writer.take_batch())
@@ -73,7 +95,11 @@ impl StreamIo<'_> {
             message: format!(
                 "{e}; records already delivered for this page may be offered again next pass"
             ),
-        })
+        })?;
+        if let Some((lease, clock)) = self.lease {
+            lease.renew(&mut *self.store, clock.now_unix()).map_err(lease_lost)?;
+        }
+        Ok(())
     }
 }
 

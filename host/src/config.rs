@@ -16,7 +16,11 @@ pub const ENV_PREFIX: &str = "SLACK_LOGS_";
 
 /// `SLACK_LOGS_*` variables that configure the host, not the component. They
 /// are not passed on, since the component rejects keys it does not know.
-pub const HOST_ENV: &[&str] = &["SLACK_LOGS_COMPONENT", "SLACK_LOGS_SINK_TOKEN"];
+pub const HOST_ENV: &[&str] = &[
+    "SLACK_LOGS_COMPONENT",
+    "SLACK_LOGS_SINK_TOKEN",
+    crate::STATE_ENV,
+];
 
 /// Flat key -> string value map, as `wasi:config/store` serves it.
 pub type ConfigMap = BTreeMap<String, String>;
@@ -64,9 +68,18 @@ impl std::error::Error for ConfigError {}
 
 /// Parse the TOML text of a config file into flat string pairs.
 pub fn parse_toml(path: &Path, text: &str) -> Result<ConfigMap, ConfigError> {
+    // Not `e.to_string()`: it quotes the offending line, which may hold a token.
     let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string(),
+        message: match e.span().and_then(|s| text.get(..s.start)) {
+            Some(before) => format!(
+                "{} (line {}, column {})",
+                e.message(),
+                before.matches('\n').count() + 1,
+                before.rsplit('\n').next().unwrap_or("").chars().count() + 1
+            ),
+            None => e.message().to_owned(),
+        },
     })?;
     let mut out = ConfigMap::new();
     for (key, value) in table {
@@ -196,6 +209,14 @@ mod tests {
     }
 
     #[test]
+    fn toml_errors_do_not_quote_the_line() {
+        let e = parse_toml(p(), "streams = \"audit\"\nslack_token = \"xoxp-secret\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(!msg.contains("secret"), "{msg}");
+        assert!(msg.contains("line 2"), "the error still says where: {msg}");
+    }
+
+    #[test]
     fn env_overrides_file_and_adds_keys() {
         let mut m = parse_toml(p(), "streams = \"audit\"\nslack_token = \"from-file\"\n").unwrap();
         let skipped = apply_env(
@@ -206,6 +227,7 @@ mod tests {
                 ("SLACK_LOGS_", "ignored"),
                 ("SLACK_LOGS_COMPONENT", "/x.wasm"),
                 ("SLACK_LOGS_SINK_TOKEN", "sink-secret"),
+                ("SLACK_LOGS_STATE", "redis://:pw@127.0.0.1:6379"),
                 ("HOME", "/root"),
             ]),
         );
@@ -215,6 +237,10 @@ mod tests {
         assert_eq!(m["streams"], "audit");
         assert!(!m.contains_key("component"));
         assert!(!m.contains_key("sink_token"));
+        assert!(
+            !m.contains_key("state"),
+            "the state store is the host's, not a component key"
+        );
         assert!(!m.contains_key(""));
         assert!(!m.contains_key("home"));
     }

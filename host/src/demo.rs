@@ -75,7 +75,7 @@ pub async fn demo(g: &Global) -> anyhow::Result<ExitCode> {
     log_info!("  component    {}", component.display());
     log_info!(
         "  state        {}{}",
-        state.display(),
+        state,
         if temp.is_some() {
             " (throwaway; keep one with --state PATH)"
         } else {

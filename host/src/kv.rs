@@ -1,7 +1,8 @@
-//! The key-value store behind `wasi:keyvalue/store@0.2.0-draft2`: one SQLite file.
+//! The key-value store behind `wasi:keyvalue/store@0.2.0-draft2`: one SQLite file by default,
+//! or a Redis server (`--state redis://…`, [`crate::kv_redis`]) that several hosts share.
 //!
 //! The component keeps its checkpoints here, so durability matters more than
-//! speed: WAL with `synchronous=FULL`, and every `set`/`delete` is its own
+//! speed: the SQLite file runs WAL with `synchronous=FULL`, and every `set`/`delete` is its own
 //! committed transaction, so a killed host never leaves a torn value.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -10,6 +11,8 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::kv_redis::{RedisError, RedisStore, RedisUrl};
 
 /// The only store name the host serves; it is Spin's default store, so the
 /// component opens the same name under both hosts.
@@ -30,6 +33,10 @@ pub enum KvError {
     Open { path: PathBuf, message: String },
     /// A read or write on an open store failed.
     Sqlite(rusqlite::Error),
+    /// The Redis store failed (its message names the server, never the password).
+    Redis(RedisError),
+    /// `--state` names a URL scheme the host has no backend for.
+    UnknownScheme(String),
 }
 
 impl fmt::Display for KvError {
@@ -41,11 +48,23 @@ impl fmt::Display for KvError {
                 path.display()
             ),
             KvError::Sqlite(e) => write!(f, "state store error: {e}"),
+            KvError::Redis(e) => e.fmt(f),
+            KvError::UnknownScheme(scheme) => write!(
+                f,
+                "--state: unsupported URL scheme `{scheme}://`; give a file path (SQLite) or \
+                 redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]"
+            ),
         }
     }
 }
 
 impl std::error::Error for KvError {}
+
+impl From<RedisError> for KvError {
+    fn from(e: RedisError) -> Self {
+        KvError::Redis(e)
+    }
+}
 
 impl From<rusqlite::Error> for KvError {
     fn from(e: rusqlite::Error) -> Self {
@@ -53,18 +72,141 @@ impl From<rusqlite::Error> for KvError {
     }
 }
 
+/// Which backend holds the state, from `--state` (or `SLACK_LOGS_STATE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSpec {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A Redis database.
+    Redis(RedisUrl),
+}
+
+impl StateSpec {
+    /// `redis://…` is Redis; any other `scheme://` is refused rather than taken for a file name
+    /// (a typo such as `rediss://` or `reddis://` would otherwise create a file of that name);
+    /// everything else is a SQLite path.
+    pub fn parse(text: &str) -> Result<StateSpec, KvError> {
+        match text.split_once("://") {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("redis")
+                    || scheme.eq_ignore_ascii_case("rediss") =>
+            {
+                Ok(StateSpec::Redis(RedisUrl::parse(text)?))
+            }
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                Err(KvError::UnknownScheme(scheme.to_owned()))
+            }
+            _ => Ok(StateSpec::Sqlite(PathBuf::from(text))),
+        }
+    }
+
+    /// Where the compiled component is cached: beside a state file, or under `default_dir`
+    /// (the default state's directory) for a store that is not a file.
+    pub fn cache_dir(&self, default_dir: &Path) -> PathBuf {
+        match self {
+            StateSpec::Sqlite(path) => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join("cache"),
+            StateSpec::Redis(_) => default_dir.join("cache"),
+        }
+    }
+}
+
+/// For messages: the path, or the URL without its password.
+impl fmt::Display for StateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateSpec::Sqlite(path) => write!(f, "{}", path.display()),
+            StateSpec::Redis(url) => url.fmt(f),
+        }
+    }
+}
+
+/// The state store of the process, whichever backend; cloned into every wasmtime store.
+#[derive(Clone)]
+pub enum KvStore {
+    Sqlite(SqliteStore),
+    Redis(Arc<RedisStore>),
+}
+
+impl KvStore {
+    pub fn open(spec: &StateSpec) -> Result<KvStore, KvError> {
+        Ok(match spec {
+            StateSpec::Sqlite(path) => KvStore::Sqlite(SqliteStore::open(path)?),
+            StateSpec::Redis(url) => KvStore::Redis(Arc::new(RedisStore::open(url.clone())?)),
+        })
+    }
+
+    /// For messages: the file, or the Redis URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            KvStore::Sqlite(s) => s.path().display().to_string(),
+            KvStore::Redis(r) => r.url().to_string(),
+        }
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        match self {
+            KvStore::Sqlite(s) => s.get(bucket, key),
+            KvStore::Redis(r) => Ok(r.get(bucket, key)?),
+        }
+    }
+
+    pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        match self {
+            KvStore::Sqlite(s) => s.set(bucket, key, value),
+            KvStore::Redis(r) => Ok(r.set(bucket, key, value)?),
+        }
+    }
+
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
+        match self {
+            KvStore::Sqlite(s) => s.delete(bucket, key),
+            KvStore::Redis(r) => Ok(r.delete(bucket, key)?),
+        }
+    }
+
+    pub fn exists(&self, bucket: &str, key: &str) -> Result<bool, KvError> {
+        match self {
+            KvStore::Sqlite(s) => s.exists(bucket, key),
+            KvStore::Redis(r) => Ok(r.exists(bucket, key)?),
+        }
+    }
+
+    /// Keys after `cursor` in key order, at most `limit`; the returned cursor is the last key of
+    /// a full page, `None` when there are no more. Both backends page the same way.
+    pub fn list_keys(
+        &self,
+        bucket: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), KvError> {
+        match self {
+            KvStore::Sqlite(s) => s.list_keys(bucket, cursor, limit),
+            KvStore::Redis(r) => Ok(r.list_keys(bucket, cursor, limit)?),
+        }
+    }
+}
+
 /// A handle to the SQLite store, shared by every store/instance of the process.
 #[derive(Clone)]
-pub struct KvStore {
+pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
-impl KvStore {
+impl SqliteStore {
     /// Open (creating if needed) the store at `path`. A new directory gets mode
     /// 0700 and a new file 0600: the checkpoints are not secret, but the
     /// directory also holds the compiled component and nobody else needs either.
-    pub fn open(path: &Path) -> Result<KvStore, KvError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, KvError> {
         let open_err = |message: String| KvError::Open {
             path: path.to_owned(),
             message,
@@ -110,7 +252,7 @@ impl KvStore {
             .map_err(sql)
         };
         setup().map_err(|e| open_err(format!("not a usable SQLite database: {e}")))?;
-        Ok(KvStore {
+        Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
         })
@@ -208,9 +350,90 @@ mod tests {
     }
 
     #[test]
+    fn state_spec_tells_files_from_redis_urls() {
+        assert_eq!(
+            StateSpec::parse(".slack-logs/state.db").unwrap(),
+            StateSpec::Sqlite(".slack-logs/state.db".into())
+        );
+        assert_eq!(
+            StateSpec::parse("/var/lib/slack-logs/state.db").unwrap(),
+            StateSpec::Sqlite("/var/lib/slack-logs/state.db".into())
+        );
+        let spec = StateSpec::parse("redis://:pw@127.0.0.1:6380/1").unwrap();
+        assert!(matches!(&spec, StateSpec::Redis(u) if u.port == 6380 && u.db == 1));
+        assert_eq!(spec.to_string(), "redis://:***@127.0.0.1:6380/1");
+        assert_eq!(
+            spec.cache_dir(Path::new(".slack-logs")),
+            PathBuf::from(".slack-logs/cache")
+        );
+        assert_eq!(
+            StateSpec::parse("/x/state.db")
+                .unwrap()
+                .cache_dir(Path::new(".slack-logs")),
+            PathBuf::from("/x/cache")
+        );
+        let e = StateSpec::parse("reddis://h:1").unwrap_err();
+        assert!(
+            matches!(&e, KvError::UnknownScheme(s) if s == "reddis"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("redis://"), "{e}");
+        assert!(matches!(
+            StateSpec::parse("rediss://:pw@h"),
+            Err(KvError::Redis(_))
+        ));
+    }
+
+    /// What the component relies on, whichever backend serves it.
+    fn backend_contract(kv: &KvStore) {
+        assert_eq!(kv.get("default", "a").unwrap(), None);
+        kv.set("default", "a", &[0, 159, 255, b'\r', b'\n'])
+            .unwrap();
+        assert_eq!(
+            kv.get("default", "a").unwrap(),
+            Some(vec![0, 159, 255, b'\r', b'\n'])
+        );
+        assert!(kv.exists("default", "a").unwrap());
+        kv.set("default", "b/c", b"x").unwrap();
+        kv.set("other", "a0", b"x").unwrap();
+        let (keys, cursor) = kv.list_keys("default", None, LIST_PAGE).unwrap();
+        assert_eq!((keys, cursor), (vec!["a".to_string(), "b/c".into()], None));
+        let (keys, cursor) = kv.list_keys("default", None, 1).unwrap();
+        assert_eq!(
+            (keys, cursor.as_deref()),
+            (vec!["a".to_string()], Some("a"))
+        );
+        kv.delete("default", "a").unwrap();
+        assert!(!kv.exists("default", "a").unwrap());
+        assert_eq!(kv.get("other", "a0").unwrap().as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn kv_backend_contract_sqlite() {
+        let dir = temp_dir("contract");
+        let kv = KvStore::open(&StateSpec::Sqlite(dir.join("state.db"))).unwrap();
+        backend_contract(&kv);
+        assert_eq!(kv.describe(), dir.join("state.db").display().to_string());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn kv_backend_contract_redis() {
+        let Some(server) = crate::kv_redis::tests::RedisServer::start(&[]) else {
+            return;
+        };
+        let kv = KvStore::open(&StateSpec::Redis(server.url(0))).unwrap();
+        backend_contract(&kv);
+        assert_eq!(
+            kv.describe(),
+            format!("redis://127.0.0.1:{}/0", server.port)
+        );
+    }
+
+    #[test]
     fn set_get_delete_exists() {
         let dir = temp_dir("basic");
-        let kv = KvStore::open(&dir.join("state.db")).unwrap();
+        let kv = SqliteStore::open(&dir.join("state.db")).unwrap();
         assert_eq!(kv.get("default", "a").unwrap(), None);
         assert!(!kv.exists("default", "a").unwrap());
         kv.set("default", "a", b"one").unwrap();
@@ -238,7 +461,7 @@ mod tests {
     #[test]
     fn list_keys_pages_with_last_key_cursor() {
         let dir = temp_dir("list");
-        let kv = KvStore::open(&dir.join("state.db")).unwrap();
+        let kv = SqliteStore::open(&dir.join("state.db")).unwrap();
         assert_eq!(kv.list_keys("default", None, 2).unwrap(), (vec![], None));
         for k in ["c", "a", "e", "b", "d"] {
             kv.set("default", k, k.as_bytes()).unwrap();
@@ -267,10 +490,10 @@ mod tests {
         let dir = temp_dir("reopen");
         let path = dir.join("state.db");
         {
-            let kv = KvStore::open(&path).unwrap();
+            let kv = SqliteStore::open(&path).unwrap();
             kv.set("default", "checkpoint/audit", b"{\"w\":1}").unwrap();
         }
-        let kv = KvStore::open(&path).unwrap();
+        let kv = SqliteStore::open(&path).unwrap();
         assert_eq!(
             kv.get("default", "checkpoint/audit").unwrap().as_deref(),
             Some(&b"{\"w\":1}"[..])
@@ -282,7 +505,7 @@ mod tests {
     fn new_dir_and_file_are_owner_only() {
         let dir = temp_dir("perms");
         let path = dir.join("nested").join("state.db");
-        let _kv = KvStore::open(&path).unwrap();
+        let _kv = SqliteStore::open(&path).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.join("nested")), 0o700);
         assert_eq!(mode(&path), 0o600);
@@ -295,13 +518,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         // A file where the directory should be.
         std::fs::write(dir.join("file"), b"x").unwrap();
-        let e = KvStore::open(&dir.join("file").join("state.db"))
+        let e = SqliteStore::open(&dir.join("file").join("state.db"))
             .err()
             .unwrap();
         assert!(e.to_string().contains("--state"), "{e}");
         // A file that is not a database.
         std::fs::write(dir.join("junk.db"), vec![7u8; 4096]).unwrap();
-        assert!(KvStore::open(&dir.join("junk.db")).is_err());
+        assert!(SqliteStore::open(&dir.join("junk.db")).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! `slack-logs`: the standalone host for the slack-logs collector component.
 //!
 //! It runs the same WASIp2 `.wasm` that Spin runs, inside wasmtime, and gives
-//! it what Spin would: outgoing HTTP, a key-value store (SQLite), config (TOML
+//! it what Spin would: outgoing HTTP, a key-value store (SQLite or Redis), config (TOML
 //! file + `SLACK_LOGS_*` environment) and a sink for the records (stdout, a
 //! file, or an HTTP endpoint). It schedules passes itself (`run --every`) or
 //! serves the component's HTTP routes (`serve`).
@@ -43,6 +43,8 @@ macro_rules! log_debug {
 mod config;
 mod demo;
 mod kv;
+mod kv_redis;
+mod reset;
 mod runtime;
 mod serve;
 mod sink;
@@ -51,6 +53,8 @@ use runtime::{Outcome, PassReport, RunOptions, Runtime, StreamStatus};
 use sink::{Sink, SinkSpec};
 
 const DEFAULT_STATE: &str = ".slack-logs/state.db";
+/// The environment variable that sets the state when `--state` is not given.
+pub const STATE_ENV: &str = "SLACK_LOGS_STATE";
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 const COMPONENT_FILE: &str = "slack_logs_collector.wasm";
 
@@ -63,6 +67,7 @@ Commands:
   run      Run collection passes (once, or every DURATION)
   serve    Serve the component's HTTP routes (POST /collect, GET /status, GET /healthz)
   status   Show each stream's watermark, lag, last success and last error
+  reset    Delete a stream's checkpoint so it starts over (reset STREAM --yes)
   demo     Try it out against a local Slack simulator (no token needed)
   help     Show help for a command
 
@@ -70,7 +75,10 @@ Options (any command):
       --component PATH  The collector .wasm [env SLACK_LOGS_COMPONENT; default: next to this
                         binary's target dir, else ./slack_logs_collector.wasm]
       --config FILE     A TOML file of flat `key = value` settings
-      --state PATH      The SQLite state file [default: .slack-logs/state.db]
+      --state STATE     Where checkpoints live: a SQLite file PATH, or
+                        redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] to share them
+                        between hosts [env SLACK_LOGS_STATE (keeps a password off
+                        the command line); default: .slack-logs/state.db]
       --sink SPEC       Where records go: stdout | file:PATH | http:URL [default: stdout],
                         or none: the component was composed with its own sink
                         (as Spin does); its stdout passes through to ours
@@ -96,6 +104,8 @@ per stream goes to stderr; records go to the sink.
       --once            One pass, then exit [default]
       --every DURATION  A pass every DURATION (e.g. 30s, 5m, 1h) until Ctrl-C;
                         Ctrl-C lets the current pass finish, a second one aborts
+      --listen ADDR     With --every: also serve GET /metrics (Prometheus),
+                        /status and /healthz on ADDR, e.g. 127.0.0.1:9464
 ";
 
 const SERVE_USAGE: &str = "\
@@ -114,6 +124,25 @@ Usage: slack-logs status [--json] [OPTIONS]
 Prints each stream's durable status from the state store.
 
       --json  Print JSON instead of a table
+";
+
+const RESET_USAGE: &str = "\
+Usage: slack-logs reset STREAM [--team TEAM_ID] [--yes] [OPTIONS]
+
+Deletes the checkpoint of STREAM (audit, access or integration) in the state
+store (--state), so that its next pass starts over: from backfill_start_time
+when that is set, which delivers records again, else from now, which skips
+what happened since the stream's watermark. Use it when a stream stops with
+checkpoint_unreadable. Stop running collectors that share the state first:
+a pass in progress would write its checkpoint back (reset refuses while a
+pass holds the stream's lease).
+
+Status keys (totals, last error) are kept; the next pass updates them.
+
+      --team TEAM_ID  Only this workspace's checkpoint (access, integration);
+                      `org` is the walk without team_ids [default: every
+                      checkpoint of STREAM]
+      --yes           Delete; without it, only show what would be deleted
 ";
 
 const DEMO_USAGE: &str = "\
@@ -137,9 +166,11 @@ pub struct Global {
 
 #[derive(Debug, PartialEq)]
 enum Command {
-    Run { every: Option<Duration> },
+    /// `listen`: with `every`, where `/metrics`, `/status` and `/healthz` are served.
+    Run { every: Option<Duration>, listen: Option<SocketAddr> },
     Serve { listen: SocketAddr },
     Status { json: bool },
+    Reset(reset::ResetRequest),
     Demo,
     Help(Option<String>),
     Version,
@@ -200,6 +231,9 @@ fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), UsageError> {
     let mut once = false;
     let mut listen: Option<SocketAddr> = None;
     let mut json = false;
+    let mut reset_stream: Option<String> = None;
+    let mut team: Option<String> = None;
+    let mut yes = false;
     let mut help = false;
     let mut help_topic: Option<String> = None;
 
@@ -245,6 +279,8 @@ fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), UsageError> {
                 })?);
             }
             "--json" => json = true,
+            "--team" => team = Some(value("--team")?),
+            "--yes" => yes = true,
             f if f.starts_with('-') => {
                 return usage_err(format!("unknown option {f}"));
             }
@@ -253,6 +289,8 @@ fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), UsageError> {
                     command = Some(word.to_owned());
                 } else if command.as_deref() == Some("help") && help_topic.is_none() {
                     help_topic = Some(word.to_owned());
+                } else if command.as_deref() == Some("reset") && reset_stream.is_none() {
+                    reset_stream = Some(word.to_owned());
                 } else {
                     return usage_err(format!("unexpected argument `{word}`"));
                 }
@@ -278,24 +316,36 @@ fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), UsageError> {
         command == "run" || (every.is_none() && !once),
         "--once/--every",
     )?;
-    check(command == "serve" || listen.is_none(), "--listen")?;
+    check(command == "serve" || (command == "run" && every.is_some()) || listen.is_none(), "--listen (run takes it with --every)")?;
     check(command == "status" || !json, "--json")?;
+    check(
+        command == "reset" || (team.is_none() && !yes),
+        "--team/--yes",
+    )?;
     let cmd = match command.as_str() {
         "run" => {
             if once && every.is_some() {
                 return usage_err("--once and --every exclude each other");
             }
-            Command::Run { every }
+            Command::Run { every, listen }
         }
         "serve" => Command::Serve {
             listen: listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
         },
         "status" => Command::Status { json },
+        "reset" => {
+            let Some(stream) = reset_stream else {
+                return usage_err(
+                    "reset needs a stream: slack-logs reset audit|access|integration [--team TEAM_ID] --yes",
+                );
+            };
+            Command::Reset(reset::ResetRequest::new(&stream, team, yes).map_err(UsageError)?)
+        }
         "demo" => Command::Demo,
         "help" => Command::Help(help_topic),
         other => {
             return usage_err(format!(
-                "unknown command `{other}`; expected run, serve, status or demo"
+                "unknown command `{other}`; expected run, serve, status, reset or demo"
             ))
         }
     };
@@ -308,10 +358,11 @@ fn help_text(topic: Option<&str>) -> Result<&'static str, UsageError> {
         Some("run") => RUN_USAGE,
         Some("serve") => SERVE_USAGE,
         Some("status") => STATUS_USAGE,
+        Some("reset") => RESET_USAGE,
         Some("demo") => DEMO_USAGE,
         Some(other) => {
             return usage_err(format!(
-                "no help for `{other}`; commands: run, serve, status, demo"
+                "no help for `{other}`; commands: run, serve, status, reset, demo"
             ))
         }
     })
@@ -361,9 +412,34 @@ fn exists_or_explain(p: PathBuf, from: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Where the state lives: `--state`, else `SLACK_LOGS_STATE` (which keeps a Redis password off
+/// the command line, where `ps` would show it), else the default file.
+pub fn state_spec(g: &Global) -> Result<kv::StateSpec, kv::KvError> {
+    let text = match &g.state {
+        Some(path) => match path.to_str() {
+            Some(t) => t.to_owned(),
+            // Not UTF-8, so not a URL: a file name.
+            None => return Ok(kv::StateSpec::Sqlite(path.clone())),
+        },
+        None => match std::env::var(STATE_ENV) {
+            Ok(t) if !t.is_empty() => t,
+            _ => DEFAULT_STATE.to_owned(),
+        },
+    };
+    kv::StateSpec::parse(&text)
+}
+
+/// The directory of the default state file; the compiled-component cache goes there when the
+/// state is not a file.
+fn default_state_dir() -> PathBuf {
+    Path::new(DEFAULT_STATE)
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
 /// Everything a command needs: config, KV, sink, and the loaded component.
 pub struct Setup {
-    pub state: PathBuf,
+    pub state: kv::StateSpec,
     pub cache_dir: PathBuf,
     pub config: config::ConfigMap,
     pub sink: Arc<Sink>,
@@ -393,15 +469,8 @@ impl Setup {
             }
         }
         let sink = Arc::new(Sink::new(&spec, token)?);
-        let state = g
-            .state
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
-        let cache_dir = state
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join("cache");
+        let state = state_spec(g)?;
+        let cache_dir = state.cache_dir(&default_state_dir());
         Ok(Setup {
             state,
             cache_dir,
@@ -412,7 +481,7 @@ impl Setup {
 
     pub fn runtime(self, component: &Path) -> anyhow::Result<Runtime> {
         let kv = kv::KvStore::open(&self.state)?;
-        log_debug!("state store: {}", kv.path().display());
+        log_debug!("state store: {}", kv.describe());
         Runtime::new(component, &self.cache_dir, kv, self.config, self.sink)
     }
 }
@@ -461,6 +530,7 @@ pub fn outcome_name(o: Outcome) -> &'static str {
         Outcome::BudgetExhausted => "budget-exhausted",
         Outcome::Failed => "failed",
         Outcome::NotAvailable => "not-available",
+        Outcome::HeldElsewhere => "held-elsewhere",
     }
 }
 
@@ -584,10 +654,10 @@ fn install_stop_handler() -> Arc<tokio::sync::Notify> {
     notify
 }
 
-async fn cmd_run(g: &Global, every: Option<Duration>) -> anyhow::Result<ExitCode> {
+async fn cmd_run(g: &Global, every: Option<Duration>, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let component = resolve_component(g.component.as_deref())?;
     let setup = Setup::new(g, &[])?;
-    let rt = setup.runtime(&component)?;
+    let rt = Arc::new(setup.runtime(&component)?);
     let mut tally = Tally::default();
     let Some(every) = every else {
         let report = rt.run_pass(&empty_run()).await?;
@@ -601,6 +671,18 @@ async fn cmd_run(g: &Global, every: Option<Duration>) -> anyhow::Result<ExitCode
         human_secs(every.as_secs() as i64),
         rt.sink().describe()
     );
+    if let Some(addr) = listen {
+        // Bind now, so a taken port is an error before the first pass, not a log line later.
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}; is another process using it? choose one with --listen ADDR"))?;
+        drop(listener);
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve::serve(rt, addr, serve::Routes::ReadOnly).await {
+                log_warn!("the metrics listener stopped: {e:#}");
+            }
+        });
+    }
     let stop = install_stop_handler();
     let stopped = Arc::new(AtomicBool::new(false));
     let s2 = stopped.clone();
@@ -642,7 +724,7 @@ async fn cmd_run(g: &Global, every: Option<Duration>) -> anyhow::Result<ExitCode
 async fn cmd_serve(g: &Global, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     let component = resolve_component(g.component.as_deref())?;
     let rt = Setup::new(g, &[])?.runtime(&component)?;
-    serve::serve(Arc::new(rt), listen).await?;
+    serve::serve(Arc::new(rt), listen, serve::Routes::All).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -673,6 +755,8 @@ fn status_json(status: &[StreamStatus]) -> serde_json::Value {
                 "last_error_at": s.last_error_at,
                 "last_error": s.last_error,
                 "total_records": s.total_records,
+                "healthy": s.healthy,
+                "silent_for_seconds": s.silent_for_seconds,
             })
         })
         .collect()
@@ -689,9 +773,10 @@ fn status_table(status: &[StreamStatus]) -> String {
         "LAG",
         "LAST SUCCESS",
         "RECORDS",
+        "HEALTH",
         "LAST ERROR",
     ];
-    let rows: Vec<[String; 7]> = status
+    let rows: Vec<[String; 8]> = status
         .iter()
         .map(|s| {
             [
@@ -701,6 +786,10 @@ fn status_table(status: &[StreamStatus]) -> String {
                 s.lag_seconds.map_or("-".into(), human_secs),
                 s.last_success.map_or("-".into(), rfc3339),
                 s.total_records.to_string(),
+                match s.silent_for_seconds {
+                    Some(q) if !s.healthy => format!("SILENT {}", human_secs(q)),
+                    _ => "ok".into(),
+                },
                 match (&s.last_error_at, &s.last_error) {
                     (Some(at), Some(e)) => format!("{}: {e}", rfc3339(*at)),
                     (None, Some(e)) => e.clone(),
@@ -774,9 +863,11 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match command {
-            Command::Run { every } => cmd_run(&global, every).await,
+            Command::Run { every, listen } => cmd_run(&global, every, listen).await,
             Command::Serve { listen } => cmd_serve(&global, listen).await,
             Command::Status { json } => cmd_status(&global, json).await,
+            // Needs neither the component nor a sink: it edits the state store directly.
+            Command::Reset(request) => reset::cmd_reset(&global, &request),
             Command::Demo => demo::demo(&global).await,
             Command::Help(_) | Command::Version => unreachable!("handled above"),
         }
@@ -827,18 +918,24 @@ mod tests {
         assert_eq!(
             c,
             Command::Run {
-                every: Some(Duration::from_secs(300))
+                every: Some(Duration::from_secs(300)),
+                listen: None
             }
         );
+        assert_eq!(
+            parse_args(args("run --every 1m --listen 127.0.0.1:9464")).unwrap().1,
+            Command::Run { every: Some(Duration::from_secs(60)), listen: Some("127.0.0.1:9464".parse().unwrap()) }
+        );
+        assert!(parse_args(args("run --once --listen 127.0.0.1:9464")).is_err(), "--listen needs --every");
         assert_eq!(g.state.as_deref(), Some(Path::new("/tmp/s.db")));
         assert_eq!(g.sink.as_deref(), Some("file:/tmp/x"));
         assert_eq!(
             parse_args(args("run")).unwrap().1,
-            Command::Run { every: None }
+            Command::Run { every: None, listen: None }
         );
         assert_eq!(
             parse_args(args("--config c.toml run --once")).unwrap().1,
-            Command::Run { every: None }
+            Command::Run { every: None, listen: None }
         );
         assert_eq!(
             parse_args(args("status --json")).unwrap().1,
@@ -860,6 +957,18 @@ mod tests {
         );
         assert_eq!(parse_args(args("")).unwrap().1, Command::Help(None));
         for bad in [
+            "reset",
+            "reset logs --yes",
+            "reset audit access",
+            "reset audit --team T1 --yes",
+            "reset access --team a/b",
+            "reset access --team",
+            "run --yes",
+            "status --team T1",
+        ] {
+            assert!(parse_args(args(bad)).is_err(), "{bad}");
+        }
+        for bad in [
             "run --every",
             "run --every 5",
             "run --once --every 5m",
@@ -873,6 +982,46 @@ mod tests {
             assert!(parse_args(args(bad)).is_err(), "{bad}");
         }
         assert!(help_text(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn reset_args_parse() {
+        let reset = |stream: &'static str, team: Option<&str>, yes: bool| {
+            Command::Reset(reset::ResetRequest {
+                stream,
+                team: team.map(String::from),
+                yes,
+            })
+        };
+        assert_eq!(
+            parse_args(args("reset audit")).unwrap().1,
+            reset("audit", None, false)
+        );
+        let (g, c) = parse_args(args(
+            "--state redis://127.0.0.1:6379/2 reset integration --yes",
+        ))
+        .unwrap();
+        assert_eq!(c, reset("integration", None, true));
+        assert!(matches!(
+            state_spec(&g).unwrap(),
+            kv::StateSpec::Redis(u) if u.port == 6379 && u.db == 2
+        ));
+        assert_eq!(
+            parse_args(args("reset access --team=T0123ABC --yes"))
+                .unwrap()
+                .1,
+            reset("access", Some("T0123ABC"), true)
+        );
+        assert_eq!(
+            parse_args(args("reset --yes --team org access")).unwrap().1,
+            reset("access", Some("org"), true)
+        );
+        assert_eq!(
+            parse_args(args("reset audit --help")).unwrap().1,
+            Command::Help(Some("reset".into()))
+        );
+        assert_eq!(help_text(Some("reset")).unwrap(), RESET_USAGE);
+        assert!(USAGE.contains("reset"));
     }
 
     #[test]

@@ -19,17 +19,40 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
-pub async fn serve(rt: Arc<Runtime>, addr: SocketAddr) -> anyhow::Result<()> {
+/// What a listener lets through to the component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// Every route (`slack-logs serve`).
+    All,
+    /// `GET /metrics`, `/status` and `/healthz` only (`run --every --listen`): passes run on
+    /// the schedule, not on request.
+    ReadOnly,
+}
+
+impl Routes {
+    fn allows(self, method: &hyper::Method, path: &str) -> bool {
+        let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        self == Routes::All
+            || ((method == hyper::Method::GET || method == hyper::Method::HEAD)
+                && matches!(last, "metrics" | "status" | "healthz"))
+    }
+}
+
+pub async fn serve(rt: Arc<Runtime>, addr: SocketAddr, routes: Routes) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await.with_context(|| {
         format!(
             "cannot listen on {addr}; is another process using it? choose one with --listen ADDR"
         )
     })?;
     let local = listener.local_addr()?;
-    crate::log_info!(
-        "listening on http://{local}  (POST /collect, GET /status, GET /healthz; Ctrl-C stops)"
-    );
-    crate::log_info!("records go to {}", rt.sink().describe());
+    if routes == Routes::All {
+        crate::log_info!(
+            "listening on http://{local}  (POST /collect, GET /status, GET /metrics, GET /healthz, GET /oauth/start; Ctrl-C stops)"
+        );
+        crate::log_info!("records go to {}", rt.sink().describe());
+    } else {
+        crate::log_info!("listening on http://{local}  (GET /metrics, GET /status, GET /healthz)");
+    }
     let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let (client, peer) = tokio::select! {
@@ -48,7 +71,7 @@ pub async fn serve(rt: Arc<Runtime>, addr: SocketAddr) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let rt = rt.clone();
-                async move { Ok::<_, Infallible>(handle(rt, req).await) }
+                async move { Ok::<_, Infallible>(handle(rt, req, routes).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
@@ -66,10 +89,17 @@ pub async fn serve(rt: Arc<Runtime>, addr: SocketAddr) -> anyhow::Result<()> {
 async fn handle(
     rt: Arc<Runtime>,
     req: hyper::Request<hyper::body::Incoming>,
+    routes: Routes,
 ) -> hyper::Response<HyperOutgoingBody> {
     let started = Instant::now();
     // Path only: a query string may carry a secret.
     let line = format!("{} {}", req.method(), req.uri().path());
+    if !routes.allows(req.method(), req.uri().path()) {
+        return text_response(
+            404,
+            "this listener (run --every --listen) serves GET /metrics, /status and /healthz; passes run on the schedule\n",
+        );
+    }
     let resp = match call_component(rt, req).await {
         Ok(resp) => resp,
         Err(e) => {

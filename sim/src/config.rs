@@ -131,6 +131,11 @@ pub struct SimConfig {
     pub integration_paging_count: IntegrationPagingCount,
     pub integration_order: IntegrationOrder,
 
+    // ---- OAuth install flow (`/oauth/v2/authorize`, `oauth.v2.access`) ----
+    /// The simulated app's Client ID and Client Secret.
+    pub oauth_client_id: String,
+    pub oauth_client_secret: String,
+
     // ---- rate limits (when `rate_limit` is on) ----
     pub tier2_per_minute: u32,
     /// Bucket size: how many Tier 2 calls may be made back to back.
@@ -183,6 +188,8 @@ impl Default for SimConfig {
             integration_unknown_change_type: UnknownChangeType::Reject,
             integration_paging_count: IntegrationPagingCount::Returned,
             integration_order: IntegrationOrder::NewestFirst,
+            oauth_client_id: "1000000001.2000000002".to_string(),
+            oauth_client_secret: "sim-client-secret-0123456789abcdef".to_string(),
             tier2_per_minute: 20,
             tier2_burst: 5,
             tier3_per_minute: 50,

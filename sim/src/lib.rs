@@ -7,7 +7,9 @@
 //! quirks (reference `slack-api.md` §7): timestamp-only audit cursors that forget
 //! `oldest`, pages longer than `limit` on same-second bursts, both end-of-data forms,
 //! Slack's error codes and statuses, classic paging caps, mixed-type fields, late events,
-//! rate limits, plus injectable faults and a request log for assertions.
+//! rate limits, plus injectable faults and a request log for assertions. It also plays Slack's
+//! OAuth v2 install flow (`/oauth/v2/authorize`, `oauth.v2.access`, `auth.revoke`), so the
+//! collector's install routes are tested end to end, and the tokens it issues work on the APIs.
 //!
 //! It is not a Slack client, not a general Web API emulator (only these three log APIs),
 //! not TLS, and not meant to be exposed beyond localhost. Where Slack's real behaviour is
@@ -27,6 +29,7 @@ mod data;
 mod faults;
 mod http;
 mod json;
+mod oauth;
 mod ratelimit;
 mod rng;
 mod server;
@@ -48,6 +51,7 @@ pub use config::{
     UnknownChangeType, AUDIT_EARLIEST,
 };
 pub use faults::Fault;
+pub use oauth::{OAuthConsent, APP_ID as OAUTH_APP_ID};
 pub use state::RecordedRequest;
 pub use tokens::{
     InstallLevel, Plan, Role, TokenKind, TokenSpec, BOT_TOKEN, ENTERPRISE_ID, EXPIRED_TOKEN,
@@ -151,6 +155,22 @@ impl Simulator {
     /// Fixes "now" (`Some`) or returns to the wall clock (`None`).
     pub fn set_now(&self, now: Option<i64>) {
         self.sim.set_now(now);
+    }
+
+    /// What the simulated admin does on the next visits to `/oauth/v2/authorize`.
+    pub fn set_oauth_consent(&self, consent: OAuthConsent) {
+        lock(&self.sim.oauth).consent = consent;
+    }
+
+    /// Every user token `oauth.v2.access` issued so far, oldest first.
+    pub fn oauth_tokens(&self) -> Vec<String> {
+        lock(&self.sim.oauth).issued.clone()
+    }
+
+    /// `Some(true)` while `token` works, `Some(false)` once revoked or expired, `None` if the
+    /// simulator never knew it.
+    pub fn token_active(&self, token: &str) -> Option<bool> {
+        oauth::token_active(&self.sim, token)
     }
 
     /// Registers (or replaces) a token.

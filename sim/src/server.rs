@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::faults::Fault;
 use crate::http::{self, ReadError, Request, Response};
 use crate::state::{RecordedRequest, Sim};
-use crate::{audit, lock, web_api};
+use crate::{audit, lock, oauth, web_api};
 
 /// Which API family a path belongs to: decides error spellings and statuses.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -133,7 +133,7 @@ fn redact(pairs: Vec<(String, String)>) -> Vec<(String, String)> {
     pairs
         .into_iter()
         .map(|(k, v)| {
-            if k == "token" {
+            if k == "token" || k == "client_secret" {
                 (k, "<redacted>".to_string())
             } else {
                 (k, v)
@@ -190,6 +190,9 @@ pub(crate) fn dispatch(sim: &Sim, req: &Request) -> Outcome {
 fn route(sim: &Sim, req: &Request) -> Response {
     if let Some(endpoint) = req.path.strip_prefix("/audit/v1/") {
         return audit::handle(sim, req, endpoint);
+    }
+    if req.path.trim_end_matches('/') == "/oauth/v2/authorize" {
+        return oauth::authorize(sim, req);
     }
     if let Some(method) = req.path.strip_prefix("/api/") {
         return web_api::handle(sim, req, method);

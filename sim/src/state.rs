@@ -13,12 +13,13 @@ use crate::data::audit::AuditStore;
 use crate::data::integration::IntegrationStore;
 use crate::data::world::World;
 use crate::faults::{Fault, FaultPlan};
+use crate::oauth::OAuthState;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::{default_tokens, TokenSpec};
 use crate::{lock, read, write};
 
 /// One request as the simulator saw it. The `Authorization` header is never stored,
-/// and a `token` parameter's value is replaced by `<redacted>`.
+/// and a `token` or `client_secret` parameter's value is replaced by `<redacted>`.
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
     pub method: String,
@@ -42,6 +43,8 @@ pub(crate) struct Sim {
     pub access: RwLock<AccessStore>,
     pub integration: RwLock<IntegrationStore>,
     pub tokens: RwLock<HashMap<String, TokenSpec>>,
+    /// The OAuth install flow: consent, codes, issued tokens.
+    pub oauth: Mutex<OAuthState>,
     pub cursors: CursorClock,
     pub faults: Mutex<FaultPlan>,
     pub limiter: Mutex<RateLimiter>,
@@ -75,6 +78,7 @@ impl Sim {
             access: RwLock::new(access),
             integration: RwLock::new(integration),
             tokens: RwLock::new(default_tokens()),
+            oauth: Mutex::new(OAuthState::default()),
             cursors: CursorClock::new(),
             faults: Mutex::new(FaultPlan::default()),
             limiter: Mutex::new(RateLimiter::default()),

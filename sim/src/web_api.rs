@@ -93,8 +93,11 @@ fn parse_int(v: Option<&str>, default: i64, code: &str) -> Result<i64, Response>
 }
 
 pub(crate) fn handle(sim: &Sim, req: &Request, method: &str) -> Response {
-    if method.trim_end_matches('/') == "auth.teams.list" {
-        return auth_teams_list(sim, req);
+    match method.trim_end_matches('/') {
+        "auth.teams.list" => return auth_teams_list(sim, req),
+        "oauth.v2.access" => return crate::oauth::access(sim, req),
+        "auth.revoke" => return crate::oauth::revoke(sim, req),
+        _ => {}
     }
     let method = match method.trim_end_matches('/') {
         "team.accessLogs" => Method::AccessLogs,

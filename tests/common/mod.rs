@@ -13,25 +13,42 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// `target/<profile>/` of this test binary (`target/release/deps/e2e-…` → `target/release`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// The host binary, built by `cargo test` alongside this test.
 pub fn host_bin() -> PathBuf {
     let p = profile_dir().join("slack-logs");
-    assert!(p.exists(), "{} is missing: run the suite with `cargo xtask test`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run the suite with `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
 /// The collector component, built by `cargo xtask test` before the suite.
 pub fn component() -> PathBuf {
-    let p = profile_dir().parent().expect("target/").join("wasm32-wasip2/release/slack_logs_collector.wasm");
-    assert!(p.exists(), "{} is missing: run the suite with `cargo xtask test`, which builds it first", p.display());
+    let p = profile_dir()
+        .parent()
+        .expect("target/")
+        .join("wasm32-wasip2/release/slack_logs_collector.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run the suite with `cargo xtask test`, which builds it first",
+        p.display()
+    );
     p
 }
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A scratch directory, removed when dropped.
@@ -39,7 +56,11 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("slack-logs-test-{name}-{}-{}", std::process::id(), now()));
+        let p = std::env::temp_dir().join(format!(
+            "slack-logs-test-{name}-{}-{}",
+            std::process::id(),
+            now()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -67,7 +88,8 @@ pub fn host(dir: &Scratch, settings: &[(&str, String)]) -> Command {
     }
     cmd.arg("--component").arg(component());
     cmd.arg("--state").arg(dir.path("state.db"));
-    cmd.arg("--sink").arg(format!("file:{}", dir.path("out.ndjson").display()));
+    cmd.arg("--sink")
+        .arg(format!("file:{}", dir.path("out.ndjson").display()));
     for (k, v) in settings {
         cmd.env(format!("SLACK_LOGS_{}", k.to_uppercase()), v);
     }
@@ -93,7 +115,10 @@ pub fn audit_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&'stati
 }
 
 /// The settings that point the component at the simulator for the integration stream.
-pub fn integration_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&'static str, String)> {
+pub fn integration_settings(
+    sim: &slack_sim::Simulator,
+    backfill: i64,
+) -> Vec<(&'static str, String)> {
     vec![
         ("slack_token", slack_sim::ORG_OWNER_TOKEN.to_string()),
         ("slack_api_base", sim.api_base()),
@@ -122,7 +147,8 @@ pub fn delivered_ids(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}"));
             v["id"].as_str().expect("record id").to_string()
         })
         .collect()
@@ -133,12 +159,19 @@ pub fn set(ids: &[String]) -> BTreeSet<String> {
 }
 
 pub fn truth(sim: &slack_sim::Simulator, oldest: i64, latest: i64) -> BTreeSet<String> {
-    sim.audit_truth(oldest, latest).into_iter().map(|t| t.id).collect()
+    sim.audit_truth(oldest, latest)
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
 }
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body.
@@ -154,9 +187,20 @@ pub fn http(port: u16, method: &str, path: &str, auth: Option<&str>) -> (u16, St
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (status, body)
 }
 
@@ -219,4 +263,107 @@ pub fn component_world(bytes: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
         }
     }
     (imports, exports)
+}
+
+/// A `redis-server` child on a free loopback port (no persistence), killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    /// `None`, with a notice, when `redis-server` is not installed and `CI` is not set; with `CI`
+    /// set a missing `redis-server` fails the test, so CI cannot skip the Redis tests unnoticed.
+    pub fn start() -> Option<RedisServer> {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(std::env::var_os("CI").is_none(), "redis-server is not installed, and CI is set: install it (apt-get install redis-server)");
+            eprintln!("NOTICE: redis-server is not installed; skipping this Redis test");
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let server = RedisServer { child, port };
+        assert!(
+            wait_for(20, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "redis-server did not listen on {port}"
+        );
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// One command on a fresh connection; the reply's first line (enough for `+OK` and `:n`).
+    pub fn command(&self, args: &[&[u8]]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req).unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            s.read_exact(&mut byte).expect("a reply from redis-server");
+            reply.push(byte[0]);
+        }
+        String::from_utf8_lossy(&reply).trim_end().to_string()
+    }
+}
+
+/// The host with its state in `state` (a path or a `redis://` URL), records appended to
+/// `dir/<sink_file>`, run from `dir` (so a compiled-component cache kept beside the default state
+/// goes there, shared by every host of the test), configured through `SLACK_LOGS_*` only.
+pub fn host_with_state(
+    dir: &Scratch,
+    state: &str,
+    sink_file: &str,
+    settings: &[(&str, String)],
+) -> Command {
+    let mut cmd = Command::new(host_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLACK_LOGS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(&dir.0);
+    cmd.arg("--component").arg(component());
+    cmd.arg("--state").arg(state);
+    cmd.arg("--sink")
+        .arg(format!("file:{}", dir.path(sink_file).display()));
+    for (k, v) in settings {
+        cmd.env(format!("SLACK_LOGS_{}", k.to_uppercase()), v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
 }

@@ -6,6 +6,8 @@
 //! - `cargo xtask test`: build the component, then run the whole test suite (unit, property and
 //!   end-to-end tests, which load the built `.wasm` into the host).
 //! - `cargo xtask build`: only build.
+//! - `cargo xtask fuzz [CASES]`: the fuzz targets of `core/tests/fuzz.rs` (page parsers, checkpoint
+//!   decoders, config parser) with CASES cases each (default 100000; CI runs them with 256).
 //!
 //! It is not a build system: it runs cargo in a fixed order and nothing else.
 
@@ -30,8 +32,9 @@ fn main() {
             run(rest);
         }
         "test" => test(rest),
+        "fuzz" => fuzz(rest),
         _ => {
-            eprintln!("usage: cargo xtask build | run [-- ARGS] | test [-- CARGO TEST ARGS]");
+            eprintln!("usage: cargo xtask build | run [-- ARGS] | test [-- CARGO TEST ARGS] | fuzz [CASES]");
             exit(if cmd == "help" || cmd == "--help" { 0 } else { 2 });
         }
     }
@@ -118,4 +121,21 @@ fn test(extra: Vec<String>) {
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--workspace"]).args(&extra);
     status(&mut cmd, "running the test suite (cargo test --release --workspace)");
+}
+
+/// Cases per fuzz target when `cargo xtask fuzz` is given no count: a few minutes on two cores.
+const FUZZ_CASES: u64 = 100_000;
+
+/// proptest is the engine (cargo-fuzz needs nightly, which the project does not pin); it reads
+/// the case count from `PROPTEST_CASES`. A failure is shrunk, printed as a byte string and saved
+/// in `core/tests/fuzz.proptest-regressions`, which later runs replay first.
+fn fuzz(args: Vec<String>) {
+    let cases = match args.as_slice() {
+        [] => FUZZ_CASES,
+        [n] => n.parse().unwrap_or_else(|_| die(&format!("fuzz: CASES must be a number, got `{n}`"))),
+        _ => die("usage: cargo xtask fuzz [CASES]"),
+    };
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "-p", "slack-logs-core", "--test", "fuzz"]).env("PROPTEST_CASES", cases.to_string());
+    status(&mut cmd, &format!("fuzzing with {cases} cases per target (cargo test --release -p slack-logs-core --test fuzz)"));
 }

@@ -495,6 +495,7 @@ impl Run {
             sink: &mut self.sink,
             collected_at: now,
             log: &log,
+            lease: None,
         };
         let mut stats = WalkStats::default();
         let end = walk_with(
@@ -733,6 +734,7 @@ fn run_walk(
         sink,
         collected_at: clock.now.get(),
         log: &|_| {},
+        lease: None,
     };
     walk(
         cfg,
@@ -947,6 +949,7 @@ fn requests_carry_the_fixed_before_limit_team_id_and_an_encoded_cursor() {
         sink: &mut sink,
         collected_at: T0,
         log: &|_| {},
+        lease: None,
     };
     let mut stats = WalkStats::default();
     let end = walk(
@@ -1026,6 +1029,7 @@ fn new_only_records_carry_date_first_as_time_and_no_team_for_org_walks() {
         sink: &mut sink,
         collected_at: T0,
         log: &|_| {},
+        lease: None,
     };
     assert_eq!(
         walk(

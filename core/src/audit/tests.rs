@@ -7,6 +7,7 @@ use super::*;
 use crate::env::{Env, HttpResponse, Transport, TransportError};
 use crate::pass::{run_pass, Outcome, PassReport, RunOptions};
 use crate::synthetic::{parse_query, AuditApiModel, EventList, ModelEvent};
+use crate::env::KvStore as _;
 use crate::testutil::{MemStore, TestClock, VecSink};
 
 const T0: i64 = 1_700_000_000;
@@ -301,6 +302,11 @@ fn corrupt_and_newer_checkpoints_stop_the_stream_without_overwriting() {
             r.streams[0].error_code.as_deref(),
             Some("checkpoint_unreadable")
         );
+        let message = r.streams[0].message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("`slack-logs reset audit --yes`"),
+            "the message names the way out: {message}"
+        );
         assert_eq!(store.map[CHECKPOINT_KEY], bad.to_vec());
     }
 }
@@ -430,7 +436,7 @@ proptest! {
             }
         }
         let page = s.page_size.to_string();
-        let cfg = config(&[("audit_page_size", page.as_str()), ("backfill_start_time", &(base - 10).to_string()), ("audit_window_seconds", "1500")]);
+        let cfg = config(&[("audit_page_size", page.as_str()), ("backfill_start_time", &(base - 10).to_string()), ("audit_window_seconds", "1500"), ("lease_seconds", "60")]);
         let mut t = Faulty::new(events.clone());
         let mut store = MemStore::default();
         let mut sink = VecSink::default();
@@ -477,6 +483,8 @@ proptest! {
         let mut r = counted(&cfg, &mut t, &mut store, &mut sink, &clock, &mut interrupted);
         for _ in 0..3 {
             if r.streams[0].outcome == Outcome::CaughtUp { break; }
+            // A store failure while releasing the lease leaves it until it expires.
+            clock.now.set(clock.now.get() + 61);
             r = counted(&cfg, &mut t, &mut store, &mut sink, &clock, &mut interrupted);
         }
         prop_assert_eq!(r.streams[0].outcome, Outcome::CaughtUp);
@@ -608,4 +616,81 @@ fn a_cursor_that_comes_back_stops_the_walk_without_losing_what_was_delivered() {
         Some(1_699_993_000 - 2),
         "the checkpoint holds both pages"
     );
+}
+
+/// A store where another pass takes the audit lease once `after_sets` pages were checkpointed.
+struct TakenOver {
+    inner: MemStore,
+    after_sets: usize,
+    checkpoint_sets: usize,
+}
+
+impl crate::env::KvStore for TakenOver {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, crate::env::StoreError> {
+        self.inner.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), crate::env::StoreError> {
+        self.inner.set(key, value)?;
+        // Checkpoints written after a delivered page carry that page's boundary second.
+        let text = String::from_utf8_lossy(value);
+        let after_a_page = key == CHECKPOINT_KEY
+            && text.split("\"boundary\":").nth(1).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        self.checkpoint_sets += usize::from(after_a_page);
+        if after_a_page && self.checkpoint_sets == self.after_sets {
+            let rival = crate::lease::LeaseRecord { owner: "rival".into(), expires: T0 + 999 };
+            let key = crate::lease::lease_key(crate::Stream::Audit, None);
+            self.inner.map.insert(key, serde_json::to_vec(&rival).unwrap());
+        }
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<(), crate::env::StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_lease_held_by_another_pass_leaves_the_stream_to_it() {
+    let events: Vec<_> = (0..6).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let cfg = config(&[("audit_page_size", "2")]);
+    let mut t = Faulty::new(events.clone());
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let key = crate::lease::lease_key(crate::Stream::Audit, None);
+    let rival = crate::lease::LeaseRecord { owner: "rival".into(), expires: T0 + 100 };
+    store.set(&key, &serde_json::to_vec(&rival).unwrap()).unwrap();
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::HeldElsewhere, "{r:?}");
+    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("rival"));
+    assert!(!r.any_failed());
+    assert!(sink.ids.is_empty() && t.model.requests.is_empty());
+    assert!(store.map.get(CHECKPOINT_KEY).is_none(), "no checkpoint touched");
+    // Once it expires, the stream is ours again, and our lease is released at the end.
+    clock.now.set(T0 + 101);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    assert_eq!(sink.ids.len(), 6);
+    let left: crate::lease::LeaseRecord = serde_json::from_slice(&store.map[&key]).unwrap();
+    assert_eq!(left.expires, 0, "released");
+}
+
+#[test]
+fn a_lease_taken_over_mid_walk_stops_before_the_next_sink_write() {
+    let events: Vec<_> = (0..12).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let cfg = config(&[("audit_page_size", "3")]);
+    let mut t = Faulty::new(events.clone());
+    let mut store = TakenOver { inner: MemStore::default(), after_sets: 1, checkpoint_sets: 0 };
+    let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
+    let mut env = Env { transport: &mut t, store: &mut store, sink: &mut sink, clock: &clock, log: &|_| {} };
+    let r = run_pass(&cfg, &mut env, &RunOptions::default());
+    assert_eq!(r.streams[0].outcome, Outcome::HeldElsewhere, "{r:?}");
+    assert_eq!(r.streams[0].records, 3, "one page, then the rival's: {r:?}");
+    assert_eq!(sink.ids.len(), 3);
+    // The rival resumes from our checkpoint: together, everything once.
+    store.after_sets = usize::MAX;
+    let key = crate::lease::lease_key(crate::Stream::Audit, None);
+    store.inner.map.remove(&key);
+    let r = pass(&cfg, &mut t, &mut store.inner, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+    assert_eq!(got.len(), sink.ids.len(), "no repeats");
+    assert_eq!(got, truth(&events, T0));
 }

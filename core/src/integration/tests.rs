@@ -159,6 +159,7 @@ impl Run {
             sink: &mut self.sink,
             collected_at: T0,
             log: &|_| {},
+            lease: None,
         };
         let mut stats = WalkStats::default();
         let end = walk(

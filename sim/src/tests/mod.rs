@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod client;
 mod integration;
+mod oauth;
 mod server;
 
 use crate::{SimConfig, Simulator};

@@ -1,0 +1,369 @@
+//! `slack-logs reset STREAM [--team TEAM_ID] [--yes]`: deletes a stream's checkpoint(s) in the
+//! configured state store, so that its next pass starts over.
+//!
+//! The collector never resets a checkpoint by itself (a checkpoint that does not parse, or comes
+//! from a newer version, stops its stream): starting over re-delivers or skips records, so it is
+//! the operator's decision, made here with the consequence spelled out.
+//!
+//! Only `…/checkpoint` keys are deleted. The `…/status` key beside each (total records, last
+//! success, last error) is history rather than a position: it is kept, and the next pass updates
+//! it. Lease keys are left alone; a lease that is still live means a pass is walking the stream
+//! right now and would write its checkpoint back, so the reset refuses.
+
+use std::process::ExitCode;
+
+use crate::kv::{self, KvStore, StateSpec};
+use crate::{config, rfc3339, Global};
+
+/// The streams that have checkpoints, as the component names them.
+pub const STREAMS: [&str; 3] = ["audit", "access", "integration"];
+
+/// Where the component keeps its checkpoints: `slack-logs/v1/<stream>/<team id or org>/checkpoint`
+/// (core/src/audit.rs, access.rs, integration.rs). The `v1` is the layout's version, so this
+/// only changes together with it; the end-to-end reset test fails if the two drift apart.
+const KEY_ROOT: &str = "slack-logs/v1/";
+const CHECKPOINT_LEAF: &str = "checkpoint";
+/// The walk of a stream that is not per workspace (audit), or that runs without `team_ids`.
+const ORG: &str = "org";
+/// The lease a running pass holds on a walk, beside its checkpoint (core/src/lease.rs).
+const LEASE_LEAF: &str = "lease";
+
+/// What to reset, as given on the command line (already checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetRequest {
+    pub stream: &'static str,
+    /// `None`: every checkpoint of the stream.
+    pub team: Option<String>,
+    /// Without it nothing is deleted.
+    pub yes: bool,
+}
+
+impl ResetRequest {
+    /// Checks the stream name and team id; the error is a usage message.
+    pub fn new(stream: &str, team: Option<String>, yes: bool) -> Result<ResetRequest, String> {
+        let Some(stream) = STREAMS.into_iter().find(|s| *s == stream) else {
+            return Err(format!(
+                "reset: unknown stream `{stream}`; expected audit, access or integration"
+            ));
+        };
+        if let Some(t) = &team {
+            // Slack ids are letters and digits; anything with '/' would address another key.
+            let plausible = !t.is_empty()
+                && t.len() <= 64
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !plausible {
+                return Err(format!(
+                    "--team `{t}`: expected a workspace id such as T0123ABCD, or `org` for the walk without team_ids"
+                ));
+            }
+            if stream == "audit" && t != ORG {
+                return Err("the audit stream has one org-wide checkpoint; drop --team".to_owned());
+            }
+        }
+        Ok(ResetRequest { stream, team, yes })
+    }
+
+    fn target(&self) -> String {
+        match &self.team {
+            Some(t) => format!("{} [{t}]", self.stream),
+            None => self.stream.to_owned(),
+        }
+    }
+}
+
+pub fn checkpoint_key(stream: &str, team: &str) -> String {
+    format!("{KEY_ROOT}{stream}/{team}/{CHECKPOINT_LEAF}")
+}
+
+/// The team segment of `key` when it is a checkpoint of `stream`.
+fn checkpoint_team<'k>(stream: &str, key: &'k str) -> Option<&'k str> {
+    let rest = key
+        .strip_prefix(KEY_ROOT)?
+        .strip_prefix(stream)?
+        .strip_prefix('/')?;
+    let team = rest.strip_suffix(CHECKPOINT_LEAF)?.strip_suffix('/')?;
+    (!team.is_empty() && !team.contains('/')).then_some(team)
+}
+
+/// Every key of the bucket the component uses.
+fn all_keys(kv: &KvStore) -> Result<Vec<String>, kv::KvError> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = kv.list_keys(kv::DEFAULT_STORE, cursor.as_deref(), kv::LIST_PAGE)?;
+        keys.extend(page);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(keys),
+        }
+    }
+}
+
+/// The watermark in a stored checkpoint, when it still parses that far (every stream's
+/// checkpoint is JSON with an integer `watermark`). Only used to word the consequence.
+fn stored_watermark(bytes: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()?
+        .get("watermark")?
+        .as_i64()
+}
+
+/// The expiry of a live lease in `bytes` (JSON with `owner` and `expires`, unix seconds), or
+/// `None` when it is released, expired or unreadable: then no pass holds the walk.
+fn live_lease(bytes: &[u8], now: i64) -> Option<(String, i64)> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let expires = v.get("expires")?.as_i64()?;
+    let owner = v
+        .get("owner")
+        .and_then(|o| o.as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    (expires > now).then_some((owner, expires))
+}
+
+/// What the next pass of a reset stream will do, from the settings the component will see.
+fn next_pass_text(g: &Global, target: &str, old_watermark: Option<i64>) -> String {
+    let since = match old_watermark {
+        Some(w) => format!("the old watermark ({})", rfc3339(w)),
+        None => "where the stream stopped (its checkpoint did not say)".to_owned(),
+    };
+    let settings = match config::load(g.config.as_deref()) {
+        Ok(map) => map,
+        Err(e) => {
+            return format!(
+                "next pass: cannot read the settings ({e}); {target} starts from \
+                 backfill_start_time if it is set, else from the time of that pass"
+            )
+        }
+    };
+    let setting = |k: &str| settings.get(k).filter(|v| !v.trim().is_empty());
+    match setting("backfill_start_time") {
+        Some(start) => {
+            let shown = match start.trim().parse::<i64>() {
+                Ok(secs) => format!("{start} ({})", rfc3339(secs)),
+                Err(_) => start.clone(),
+            };
+            format!(
+                "next pass: {target} starts again from backfill_start_time = {shown}; records \
+                 from then up to {since} are delivered again (with the same ids, so a sink that \
+                 drops repeated ids drops them)"
+            )
+        }
+        None if setting("synthetic_data").is_some_and(|v| v.trim() == "true") => format!(
+            "next pass: backfill_start_time is not set and synthetic_data is on, so {target} \
+             starts one hour before that pass"
+        ),
+        None => {
+            let hint = match old_watermark {
+                Some(w) => format!(
+                    "; to collect them instead, set backfill_start_time = {} before the next pass",
+                    rfc3339(w)
+                ),
+                None => "; to collect them instead, set backfill_start_time before the next pass"
+                    .to_owned(),
+            };
+            format!(
+                "next pass: backfill_start_time is not set, so {target} starts from the time of \
+                 that pass; records between {since} and then are skipped (never collected){hint}"
+            )
+        }
+    }
+}
+
+pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode> {
+    let spec = crate::state_spec(g)?;
+    // Opening a SQLite store creates the file; a mistyped path would then "reset" an empty store
+    // and report nothing to do, hiding the mistake.
+    if let StateSpec::Sqlite(path) = &spec {
+        if !path.exists() {
+            anyhow::bail!(
+                "the state file {} does not exist, so there is nothing to reset (check --state)",
+                path.display()
+            );
+        }
+    }
+    let kv = KvStore::open(&spec)?;
+    let target = request.target();
+    let keys = all_keys(&kv)?;
+    let found: Vec<(String, String)> = keys
+        .iter()
+        .filter_map(|k| {
+            let team = checkpoint_team(request.stream, k)?;
+            request
+                .team
+                .as_deref()
+                .is_none_or(|want| want == team)
+                .then(|| (k.clone(), team.to_owned()))
+        })
+        .collect();
+    println!("state: {spec}");
+    if found.is_empty() {
+        let others: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| checkpoint_team(request.stream, k))
+            .collect();
+        match (&request.team, others.is_empty()) {
+            (Some(t), false) => println!(
+                "no checkpoint at {}; {} has checkpoints for: {}. Nothing was deleted.",
+                checkpoint_key(request.stream, t),
+                request.stream,
+                others.join(", ")
+            ),
+            _ => println!(
+                "{target} has no checkpoint in this state store; nothing to reset (its next pass \
+                 starts as a first pass would)"
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // A pass walking the stream now would write its checkpoint back after the reset.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for (_, team) in &found {
+        let key = format!("{KEY_ROOT}{}/{team}/{LEASE_LEAF}", request.stream);
+        if let Some((owner, expires)) = kv
+            .get(kv::DEFAULT_STORE, &key)?
+            .and_then(|b| live_lease(&b, now))
+        {
+            anyhow::bail!(
+                "a pass ({owner}) is collecting {} [{team}] now: it holds {key} until {}. \
+                 Stop the collectors using this state (run --every, serve, other hosts) and \
+                 reset once the pass has ended; nothing was deleted",
+                request.stream,
+                rfc3339(expires)
+            );
+        }
+    }
+
+    // Read the old positions first, to say what the reset gives up.
+    let mut oldest_watermark: Option<i64> = None;
+    let mut rows = Vec::new();
+    for (key, team) in &found {
+        let watermark = kv
+            .get(kv::DEFAULT_STORE, key)?
+            .as_deref()
+            .and_then(stored_watermark);
+        if let Some(w) = watermark {
+            oldest_watermark = Some(oldest_watermark.map_or(w, |o: i64| o.min(w)));
+        }
+        let note = match watermark {
+            Some(w) => format!("complete up to {}", rfc3339(w)),
+            None => "unreadable, no watermark".to_owned(),
+        };
+        rows.push((key.clone(), team.clone(), note));
+    }
+    let next = next_pass_text(g, &target, oldest_watermark);
+
+    if !request.yes {
+        for (key, _, note) in &rows {
+            println!("would delete {key} ({note})");
+        }
+        println!("{next}");
+        eprintln!(
+            "refusing to reset {target} without --yes: nothing was deleted. Stop any collector \
+             using this state (run --every, serve, another host), then run: slack-logs reset {}{} --yes",
+            request.stream,
+            request
+                .team
+                .as_deref()
+                .map_or(String::new(), |t| format!(" --team {t}")),
+        );
+        return Ok(ExitCode::from(1));
+    }
+
+    for (key, team, note) in &rows {
+        kv.delete(kv::DEFAULT_STORE, key)?;
+        println!("deleted {key} ({note})");
+        let status = format!("{KEY_ROOT}{}/{team}/status", request.stream);
+        if kv.exists(kv::DEFAULT_STORE, &status)? {
+            println!("kept    {status} (totals and last error; the next pass updates it)");
+        }
+    }
+    println!("{next}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked() {
+        let r = ResetRequest::new("access", Some("T0123".into()), true).unwrap();
+        assert_eq!(
+            (r.stream, r.team.as_deref(), r.yes),
+            ("access", Some("T0123"), true)
+        );
+        assert!(ResetRequest::new("audit", None, false).is_ok());
+        assert!(ResetRequest::new("audit", Some("org".into()), false).is_ok());
+        for (stream, team) in [
+            ("audits", None),
+            ("", None),
+            ("audit", Some("T1")),
+            ("access", Some("")),
+            ("access", Some("T1/../x")),
+            ("integration", Some("T 1")),
+        ] {
+            assert!(
+                ResetRequest::new(stream, team.map(String::from), true).is_err(),
+                "{stream} {team:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_checkpoint_keys_of_the_stream_match() {
+        assert_eq!(
+            checkpoint_key("audit", "org"),
+            "slack-logs/v1/audit/org/checkpoint"
+        );
+        assert_eq!(
+            checkpoint_team("audit", "slack-logs/v1/audit/org/checkpoint"),
+            Some("org")
+        );
+        assert_eq!(
+            checkpoint_team("access", "slack-logs/v1/access/T1/checkpoint"),
+            Some("T1")
+        );
+        for other in [
+            "slack-logs/v1/audit/org/status",
+            "slack-logs/v1/audit/org/lease",
+            "slack-logs/v1/access/T1/checkpoint",
+            "slack-logs/v1/auditx/org/checkpoint",
+            "slack-logs/v1/audit//checkpoint",
+            "slack-logs/v1/audit/a/b/checkpoint",
+            "slack-logs/v1/workspaces",
+            "slack-logs/v2/audit/org/checkpoint",
+        ] {
+            assert_eq!(checkpoint_team("audit", other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_an_unexpired_lease_is_live() {
+        let now = 1_700_000_000;
+        assert_eq!(
+            live_lease(br#"{"owner":"pass-1","expires":1700000060}"#, now),
+            Some(("pass-1".to_string(), 1_700_000_060))
+        );
+        assert_eq!(
+            live_lease(br#"{"owner":"pass-1","expires":1699999999}"#, now),
+            None
+        );
+        assert_eq!(live_lease(br#"{"owner":"pass-1","expires":0}"#, now), None);
+        assert_eq!(live_lease(b"garbage", now), None);
+    }
+
+    #[test]
+    fn watermark_is_read_when_the_checkpoint_still_parses() {
+        assert_eq!(
+            stored_watermark(br#"{"v":1,"watermark":1700000000}"#),
+            Some(1_700_000_000)
+        );
+        assert_eq!(stored_watermark(b"{not json"), None);
+        assert_eq!(stored_watermark(br#"{"v":9}"#), None);
+    }
+}
