@@ -277,3 +277,23 @@ fn more_than_30_audit_actions_are_collected_in_groups() {
         assert!((1..=30).contains(&n), "every request names 1 to 30 actions: {n}");
     }
 }
+
+#[test]
+fn a_body_larger_than_any_real_page_is_refused_and_moves_nothing() {
+    let (sim, start) = sim_with_history(13, 30);
+    let dir = Scratch::new("huge-body");
+    let settings = audit_settings(&sim, start);
+    // ~70 MiB of a valid-looking JSON start: the cap (64 MiB) must stop reading, not the parser.
+    let body = format!("{{\"entries\":[{}", "{\"id\":\"x\",\"date_create\":1},".repeat((70 << 20) / 27));
+    sim.fail_request(1, slack_sim::Fault::Raw { status: 200, content_type: Some("application/json".into()), headers: vec![], body });
+    let out = host(&dir, &settings).args(["run", "--once"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "the stream failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("larger than 67108864 bytes"), "{stderr}");
+    assert!(delivered_ids(&dir.path("out.ndjson")).is_empty());
+    // Nothing moved: the next pass delivers the whole history.
+    run_ok(&mut host(&dir, &settings));
+    let all = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(set(&all), truth(&sim, start, now()));
+    assert_eq!(all.len(), set(&all).len());
+}

@@ -773,7 +773,12 @@ fn walk_one(
     let (mut restarts, mut soft_retries) = (0, 0);
     let (records_before, mut deferred) = (stats.records, 0u64);
     let mut tie_warned = false;
+    // Cursors of the current listing: one that comes back would page in a circle forever.
+    let mut cursors_seen = std::collections::HashSet::new();
     loop {
+        if listing.cursor.is_none() {
+            cursors_seen.clear();
+        }
         let url = page_url(config, ctx.team_id, &walk, &listing, ctx.limits);
         let fetched = fetcher.get(&url, ctx.token).map_err(PageError::Fetch);
         let body = match fetched {
@@ -943,6 +948,16 @@ fn walk_one(
             ));
         }
         match next {
+            Next::Cursor(c) if !cursors_seen.insert(c.clone()) => {
+                return Err(WalkEnd::Failed {
+                    code: "cursor_loop".into(),
+                    message: format!(
+                        "{}: Slack returned a cursor it had already returned in this walk; stopped to avoid paging in a circle. \
+                         What was delivered is checkpointed; the next pass resumes from the position without the cursor",
+                        ctx.label()
+                    ),
+                })
+            }
             Next::Cursor(c) => listing.cursor = Some(c),
             Next::Page(p) => listing.page = p,
             Next::Anchor(a) => listing = Listing::from(a),

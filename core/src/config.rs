@@ -271,7 +271,13 @@ impl Config {
             "slack_api_base" => self.slack_api_base = parse_base_url(key, value)?,
             "slack_audit_base" => self.slack_audit_base = parse_base_url(key, value)?,
             "backfill_start_time" => self.backfill_start_time = Some(parse_time(key, value)?),
-            "team_ids" => self.team_ids = parse_list(value),
+            "team_ids" => {
+                // Each workspace once: twice would walk it twice a pass under one lease.
+                let mut ids = parse_list(value);
+                let mut seen = std::collections::BTreeSet::new();
+                ids.retain(|t| seen.insert(t.clone()));
+                self.team_ids = ids;
+            }
             "audit_actions" => self.audit_actions = parse_list(value),
             "audit_actor" => self.audit_actor = Some(value.to_string()),
             "audit_entity" => self.audit_entity = Some(value.to_string()),

@@ -39,6 +39,9 @@ const MAX_TRACKED: usize = 15_000;
 /// How far out of date order Slack may write entries and still have them collected.
 pub const OVERLAP: i64 = 300;
 
+/// How far past the pass's clock an entry's `date` may be and still move the watermark.
+pub const MAX_FUTURE_SKEW: i64 = 3600;
+
 pub fn checkpoint_key(team_id: Option<&str>) -> String {
     format!(
         "slack-logs/v1/integration/{}/checkpoint",
@@ -262,6 +265,13 @@ pub fn walk(
             // keep its hash, but leave the walk's date range alone: widening it would count the
             // unread entries between as delivered.
             let arrival = !next.unsorted && progress.newest.is_some_and(|n| e.date > n);
+            // Dated beyond now (a broken clock at Slack, or hostile input): deliver it, but never
+            // let it carry the watermark into the future, where every real entry would look old.
+            let future = e.date > io.collected_at + MAX_FUTURE_SKEW;
+            if future {
+                (io.log)(&format!("integration: an entry is dated {} s in the future; delivered, but the watermark ignores it", e.date - io.collected_at));
+            }
+            let arrival = arrival || future;
             writer.push(&e.hash, team_id, e.date, e.raw.get());
             progress
                 .delivered

@@ -22,7 +22,11 @@ use crate::Stream;
 
 /// `slack-logs/v1/<stream>/<team id, or org>/lease`, beside the checkpoint.
 pub fn lease_key(stream: Stream, team_id: Option<&str>) -> String {
-    format!("slack-logs/v1/{}/{}/lease", stream.name(), team_id.unwrap_or("org"))
+    format!(
+        "slack-logs/v1/{}/{}/lease",
+        stream.name(),
+        team_id.unwrap_or("org")
+    )
 }
 
 /// A random id for one pass: two passes never share it.
@@ -45,7 +49,10 @@ pub struct LeaseRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseError {
     /// Another pass holds it until `expires`.
-    Held { owner: String, expires: i64 },
+    Held {
+        owner: String,
+        expires: i64,
+    },
     Store(StoreError),
 }
 
@@ -82,7 +89,10 @@ impl Lease {
     }
 
     fn write(&self, store: &mut dyn KvStore, expires: i64) -> Result<(), LeaseError> {
-        let record = LeaseRecord { owner: self.owner.clone(), expires };
+        let record = LeaseRecord {
+            owner: self.owner.clone(),
+            expires,
+        };
         store
             .set(&self.key, &serde_json::to_vec(&record).unwrap_or_default())
             .map_err(LeaseError::Store)
@@ -92,7 +102,10 @@ impl Lease {
     pub fn claim(&self, store: &mut dyn KvStore, now: i64) -> Result<(), LeaseError> {
         if let Some(r) = self.read(store)? {
             if r.owner != self.owner && r.expires > now {
-                return Err(LeaseError::Held { owner: r.owner, expires: r.expires });
+                return Err(LeaseError::Held {
+                    owner: r.owner,
+                    expires: r.expires,
+                });
             }
         }
         self.write(store, now + self.ttl)
@@ -103,8 +116,14 @@ impl Lease {
     pub fn confirm(&self, store: &mut dyn KvStore) -> Result<(), LeaseError> {
         match self.read(store)? {
             Some(r) if r.owner == self.owner => Ok(()),
-            Some(r) => Err(LeaseError::Held { owner: r.owner, expires: r.expires }),
-            None => Err(LeaseError::Held { owner: "nobody (the lease was deleted)".into(), expires: 0 }),
+            Some(r) => Err(LeaseError::Held {
+                owner: r.owner,
+                expires: r.expires,
+            }),
+            None => Err(LeaseError::Held {
+                owner: "nobody (the lease was deleted)".into(),
+                expires: 0,
+            }),
         }
     }
 
@@ -129,7 +148,11 @@ mod tests {
     use crate::testutil::MemStore;
 
     fn lease(owner: &str) -> Lease {
-        Lease { key: lease_key(Stream::Audit, None), owner: owner.into(), ttl: 100 }
+        Lease {
+            key: lease_key(Stream::Audit, None),
+            owner: owner.into(),
+            ttl: 100,
+        }
     }
 
     #[test]
@@ -138,7 +161,10 @@ mod tests {
         let (a, b) = (lease("a"), lease("b"));
         a.claim(&mut store, 1000).unwrap();
         a.confirm(&mut store).unwrap();
-        assert!(matches!(b.claim(&mut store, 1050), Err(LeaseError::Held { expires: 1100, .. })));
+        assert!(matches!(
+            b.claim(&mut store, 1050),
+            Err(LeaseError::Held { expires: 1100, .. })
+        ));
         a.renew(&mut store, 1090).unwrap();
         assert!(b.claim(&mut store, 1150).is_err(), "renewed until 1190");
         // Expired: b takes over, and a notices before its next sink write.
@@ -157,7 +183,13 @@ mod tests {
         a.claim(&mut store, 1000).unwrap();
         b.claim(&mut store, 1000).unwrap_err(); // b read after a's write: held.
         let mut store = MemStore::default();
-        let rec = |o: &str| serde_json::to_vec(&LeaseRecord { owner: o.into(), expires: 1100 }).unwrap();
+        let rec = |o: &str| {
+            serde_json::to_vec(&LeaseRecord {
+                owner: o.into(),
+                expires: 1100,
+            })
+            .unwrap()
+        };
         store.set(&a.key, &rec("a")).unwrap();
         store.set(&b.key, &rec("b")).unwrap();
         assert!(a.confirm(&mut store).is_err());

@@ -26,7 +26,7 @@ pub fn render(statuses: &[StreamStatus], now: i64) -> String {
         ("slack_logs_rate_limited_total", "counter", "Slack answers that were HTTP 429 or ratelimited.", |s| {
             Some(s.stored.total_rate_limited as f64)
         }),
-        ("slack_logs_last_success_timestamp_seconds", "gauge", "Unix time of the last pass that ended without error.", |s| {
+        ("slack_logs_last_success_timestamp_seconds", "gauge", "Unix time of the last pass that ended without error (a budget end only if it made progress).", |s| {
             s.last_success.map(|t| t as f64)
         }),
         ("slack_logs_last_record_timestamp_seconds", "gauge", "Unix time of the last pass that delivered a record.", |s| {
@@ -47,16 +47,36 @@ pub fn render(statuses: &[StreamStatus], now: i64) -> String {
             }
         }
     }
-    family(&mut out, "slack_logs_lag_seconds", "gauge", "Seconds between now and the watermark.");
+    family(
+        &mut out,
+        "slack_logs_lag_seconds",
+        "gauge",
+        "Seconds between now and the watermark.",
+    );
     for s in statuses {
         if let Some(w) = s.watermark {
-            sample(&mut out, "slack_logs_lag_seconds", &labels(s, None), (now - w) as f64);
+            sample(
+                &mut out,
+                "slack_logs_lag_seconds",
+                &labels(s, None),
+                (now - w) as f64,
+            );
         }
     }
-    family(&mut out, "slack_logs_errors_total", "counter", "Failed passes by error code (Slack's or slack-logs').");
+    family(
+        &mut out,
+        "slack_logs_errors_total",
+        "counter",
+        "Failed passes by error code (Slack's or slack-logs').",
+    );
     for s in statuses {
         for (code, n) in &s.stored.errors {
-            sample(&mut out, "slack_logs_errors_total", &labels(s, Some(code)), *n as f64);
+            sample(
+                &mut out,
+                "slack_logs_errors_total",
+                &labels(s, Some(code)),
+                *n as f64,
+            );
         }
     }
     out
@@ -85,7 +105,9 @@ fn labels(s: &StreamStatus, code: Option<&str>) -> String {
 
 /// Label values escape backslash, double quote and newline.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -95,7 +117,13 @@ mod tests {
 
     #[test]
     fn renders_counters_gauges_and_errors_per_walk() {
-        let mut stored = StoredStatus { passes: 3, total_pages: 7, total_requests: 9, total_rate_limited: 2, ..Default::default() };
+        let mut stored = StoredStatus {
+            passes: 3,
+            total_pages: 7,
+            total_requests: 9,
+            total_rate_limited: 2,
+            ..Default::default()
+        };
         stored.errors.insert("invalid_auth".into(), 1);
         let s = StreamStatus {
             stream: "access".into(),
@@ -117,8 +145,14 @@ mod tests {
             "slack_logs_errors_total{stream=\"access\",team_id=\"T\\\"1\",code=\"invalid_auth\"} 1",
             "# TYPE slack_logs_requests_total counter",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
-        assert!(!text.contains("last_record_timestamp_seconds{"), "no sample without a value");
+        assert!(
+            !text.contains("last_record_timestamp_seconds{"),
+            "no sample without a value"
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::env::{Env, Transport};
 use crate::fetch::{Deadline, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET};
 use crate::integration::{self, IntegrationCheckpoint};
 use crate::lease::{self, Lease, LeaseError};
-use crate::status::{self, StreamStatus};
+use crate::status::{self, StoredStatus, StreamStatus};
 use crate::synthetic::{AuditApiModel, IntegrationApiModel, SyntheticEvents};
 use crate::url::with_query;
 use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
@@ -189,7 +189,9 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
             }
         }
     }
-    let (units, held) = claim_leases(config, env, units, budget, started_at);
+    // Now, not `started_at`: listing the workspaces may have taken part of the budget.
+    let claim_time = env.clock.now_unix();
+    let (units, held) = claim_leases(config, env, units, budget, claim_time);
     for report in held {
         (env.log)(&progress_line(&report));
         reports.push(report);
@@ -239,7 +241,11 @@ fn claim_leases(
         };
         match lease.claim(&mut *env.store, now) {
             Ok(()) => claimed.push((unit, lease)),
-            Err(e) => reports.push(lease_report(&unit, e)),
+            Err(e) => {
+                // The write may have landed before the error: do not block the walk until expiry.
+                lease.release(&mut *env.store);
+                reports.push(lease_report(&unit, e));
+            }
         }
     }
     if claimed.is_empty() {
@@ -250,7 +256,12 @@ fn claim_leases(
     for (unit, lease) in claimed {
         match lease.confirm(&mut *env.store) {
             Ok(()) => confirmed.push((unit, lease)),
-            Err(e) => reports.push(lease_report(&unit, e)),
+            Err(e) => {
+                if matches!(e, LeaseError::Store(_)) {
+                    lease.release(&mut *env.store);
+                }
+                reports.push(lease_report(&unit, e));
+            }
         }
     }
     (confirmed, reports)
@@ -419,9 +430,12 @@ fn run_unit(
         } else {
             "`slack_token`"
         };
-        return StreamReport::failed(
-            unit.stream.name(),
+        return failed_to_start(
+            config,
+            env,
+            unit.stream,
             unit.team_id.as_deref(),
+            now,
             "no_token",
             format!(
                 "no Slack token configured: set {key} — SLACK_LOGS_SLACK_TOKEN in the host, the slack_token variable under \
@@ -564,9 +578,12 @@ fn walk_unit<C: Checkpoint>(
         Ok(Some(bytes)) => match C::decode(&bytes) {
             Ok(c) => c,
             Err(e) => {
-                return StreamReport::failed(
-                    stream.name(),
+                return failed_to_start(
+                    config,
+                    env,
+                    stream,
                     team_id,
+                    now,
                     "checkpoint_unreadable",
                     // The operator's way out, under our host; under Spin, deleting the key is the same.
                     format!(
@@ -582,13 +599,14 @@ fn walk_unit<C: Checkpoint>(
             let c = initial();
             // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
             if let Err(e) = env.store.set(&key, &c.encode()) {
-                return StreamReport::failed(stream.name(), team_id, "store_error", e.to_string());
+                return failed_to_start(config, env, stream, team_id, now, "store_error", e.to_string());
             }
             (env.log)(&format!("{}: no checkpoint yet; starting after {}", stream.name(), format_rfc3339(c.watermark())));
             c
         }
-        Err(e) => return StreamReport::failed(stream.name(), team_id, "store_error", e.to_string()),
+        Err(e) => return failed_to_start(config, env, stream, team_id, now, "store_error", e.to_string()),
     };
+    let start_watermark = checkpoint.watermark();
     let transport: &mut dyn Transport = match transport_override {
         Some(t) => t,
         None => &mut *env.transport,
@@ -637,42 +655,77 @@ fn walk_unit<C: Checkpoint>(
             stats.out_of_window
         ));
     }
-    let mut stored = status::load(env.store, stream, team_id);
-    stored.total_records += stats.records;
-    stored.passes += 1;
-    stored.total_pages += u64::from(stats.pages);
-    stored.total_requests += u64::from(fetcher.stats.requests);
-    stored.total_rate_limited += u64::from(fetcher.stats.rate_limited);
-    stored.first_pass_at.get_or_insert(now);
-    if stats.records > 0 {
-        stored.last_record_at = Some(now);
-    }
-    match end {
-        WalkEnd::CaughtUp => {
-            report.outcome = Outcome::CaughtUp;
-            stored.last_success = Some(now);
-            stored.last_error = None;
-            stored.last_error_at = None;
-        }
+    // A budget end is progress only if something moved: a stream that spends every pass
+    // waiting out 429s or backoffs is not healthy, whatever else it is.
+    let progressed = stats.pages > 0 || checkpoint.watermark() > start_watermark;
+    let (records, pages, requests, rate_limited) =
+        (stats.records, stats.pages, fetcher.stats.requests, fetcher.stats.rate_limited);
+    let (outcome, failure) = match end {
+        WalkEnd::CaughtUp => (Outcome::CaughtUp, None),
         WalkEnd::Budget(m) => {
-            report.outcome = Outcome::BudgetExhausted;
-            stored.last_success = Some(now);
             notes.push(m);
+            (Outcome::BudgetExhausted, None)
         }
         WalkEnd::Failed { code, message } if code == crate::walk::LEASE_LOST => {
-            // Not an error of the stream: another pass carries on from our checkpoint.
-            report.outcome = Outcome::HeldElsewhere;
+            // Not an error of the stream: another pass carries on from our checkpoint, and
+            // keeps the status (two writers would lose each other's counts).
             notes.insert(0, message);
+            report.outcome = Outcome::HeldElsewhere;
+            report.message = Some(notes.join("; "));
+            return report;
         }
         WalkEnd::Failed { code, message } => {
-            report.outcome = Outcome::Failed;
-            *stored.errors.entry(code.clone()).or_default() += 1;
-            report.error_code = Some(code);
-            stored.last_error = Some(message.clone());
-            stored.last_error_at = Some(now);
-            notes.insert(0, message);
+            notes.insert(0, message.clone());
+            report.error_code = Some(code.clone());
+            (Outcome::Failed, Some((code, message)))
         }
+    };
+    report.outcome = outcome;
+    let note = update_status(config, env, stream, team_id, now, |stored| {
+        stored.total_records += records;
+        stored.total_pages += u64::from(pages);
+        stored.total_requests += u64::from(requests);
+        stored.total_rate_limited += u64::from(rate_limited);
+        if records > 0 {
+            stored.last_record_at = Some(now);
+        }
+        match (outcome, &failure) {
+            (_, Some((code, message))) => stored.record_error(code, message, now),
+            (Outcome::CaughtUp, _) => {
+                stored.last_success = Some(now);
+                stored.last_error = None;
+                stored.last_error_at = None;
+            }
+            _ if progressed => stored.last_success = Some(now),
+            _ => {}
+        }
+    });
+    notes.extend(note);
+    if !notes.is_empty() {
+        report.message = Some(notes.join("; "));
     }
+    report
+}
+
+/// Updates a walk's stored status (counters, outcome) and logs the silence alert; `None`, or a
+/// note when the status could not be read or saved. Every walk that ran (or could not start)
+/// goes through here, so errors are counted and silence is noticed whatever the path.
+fn update_status(
+    config: &Config,
+    env: &mut Env<'_>,
+    stream: Stream,
+    team_id: Option<&str>,
+    now: i64,
+    change: impl FnOnce(&mut StoredStatus),
+) -> Option<String> {
+    // An unreadable store must not turn lifetime totals into zeros by saving over them.
+    let mut stored = match status::try_load(env.store, stream, team_id) {
+        Ok(s) => s,
+        Err(e) => return Some(format!("could not read the stream status, so it was not updated: {e}")),
+    };
+    stored.passes += 1;
+    stored.first_pass_at.get_or_insert(now);
+    change(&mut stored);
     if let Some(max) = config.max_silence(stream) {
         let silent_for = stored.silent_for(Some(max), now);
         // Raised: every pass says so, for log-based alerting; cleared: once.
@@ -681,11 +734,26 @@ fn walk_unit<C: Checkpoint>(
         }
         stored.silent = silent_for.is_some();
     }
-    if let Err(e) = status::save(env.store, stream, team_id, &stored) {
-        notes.push(format!("could not save the stream status: {e}"));
-    }
-    if !notes.is_empty() {
-        report.message = Some(notes.join("; "));
+    status::save(env.store, stream, team_id, &stored)
+        .err()
+        .map(|e| format!("could not save the stream status: {e}"))
+}
+
+/// A walk that could not start (no token, unreadable checkpoint, store error): reported, and
+/// counted in the stored status like any failed pass.
+fn failed_to_start(
+    config: &Config,
+    env: &mut Env<'_>,
+    stream: Stream,
+    team_id: Option<&str>,
+    now: i64,
+    code: &str,
+    message: String,
+) -> StreamReport {
+    let note = update_status(config, env, stream, team_id, now, |s| s.record_error(code, &message, now));
+    let mut report = StreamReport::failed(stream.name(), team_id, code, message);
+    if let (Some(n), Some(m)) = (note, report.message.as_mut()) {
+        *m += &format!("; {n}");
     }
     report
 }

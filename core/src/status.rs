@@ -70,6 +70,13 @@ pub struct StoredStatus {
 }
 
 impl StoredStatus {
+    /// A pass that failed with `code`.
+    pub fn record_error(&mut self, code: &str, message: &str, now: i64) {
+        *self.errors.entry(code.to_string()).or_default() += 1;
+        self.last_error = Some(message.to_string());
+        self.last_error_at = Some(now);
+    }
+
     /// How long the stream has gone without a record and without a pass that ended well, when
     /// that exceeds `max_silence`; `None` when it has not, when the alert is off, or before the
     /// first pass.
@@ -108,6 +115,15 @@ pub fn status_key(stream: Stream, team_id: Option<&str>) -> String {
         stream.name(),
         team_id.unwrap_or("org")
     )
+}
+
+/// Reads the stored status for an update: a store error is an error (saving over it would lose
+/// the lifetime totals); a value that does not parse counts as empty.
+pub fn try_load(store: &mut dyn KvStore, stream: Stream, team_id: Option<&str>) -> Result<StoredStatus, crate::env::StoreError> {
+    Ok(match store.get(&status_key(stream, team_id))? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => StoredStatus::default(),
+    })
 }
 
 /// Reads the stored status; a missing or unreadable one counts as empty (it is informational).

@@ -29,7 +29,7 @@ fn lease_lost(e: crate::lease::LeaseError) -> WalkEnd {
             crate::lease::LeaseError::Held { .. } => LEASE_LOST.into(),
             crate::lease::LeaseError::Store(_) => "store_error".into(),
         },
-        message: format!("{e}; stopped before writing to the sink, the checkpoint holds what was delivered"),
+        message: format!("{e}; stopped here, and the checkpoint holds what the sink accepted"),
     }
 }
 
@@ -90,6 +90,11 @@ impl StreamIo<'_> {
 
     /// Saves a checkpoint; call only after `deliver` succeeded for everything it covers.
     pub fn save(&mut self, key: &str, value: &[u8]) -> Result<(), WalkEnd> {
+        if let Some((lease, _)) = self.lease {
+            // A pass that took over meanwhile owns the checkpoint now: writing ours over its
+            // newer one would make it deliver again what it already had.
+            lease.confirm(&mut *self.store).map_err(lease_lost)?;
+        }
         self.store.set(key, value).map_err(|e| WalkEnd::Failed {
             code: "store_error".into(),
             message: format!(

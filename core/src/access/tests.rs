@@ -85,6 +85,8 @@ struct Model {
     classic_fatal: Option<u16>,
     /// Before answering request n, touch these rows (indices modulo the row count).
     touch_at: BTreeMap<usize, Vec<usize>>,
+    /// A request with a cursor gets that same cursor back as `next_cursor` (a looping API).
+    repeat_cursor: bool,
 }
 
 /// A small deterministic generator for test data.
@@ -123,6 +125,7 @@ impl Model {
             fatal_at: BTreeSet::new(),
             classic_fatal: None,
             touch_at: BTreeMap::new(),
+            repeat_cursor: false,
         }
     }
 
@@ -267,7 +270,9 @@ impl Model {
                 limit
             };
             let to = (from + size).min(all.len());
-            let next = if to < all.len() && to > from {
+            let next = if self.repeat_cursor && get("cursor").is_some() {
+                get("cursor").unwrap_or_default().to_string()
+            } else if to < all.len() && to > from {
                 encode_cursor(self.key(all[to - 1]), all[to - 1].id)
             } else {
                 String::new()
@@ -1769,4 +1774,20 @@ proptest! {
         prop_assert_eq!(end, WalkEnd::CaughtUp);
         run.check(false);
     }
+}
+
+#[test]
+fn a_cursor_that_comes_back_stops_the_walk_and_the_next_pass_resumes() {
+    let mut run = Run::new(
+        config("activity", "auto", 4, &[]),
+        Model::generated(ModelSort::DateFirst, 14, 30, T0 - 2900, T0 - 100),
+    );
+    run.model.repeat_cursor = true;
+    let (end, _) = run.pass();
+    assert!(matches!(&end, WalkEnd::Failed { code, .. } if code == "cursor_loop"), "{end:?}");
+    assert!(run.model.requests.len() <= 3, "stopped at once: {} requests", run.model.requests.len());
+    // Slack pages properly again: everything arrives, nothing twice.
+    run.model.repeat_cursor = false;
+    run.pass_until_caught_up(1);
+    run.check(true);
 }

@@ -19,7 +19,11 @@ pub struct EntryHead<'a> {
 /// Finds top-level `id` (a string) and `date_create` (an integer) in one JSON object that is
 /// already known to be valid JSON. Errors say which field is missing or of the wrong type.
 pub fn entry_head(raw: &str) -> Result<EntryHead<'_>, String> {
-    let mut s = Scanner { b: raw.as_bytes(), i: 0, src: raw };
+    let mut s = Scanner {
+        b: raw.as_bytes(),
+        i: 0,
+        src: raw,
+    };
     s.ws();
     if !s.eat(b'{') {
         return Err("an audit entry is not a JSON object".into());
@@ -68,7 +72,10 @@ pub fn entry_head(raw: &str) -> Result<EntryHead<'_>, String> {
     }
 }
 
-fn missing<'a>(id: Option<Cow<'a, str>>, date_create: Option<i64>) -> Result<EntryHead<'a>, String> {
+fn missing<'a>(
+    id: Option<Cow<'a, str>>,
+    date_create: Option<i64>,
+) -> Result<EntryHead<'a>, String> {
     match (id, date_create) {
         (Some(id), Some(date_create)) => Ok(EntryHead { id, date_create }),
         (None, _) => Err("missing field `id`".into()),
@@ -133,7 +140,9 @@ impl<'a> Scanner<'a> {
         // `start` and `self.i` sit on ASCII quotes, so both are char boundaries.
         let token = self.src.get(start..self.i).ok_or_else(malformed)?;
         if escaped {
-            serde_json::from_str::<String>(token).map(Cow::Owned).map_err(|e| e.to_string())
+            serde_json::from_str::<String>(token)
+                .map(Cow::Owned)
+                .map_err(|e| e.to_string())
         } else {
             Ok(Cow::Borrowed(&token[1..token.len() - 1]))
         }
@@ -142,7 +151,10 @@ impl<'a> Scanner<'a> {
     /// An integer that fits an i64, as serde's i64 accepts it: no fraction, no exponent.
     fn integer(&mut self) -> Result<i64, String> {
         let start = self.i;
-        while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+        while matches!(
+            self.peek(),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
             self.i += 1;
         }
         let token = self.src.get(start..self.i).ok_or_else(malformed)?;
@@ -181,7 +193,8 @@ impl<'a> Scanner<'a> {
                     // Scalars, separators and whitespace inside containers.
                     self.i += 1;
                     if depth == 0 {
-                        while matches!(self.peek(), Some(c) if !matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')) {
+                        while matches!(self.peek(), Some(c) if !matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                        {
                             self.i += 1;
                         }
                         return Ok(());
@@ -222,11 +235,15 @@ mod tests {
             id: String,
             date_create: i64,
         }
-        serde_json::from_str::<Head>(raw).ok().map(|h| (h.id, h.date_create))
+        serde_json::from_str::<Head>(raw)
+            .ok()
+            .map(|h| (h.id, h.date_create))
     }
 
     fn ours(raw: &str) -> Option<(String, i64)> {
-        entry_head(raw).ok().map(|h| (h.id.into_owned(), h.date_create))
+        entry_head(raw)
+            .ok()
+            .map(|h| (h.id.into_owned(), h.date_create))
     }
 
     #[test]
@@ -266,14 +283,24 @@ mod tests {
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
             "[a-z\"\\\\\u{e9}\u{1F600} ]{0,8}".prop_map(serde_json::Value::from),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                prop::collection::btree_map(prop_oneof![Just("id".to_string()), Just("date_create".to_string()), "[a-z]{1,4}"], inner, 0..4)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("id".to_string()),
+                        Just("date_create".to_string()),
+                        "[a-z]{1,4}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
         })
     }
@@ -281,7 +308,10 @@ mod tests {
     #[test]
     fn stops_once_both_fields_are_read() {
         // What follows is not read: the first values win.
-        assert_eq!(ours(r#"{"id":"a","date_create":1,"id":"b","x":[}"#), Some(("a".into(), 1)));
+        assert_eq!(
+            ours(r#"{"id":"a","date_create":1,"id":"b","x":[}"#),
+            Some(("a".into(), 1))
+        );
     }
 
     proptest! {

@@ -694,3 +694,36 @@ fn a_lease_taken_over_mid_walk_stops_before_the_next_sink_write() {
     assert_eq!(got.len(), sink.ids.len(), "no repeats");
     assert_eq!(got, truth(&events, T0));
 }
+
+#[test]
+fn a_walk_that_cannot_start_is_counted_and_raises_the_silence_alert() {
+    let cfg = config(&[("slack_token", ""), ("max_silence", "100")]);
+    let mut t = Faulty::new(vec![]);
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let lines = std::cell::RefCell::new(Vec::<String>::new());
+    let log = |l: &str| lines.borrow_mut().push(l.to_string());
+    let mut run = |store: &mut MemStore, sink: &mut VecSink| {
+        let mut env = Env { transport: &mut t, store, sink, clock: &clock, log: &log };
+        run_pass(&cfg, &mut env, &RunOptions::default())
+    };
+    let r = run(&mut store, &mut sink);
+    assert_eq!(r.streams[0].error_code.as_deref(), Some("no_token"));
+    clock.now.set(T0 + 101);
+    run(&mut store, &mut sink);
+    let stored = crate::status::load(&mut store, crate::Stream::Audit, None);
+    assert_eq!((stored.passes, stored.errors.get("no_token").copied()), (2, Some(2)));
+    assert!(lines.borrow().iter().any(|l| l.contains("\"event\":\"stream_silent\"")), "{:?}", lines.borrow());
+}
+
+#[test]
+fn a_budget_spent_waiting_is_not_a_successful_pass() {
+    let cfg = config(&[("max_run_seconds", "5"), ("request_timeout_seconds", "2")]);
+    let mut t = Faulty::new(vec![event("e1", T0 - 2000)]);
+    // Every request is rate limited for longer than the budget.
+    t.rate_limit_at = (1..50).collect();
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::BudgetExhausted, "{r:?}");
+    let stored = crate::status::load(&mut store, crate::Stream::Audit, None);
+    assert_eq!(stored.last_success, None, "no page read, no progress: {stored:?}");
+}

@@ -239,6 +239,26 @@ fn mixed_entries_over_several_passes_arrive_once() {
 }
 
 #[test]
+fn a_far_future_entry_cannot_push_the_watermark_past_real_entries() {
+    let cfg = config(&[]);
+    let future = entry(900, T0 + 10 * 365 * 86_400);
+    let first = vec![future.clone(), entry(1, T0 - 500), entry(2, T0 - 400)];
+    let mut model = Model::new(first.clone());
+    let mut run = Run::new();
+    run.until_caught_up(&cfg, &mut model, 60);
+    assert_eq!(run.ids(), truth(&first, 1_699_990_000), "the future entry is delivered too");
+    let cp = IntegrationCheckpoint::decode(&run.store.map[&checkpoint_key(None)]).unwrap();
+    assert!(cp.watermark <= T0, "watermark {} stayed at real data", cp.watermark);
+    // Real entries after it are still collected, and the future one is not repeated.
+    let later = vec![entry(3, T0 + 30), entry(4, T0 + 40)];
+    model.add(later.clone());
+    run.until_caught_up(&cfg, &mut model, 60);
+    let mut all = first;
+    all.extend(later);
+    assert_eq!(run.ids(), truth(&all, 1_699_990_000));
+}
+
+#[test]
 fn sorted_walk_stops_early_at_old_pages() {
     let cfg = config(&[]);
     let old: Vec<Value> = (0..60)
