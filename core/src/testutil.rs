@@ -146,3 +146,32 @@ impl RecordSink for VecSink {
         Ok(())
     }
 }
+
+/// Wraps a transport and answers request number `at` (1-based) with the previous answer again,
+/// as a server that serves the same page twice would.
+pub struct RepeatPrevious<'a> {
+    pub inner: &'a mut dyn Transport,
+    pub at: usize,
+    n: usize,
+    last: Option<HttpResponse>,
+}
+
+impl<'a> RepeatPrevious<'a> {
+    pub fn new(inner: &'a mut dyn Transport, at: usize) -> Self {
+        RepeatPrevious { inner, at, n: 0, last: None }
+    }
+}
+
+impl Transport for RepeatPrevious<'_> {
+    fn get(&mut self, url: &str, bearer: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+        self.n += 1;
+        if self.n == self.at {
+            if let Some(last) = self.last.clone() {
+                return Ok(last);
+            }
+        }
+        let r = self.inner.get(url, bearer, t)?;
+        self.last = Some(r.clone());
+        Ok(r)
+    }
+}

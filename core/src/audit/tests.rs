@@ -727,3 +727,22 @@ fn a_budget_spent_waiting_is_not_a_successful_pass() {
     let stored = crate::status::load(&mut store, crate::Stream::Audit, None);
     assert_eq!(stored.last_success, None, "no page read, no progress: {stored:?}");
 }
+
+#[test]
+fn a_page_that_repeats_the_previous_one_delivers_nothing_twice() {
+    let events: Vec<_> = (0..20).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    // One window, so the repeated answer is a cursor page of the same query (an empty window's
+    // answer repeated for another window cannot be told from "no events there").
+    let cfg = config(&[("audit_page_size", "3"), ("audit_window_seconds", "86400")]);
+    let mut model = Faulty::new(events.clone());
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    for at in [3, 5] {
+        let mut t = crate::testutil::RepeatPrevious::new(&mut model, at);
+        pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    }
+    let r = pass(&cfg, &mut model, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+    assert_eq!(got.len(), sink.ids.len(), "no repeats");
+    assert_eq!(got, truth(&events, T0));
+}
