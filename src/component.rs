@@ -35,7 +35,7 @@ fn log(line: &str) {
 fn run_once(options: RunOptions) -> PassReport {
     let clock = WasiClock;
     let now = slack_logs_core::Clock::now_unix(&clock);
-    let mut config = match load_config() {
+    let config = match load_config() {
         Ok(c) => c,
         Err(e) => return PassReport::not_started(&options, now, "config_error", &e),
     };
@@ -43,18 +43,6 @@ fn run_once(options: RunOptions) -> PassReport {
         Ok(s) => s,
         Err(e) => return PassReport::not_started(&options, now, "store_error", &e.to_string()),
     };
-    // The token from the OAuth install, when none is configured. Filled in here, so the pass
-    // itself only ever sees a Config with a token (or without one, and says so).
-    if let Err(e) = oauth::resolve_token(&mut config, &mut store) {
-        log(&e.to_string());
-        let streams = if options.streams.is_empty() {
-            config.streams.iter().map(|s| s.name().to_string()).collect()
-        } else {
-            options.streams.clone()
-        };
-        let options = RunOptions { streams, ..options };
-        return PassReport::not_started(&options, now, e.code(), &e.to_string());
-    }
     let mut env = Env { transport: &mut WasiTransport, store: &mut store, sink: &mut WasiSink, clock: &clock, log: &log };
     run_pass(&config, &mut env, &options)
 }
@@ -150,7 +138,7 @@ impl incoming_handler::Guest for Component {
                 Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
             },
             Route::Metrics => match statuses() {
-                Ok(s) => Answer::Metrics(slack_logs_core::metrics::render(&s, slack_logs_core::Clock::now_unix(&WasiClock))),
+                Ok(s) => Answer::Metrics(slack_logs_core::metrics::render(&s)),
                 Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
             },
             Route::Status => match statuses() {

@@ -76,12 +76,9 @@ pub fn authorized(secret: Option<&str>, authorization: Option<&[u8]>, path_with_
     query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("key="))
-        .any(|given| constant_time_eq(percent_decoded(given).as_bytes(), secret.as_bytes()))
+        .any(|given| constant_time_eq(slack_logs_core::url::percent_decode(given).as_bytes(), secret.as_bytes()))
 }
 
-fn percent_decoded(s: &str) -> String {
-    slack_logs_core::synthetic::parse_query(&format!("?k={s}")).pop().map(|(_, v)| v).unwrap_or_default()
-}
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     // Length is not secret-dependent work worth hiding; the content is.

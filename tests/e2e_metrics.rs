@@ -137,7 +137,7 @@ fn the_silence_alert_raises_and_clears() {
         .into_iter()
         .filter(|(k, _)| *k != "backfill_start_time")
         .collect();
-    settings.push(("max_silence", "2s".into()));
+    settings.push(("max_silence", "5s".into()));
     settings.push(("slack_token", slack_sim::REVOKED_TOKEN.into()));
     settings.retain(|(k, v)| *k != "slack_token" || v == slack_sim::REVOKED_TOKEN);
 
@@ -161,7 +161,7 @@ fn the_silence_alert_raises_and_clears() {
     assert!(!log.contains("stream_silent"), "not silent yet:\n{log}");
     assert_eq!(status(&settings)[0]["healthy"], true);
 
-    std::thread::sleep(Duration::from_millis(3100));
+    std::thread::sleep(Duration::from_millis(6100));
     let log = pass(&settings);
     let line = log
         .lines()
@@ -173,7 +173,7 @@ fn the_silence_alert_raises_and_clears() {
             json["stream"].as_str(),
             json["max_silence_seconds"].as_i64()
         ),
-        (Some("audit"), Some(2))
+        (Some("audit"), Some(5))
     );
     let s = status(&settings);
     assert_eq!(s[0]["healthy"], false, "{s}");

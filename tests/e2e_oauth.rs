@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use common::*;
 use slack_sim::{OAuthConsent, SimConfig, Simulator};
@@ -15,85 +12,8 @@ use slack_sim::{OAuthConsent, SimConfig, Simulator};
 const KEY: &str = "e2e-token-encryption-key-0123456789abcdef";
 const SECRET: &str = "let-me-in";
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn location(&self) -> String {
-        assert_eq!(self.status, 302, "a redirect: {}", self.body);
-        self.header("location").expect("Location").to_string()
-    }
-}
-
-/// One request to `http://host:port/path?query`, without following redirects.
-fn request(method: &str, url: &str, auth: Option<&str>) -> Reply {
-    let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("not an http URL: {url}"));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = TcpStream::connect(authority).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: 0\r\n");
-    if let Some(a) = auth {
-        req += &format!("Authorization: {a}\r\n");
-    }
-    req += "\r\n";
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    Reply { status, headers, body }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// Decoded query pairs of a URL.
-fn query(url: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| {
-        let b = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' && i + 2 < b.len() {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex escape"));
-                i += 3;
-            } else {
-                out.push(if b[i] == b'+' { b' ' } else { b[i] });
-                i += 1;
-            }
-        }
-        String::from_utf8(out).expect("UTF-8")
-    };
-    url.split_once('?')
-        .map(|(_, q)| q.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (decode(k), decode(v))).collect())
-        .unwrap_or_default()
-}
-
 fn param(url: &str, name: &str) -> Option<String> {
-    query(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    slack_logs_core::synthetic::parse_query(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
 /// Replaces the value of `name` in a URL's query.
@@ -173,7 +93,7 @@ fn setup(name: &str) -> Setup {
     let server = KillOnDrop(
         host(&dir, &settings).arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}")).stderr(log).spawn().unwrap(),
     );
-    assert!(wait_for(60, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "serve did not listen");
+    assert!(wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "serve did not listen");
     Setup { sim, dir, port, _server: server, start }
 }
 

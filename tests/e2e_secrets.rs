@@ -206,18 +206,6 @@ fn settings(sim: &Simulator, start: i64, token: &str) -> Vec<(&'static str, Stri
     ]
 }
 
-/// A scratch directory whose compiled-component cache (`cache/` beside the state file) is shared
-/// by every test of this file, so the component is compiled to native code once, not per test.
-fn scratch(name: &str) -> Scratch {
-    let dir = Scratch::new(name);
-    let shared = host_bin()
-        .parent()
-        .expect("target/release")
-        .join("e2e-cache");
-    std::fs::create_dir_all(&shared).unwrap();
-    std::os::unix::fs::symlink(&shared, dir.path("cache")).unwrap();
-    dir
-}
 
 // ------------------------------------------------------------------ the check itself
 
@@ -260,7 +248,7 @@ fn refused_tokens_stay_out_of_logs_status_and_state() {
         (WORKSPACE, "team_not_authorized"),
     ];
     for (token, code) in cases {
-        let dir = scratch(&format!("secrets-{code}"));
+        let dir = Scratch::new(&format!("secrets-{code}"));
         let s = settings(&sim, start, token);
         let (status, stderr) = pass(code, &mut host(&dir, &s));
         assert_eq!(
@@ -326,7 +314,7 @@ fn slack_storms_and_bad_bodies_do_not_leak_tokens() {
         ),
     ];
     for (what, fault, expect) in cases {
-        let dir = scratch("secrets-slack");
+        let dir = Scratch::new("secrets-slack");
         let s = settings(&sim, start, VALID);
         sim.fail_every(1, fault);
         let (_, stderr) = pass(what, &mut host(&dir, &s));
@@ -342,7 +330,7 @@ fn slack_storms_and_bad_bodies_do_not_leak_tokens() {
 #[test]
 fn a_good_pass_and_its_records_hold_no_secret() {
     let (sim, start) = sim();
-    let dir = scratch("secrets-good");
+    let dir = Scratch::new("secrets-good");
     let mut s = settings(&sim, start, VALID);
     s.retain(|(k, _)| *k != "max_run_seconds" && *k != "request_timeout_seconds");
     let (status, stderr) = pass("a good pass", host(&dir, &s).arg("-v"));
@@ -400,7 +388,7 @@ fn echoing_sink() -> (String, Arc<Mutex<Vec<String>>>) {
 #[test]
 fn a_refusing_sink_that_echoes_its_token_does_not_leak_it() {
     let (sim, start) = sim();
-    let dir = scratch("secrets-sink");
+    let dir = Scratch::new("secrets-sink");
     let s = settings(&sim, start, VALID);
     let (url, auth) = echoing_sink();
     let (status, stderr) = pass(
@@ -459,7 +447,7 @@ fn bad_config_values_and_files_do_not_echo_secrets() {
         ),
     ];
     for (what, s, key) in cases {
-        let dir = scratch("secrets-config");
+        let dir = Scratch::new("secrets-config");
         let (status, stderr) = pass(what, &mut host(&dir, &s));
         assert_eq!(status, Some(2), "{what}: {stderr}");
         assert!(
@@ -480,7 +468,7 @@ fn bad_config_values_and_files_do_not_echo_secrets() {
         ("a bare value", format!("slack_token = {VALID}\n")),
     ];
     for (what, text) in files {
-        let dir = scratch("secrets-toml");
+        let dir = Scratch::new("secrets-toml");
         std::fs::write(dir.path("config.toml"), text).unwrap();
         let out = host(&dir, &[])
             .arg("--config")
@@ -507,7 +495,7 @@ fn corrupt_checkpoints(state: &Path) -> usize {
 #[test]
 fn an_unreadable_checkpoint_does_not_leak_tokens() {
     let (sim, start) = sim();
-    let dir = scratch("secrets-checkpoint");
+    let dir = Scratch::new("secrets-checkpoint");
     let mut s = settings(&sim, start, VALID);
     s.retain(|(k, _)| *k != "max_run_seconds" && *k != "request_timeout_seconds");
     let (status, stderr) = pass("a first pass", &mut host(&dir, &s));
@@ -530,7 +518,7 @@ fn an_unreadable_checkpoint_does_not_leak_tokens() {
 #[test]
 fn serve_routes_answer_without_secrets() {
     let (sim, start) = sim();
-    let dir = scratch("secrets-serve");
+    let dir = Scratch::new("secrets-serve");
     let s = settings(&sim, start, VALID);
     let port = free_port();
     let mut server = KillOnDrop(

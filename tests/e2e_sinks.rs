@@ -28,18 +28,6 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Waits between tries: 0.5 + 1 + 2 s.
 const BACKOFF_TOTAL: Duration = Duration::from_millis(3500);
 
-/// A scratch directory whose compiled-component cache (`cache/` beside the state file) is shared
-/// by every test of this file, so the component is compiled to native code once, not per test.
-fn scratch(name: &str) -> Scratch {
-    let dir = Scratch::new(name);
-    let shared = host_bin()
-        .parent()
-        .expect("target/release")
-        .join("e2e-cache");
-    std::fs::create_dir_all(&shared).unwrap();
-    std::os::unix::fs::symlink(&shared, dir.path("cache")).unwrap();
-    dir
-}
 
 // ------------------------------------------------------------------ the receiver
 
@@ -330,7 +318,7 @@ fn assert_complete(received: &[String], sim: &Simulator, start: i64, max_repeats
 #[test]
 fn refusing_sink_500_is_retried_a_bounded_number_of_times_and_loses_nothing() {
     let (sim, start) = history(21);
-    let dir = scratch("sink-500");
+    let dir = Scratch::new("sink-500");
     let settings = audit_settings(&sim, start);
     let bad = Receiver::start(|_| Answer::Status(500));
     let p = pass(&dir, &settings, &bad.url());
@@ -366,7 +354,7 @@ fn refusing_sink_500_is_retried_a_bounded_number_of_times_and_loses_nothing() {
 #[test]
 fn rejecting_sink_400_is_not_retried_and_loses_nothing() {
     let (sim, start) = history(22);
-    let dir = scratch("sink-400");
+    let dir = Scratch::new("sink-400");
     let settings = audit_settings(&sim, start);
     let bad = Receiver::start(|_| Answer::Status(400));
     let p = pass(&dir, &settings, &bad.url());
@@ -394,7 +382,7 @@ fn rejecting_sink_400_is_not_retried_and_loses_nothing() {
 #[test]
 fn hung_sink_times_out_within_the_bound_and_loses_nothing() {
     let (sim, start) = history(23);
-    let dir = scratch("sink-hang");
+    let dir = Scratch::new("sink-hang");
     let settings = audit_settings(&sim, start);
     let bad = Receiver::start(|_| Answer::Hang);
     let p = pass(&dir, &settings, &bad.url());
@@ -428,7 +416,7 @@ fn hung_sink_times_out_within_the_bound_and_loses_nothing() {
 #[test]
 fn sink_that_accepts_some_batches_then_fails_gets_the_rest_next_pass() {
     let (sim, start) = history(24);
-    let dir = scratch("sink-half");
+    let dir = Scratch::new("sink-half");
     let settings = audit_settings(&sim, start);
     let first = Receiver::start(|n| {
         if n < 3 {
@@ -462,7 +450,7 @@ fn sink_that_accepts_some_batches_then_fails_gets_the_rest_next_pass() {
 #[test]
 fn sink_that_drops_the_connection_mid_body_gets_the_rest_next_pass() {
     let (sim, start) = history(25);
-    let dir = scratch("sink-torn");
+    let dir = Scratch::new("sink-torn");
     let settings = audit_settings(&sim, start);
     let first = Receiver::start(|n| {
         if n < 2 {
@@ -495,7 +483,7 @@ fn sink_that_drops_the_connection_mid_body_gets_the_rest_next_pass() {
 #[test]
 fn sink_that_keeps_a_batch_but_loses_the_answer_repeats_only_that_batch() {
     let (sim, start) = history(26);
-    let dir = scratch("sink-acklost");
+    let dir = Scratch::new("sink-acklost");
     let settings = audit_settings(&sim, start);
     let r = Receiver::start(|n| {
         if n == 2 {

@@ -127,9 +127,14 @@ impl Lease {
         }
     }
 
-    /// Extends the lease after a page; fails, without writing, if another pass took it.
+    /// Extends the lease; fails, without writing, if another pass took it.
     pub fn renew(&self, store: &mut dyn KvStore, now: i64) -> Result<(), LeaseError> {
         self.confirm(store)?;
+        self.extend(store, now)
+    }
+
+    /// Extends the lease without reading it first: only right after a `confirm`.
+    pub fn extend(&self, store: &mut dyn KvStore, now: i64) -> Result<(), LeaseError> {
         self.write(store, now + self.ttl)
     }
 

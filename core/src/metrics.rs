@@ -13,7 +13,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders the metrics of every stream's walk, labelled `stream` and `team_id` (`org` for the
 /// org-wide walk).
-pub fn render(statuses: &[StreamStatus], now: i64) -> String {
+pub fn render(statuses: &[StreamStatus]) -> String {
     let mut out = String::new();
     type Value = fn(&StreamStatus) -> Option<f64>;
     let families: &[(&str, &str, &str, Value)] = &[
@@ -35,6 +35,9 @@ pub fn render(statuses: &[StreamStatus], now: i64) -> String {
         ("slack_logs_watermark_timestamp_seconds", "gauge", "Unix time up to which the stream is complete.", |s| {
             s.watermark.map(|t| t as f64)
         }),
+        ("slack_logs_lag_seconds", "gauge", "Seconds between now and the watermark.", |s| {
+            s.lag_seconds.map(|l| l as f64)
+        }),
         ("slack_logs_healthy", "gauge", "1 unless the silence alert (max_silence) is raised.", |s| {
             Some(if s.healthy() { 1.0 } else { 0.0 })
         }),
@@ -45,22 +48,6 @@ pub fn render(statuses: &[StreamStatus], now: i64) -> String {
             if let Some(v) = value(s) {
                 sample(&mut out, name, &labels(s, None), v);
             }
-        }
-    }
-    family(
-        &mut out,
-        "slack_logs_lag_seconds",
-        "gauge",
-        "Seconds between now and the watermark.",
-    );
-    for s in statuses {
-        if let Some(w) = s.watermark {
-            sample(
-                &mut out,
-                "slack_logs_lag_seconds",
-                &labels(s, None),
-                (now - w) as f64,
-            );
         }
     }
     family(
@@ -129,13 +116,14 @@ mod tests {
             stream: "access".into(),
             team_id: Some("T\"1".into()),
             watermark: Some(1000),
+            lag_seconds: Some(60),
             last_success: Some(990),
             total_records: 42,
             stored,
             silent_for: Some(5),
             ..Default::default()
         };
-        let text = render(&[s], 1060);
+        let text = render(&[s]);
         for line in [
             "slack_logs_records_total{stream=\"access\",team_id=\"T\\\"1\"} 42",
             "slack_logs_pages_total{stream=\"access\",team_id=\"T\\\"1\"} 7",

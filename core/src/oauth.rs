@@ -375,9 +375,6 @@ impl fmt::Debug for Grant {
 
 #[derive(Deserialize)]
 struct AccessAnswer {
-    ok: bool,
-    #[serde(default)]
-    error: Option<String>,
     #[serde(default)]
     app_id: Option<String>,
     #[serde(default)]
@@ -398,6 +395,11 @@ struct AuthedUser {
     scope: String,
     #[serde(default)]
     access_token: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+    /// Present only when the app has token rotation on.
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -408,25 +410,45 @@ struct IdOnly {
 /// Reads `oauth.v2.access`'s answer (Slack's shape: `authed_user.{id, scope, access_token}`,
 /// `team` null on an org install, `enterprise`, `is_enterprise_install`).
 pub fn parse_access_response(status: u16, body: &[u8]) -> Result<Grant, OAuthError> {
+    // The same envelope rules as every Slack call: `ok:false`, 429, 5xx and HTML pages become
+    // typed, length-bounded, token-masked errors.
+    let envelope = if (200..300).contains(&status) {
+        crate::web_api::parse_envelope(body).map(|_| ())
+    } else {
+        Err(crate::slack_error::SlackError::from_response(status, None, body))
+    };
+    if let Err(e) = envelope {
+        return Err(match e {
+            crate::slack_error::SlackError::Api { code, .. } => OAuthError::Exchange { error: code },
+            other => OAuthError::Malformed(format!("oauth.v2.access: {other}")),
+        });
+    }
     let answer: AccessAnswer = serde_json::from_slice(body).map_err(|e| {
         OAuthError::Malformed(format!(
             "oauth.v2.access: HTTP {status}, not the expected JSON ({e})"
         ))
     })?;
-    if !answer.ok {
-        return Err(OAuthError::Exchange {
-            error: answer.error.unwrap_or_else(|| "unknown_error".into()),
-        });
-    }
     let user = answer.authed_user.ok_or(OAuthError::NoUserToken)?;
     let token = user
         .access_token
         .filter(|t| !t.is_empty())
         .ok_or(OAuthError::NoUserToken)?;
-    if !token.starts_with("xoxp-") {
-        // Checked because it decides which APIs work: team.* refuse bot tokens.
+    if user.refresh_token.is_some() {
+        // A rotating token expires in 12 h and needs a refresh flow slack-logs does not run.
         return Err(OAuthError::Malformed(
-            "authed_user.access_token is not a user token (xoxp-)".into(),
+            "the app has token rotation turned on, so Slack issued an expiring token; slack-logs needs a long-lived user token: \
+             create the app from slack-app-manifest.yaml (token_rotation_enabled: false)"
+                .into(),
+        ));
+    }
+    // Checked because it decides which APIs work: team.* refuse bot tokens.
+    let is_user = match user.token_type.as_deref() {
+        Some(t) => t == "user",
+        None => token.starts_with("xoxp-"),
+    };
+    if !is_user {
+        return Err(OAuthError::Malformed(
+            "authed_user.access_token is not a user token".into(),
         ));
     }
     Ok(Grant {
@@ -682,7 +704,7 @@ pub fn callback(
     now: i64,
     nonce: [u8; NONCE_BYTES],
 ) -> Result<Installation, OAuthError> {
-    let params = crate::synthetic::parse_query(path_with_query);
+    let params = crate::url::parse_query(path_with_query);
     let param = |name: &str| {
         params
             .iter()

@@ -140,6 +140,13 @@ struct Unit {
 pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> PassReport {
     let started = env.clock.monotonic();
     let started_at = env.clock.now_unix();
+    // The token from the OAuth install when none is configured (a configured one wins). If it
+    // cannot be had, every walk fails to start with that reason, counted like any failure.
+    let mut resolved = config.clone();
+    let token_problem = crate::oauth::resolve_token(&mut resolved, &mut *env.store)
+        .err()
+        .map(|e| (e.code(), e.to_string()));
+    let config = &resolved;
     let budget = Duration::from_secs(u64::from(
         options.max_run_seconds.unwrap_or(config.max_run_seconds),
     ));
@@ -203,7 +210,18 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
         let deadline = Deadline {
             at: env.clock.monotonic() + share,
         };
-        let report = run_unit(config, env, &unit, &lease, deadline, started_at);
+        let report = match &token_problem {
+            Some((code, message)) => failed_to_start(
+                config,
+                env,
+                unit.stream,
+                unit.team_id.as_deref(),
+                started_at,
+                code,
+                message.clone(),
+            ),
+            None => run_unit(config, env, &unit, &lease, deadline, started_at),
+        };
         lease.release(&mut *env.store);
         (env.log)(&progress_line(&report));
         reports.push(report);
@@ -242,8 +260,10 @@ fn claim_leases(
         match lease.claim(&mut *env.store, now) {
             Ok(()) => claimed.push((unit, lease)),
             Err(e) => {
-                // The write may have landed before the error: do not block the walk until expiry.
-                lease.release(&mut *env.store);
+                if matches!(e, LeaseError::Store(_)) {
+                    // The write may have landed before the error: do not block the walk until expiry.
+                    lease.release(&mut *env.store);
+                }
                 reports.push(lease_report(&unit, e));
             }
         }

@@ -84,13 +84,10 @@ impl RecordWriter {
 
     /// Hands over the batch and starts a new, empty one.
     pub fn take_batch(&mut self) -> SinkBatch {
-        // The next batch is likely the same size (pages are): start it at that capacity rather
-        // than regrow (and copy) it by doubling.
-        let capacity = self.buf.len();
         let batch = SinkBatch {
             stream: self.stream,
             count: self.count,
-            ndjson: std::mem::replace(&mut self.buf, Vec::with_capacity(capacity)),
+            ndjson: std::mem::take(&mut self.buf),
         };
         self.count = 0;
         batch

@@ -128,10 +128,7 @@ pub fn try_load(store: &mut dyn KvStore, stream: Stream, team_id: Option<&str>) 
 
 /// Reads the stored status; a missing or unreadable one counts as empty (it is informational).
 pub fn load(store: &mut dyn KvStore, stream: Stream, team_id: Option<&str>) -> StoredStatus {
-    match store.get(&status_key(stream, team_id)) {
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        _ => StoredStatus::default(),
-    }
+    try_load(store, stream, team_id).unwrap_or_default()
 }
 
 pub fn save(

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+pub use crate::url::parse_query;
 use crate::env::{HttpResponse, Transport, TransportError};
 use crate::record::fnv1a64;
 
@@ -326,42 +327,6 @@ impl Transport for IntegrationApiModel {
     }
 }
 
-/// Decoded query pairs of a URL.
-pub fn parse_query(url: &str) -> Vec<(String, String)> {
-    let Some((_, q)) = url.split_once('?') else {
-        return Vec::new();
-    };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 #[cfg(test)]
 mod tests {

@@ -152,13 +152,15 @@ impl RecordSink for VecSink {
 pub struct RepeatPrevious<'a> {
     pub inner: &'a mut dyn Transport,
     pub at: usize,
+    /// Whether the repeat was served (the test is about nothing otherwise).
+    pub fired: bool,
     n: usize,
     last: Option<HttpResponse>,
 }
 
 impl<'a> RepeatPrevious<'a> {
     pub fn new(inner: &'a mut dyn Transport, at: usize) -> Self {
-        RepeatPrevious { inner, at, n: 0, last: None }
+        RepeatPrevious { inner, at, fired: false, n: 0, last: None }
     }
 }
 
@@ -167,6 +169,7 @@ impl Transport for RepeatPrevious<'_> {
         self.n += 1;
         if self.n == self.at {
             if let Some(last) = self.last.clone() {
+                self.fired = true;
                 return Ok(last);
             }
         }

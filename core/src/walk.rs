@@ -102,7 +102,8 @@ impl StreamIo<'_> {
             ),
         })?;
         if let Some((lease, clock)) = self.lease {
-            lease.renew(&mut *self.store, clock.now_unix()).map_err(lease_lost)?;
+            // Confirmed just before the checkpoint write above.
+            lease.extend(&mut *self.store, clock.now_unix()).map_err(lease_lost)?;
         }
         Ok(())
     }

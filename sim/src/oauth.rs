@@ -334,6 +334,9 @@ pub(crate) fn revoke(sim: &Sim, req: &Request) -> Response {
     if spec.revoked {
         return fail("token_revoked");
     }
+    if spec.expired {
+        return fail("token_expired");
+    }
     if !test {
         spec.revoked = true;
     }

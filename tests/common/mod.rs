@@ -63,6 +63,12 @@ impl Scratch {
         ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
+        // One compiled-component cache (`cache/` beside the state file) for every test, so the
+        // component is compiled to native code once per build, not once per test. The host
+        // writes it by rename, so concurrent tests never read half a file.
+        let shared = host_bin().parent().expect("target/release").join("e2e-cache");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::os::unix::fs::symlink(&shared, p.join("cache")).unwrap();
         Scratch(p)
     }
 
@@ -174,11 +180,38 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns status and body.
-pub fn http(port: u16, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+/// An HTTP answer as the tests read it.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Where a redirect points; fails the test when the answer is not one.
+    pub fn location(&self) -> String {
+        assert_eq!(self.status, 302, "a redirect: {}", self.body);
+        self.header("location").expect("Location").to_string()
+    }
+}
+
+/// One HTTP/1.1 request to `http://host:port/path?query` with `Connection: close`, redirects
+/// not followed.
+pub fn request(method: &str, url: &str, auth: Option<&str>) -> Reply {
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not an http URL: {url}"));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = TcpStream::connect(authority).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: 0\r\n");
     if let Some(a) = auth {
         req += &format!("Authorization: {a}\r\n");
     }
@@ -187,21 +220,27 @@ pub fn http(port: u16, method: &str, path: &str, auth: Option<&str>) -> (u16, St
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut reply = Reply { status, headers, body: String::new() };
+    let chunked = reply.header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    reply.body = if chunked { dechunk(body) } else { body.to_string() };
+    reply
+}
+
+/// One request to the host on `127.0.0.1:port`; returns status and body.
+pub fn http(port: u16, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let r = request(method, &format!("http://127.0.0.1:{port}{path}"), auth);
+    (r.status, r.body)
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -623,6 +623,7 @@ struct TakenOver {
     inner: MemStore,
     after_sets: usize,
     checkpoint_sets: usize,
+    struck: bool,
 }
 
 impl crate::env::KvStore for TakenOver {
@@ -636,7 +637,11 @@ impl crate::env::KvStore for TakenOver {
         let after_a_page = key == CHECKPOINT_KEY
             && text.split("\"boundary\":").nth(1).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
         self.checkpoint_sets += usize::from(after_a_page);
-        if after_a_page && self.checkpoint_sets == self.after_sets {
+        // The rival claims once our lease was extended after that page (a claim landing between
+        // our confirm and our extension is overwritten by it and loses at its own read-back).
+        let our_extension = key == crate::lease::lease_key(crate::Stream::Audit, None) && self.checkpoint_sets == self.after_sets && !self.struck;
+        if our_extension {
+            self.struck = true;
             let rival = crate::lease::LeaseRecord { owner: "rival".into(), expires: T0 + 999 };
             let key = crate::lease::lease_key(crate::Stream::Audit, None);
             self.inner.map.insert(key, serde_json::to_vec(&rival).unwrap());
@@ -677,7 +682,7 @@ fn a_lease_taken_over_mid_walk_stops_before_the_next_sink_write() {
     let events: Vec<_> = (0..12).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
     let cfg = config(&[("audit_page_size", "3")]);
     let mut t = Faulty::new(events.clone());
-    let mut store = TakenOver { inner: MemStore::default(), after_sets: 1, checkpoint_sets: 0 };
+    let mut store = TakenOver { inner: MemStore::default(), after_sets: 1, checkpoint_sets: 0, struck: false };
     let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
     let mut env = Env { transport: &mut t, store: &mut store, sink: &mut sink, clock: &clock, log: &|_| {} };
     let r = run_pass(&cfg, &mut env, &RunOptions::default());
@@ -738,7 +743,10 @@ fn a_page_that_repeats_the_previous_one_delivers_nothing_twice() {
     let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
     for at in [3, 5] {
         let mut t = crate::testutil::RepeatPrevious::new(&mut model, at);
-        pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+        let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+        assert!(t.fired, "request {at} was served twice");
+        // The repeated cursor comes back with the page: the walk stops rather than loop.
+        assert_eq!(r.streams[0].error_code.as_deref(), Some("cursor_loop"), "{r:?}");
     }
     let r = pass(&cfg, &mut model, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");

@@ -611,3 +611,14 @@ fn messages_never_show_secrets() {
         assert!(!e.code().is_empty() && e.http_status() >= 400);
     }
 }
+
+#[test]
+fn rotating_tokens_and_typed_user_tokens() {
+    let rotating = r#"{"ok":true,"authed_user":{"id":"U1","scope":"admin","access_token":"xoxe.xoxp-1-abc","token_type":"user","refresh_token":"xoxe-1-r","expires_in":43200}}"#;
+    let e = parse_access_response(200, rotating.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("token rotation"), "{e}");
+    let typed = r#"{"ok":true,"authed_user":{"id":"U1","scope":"admin","access_token":"xoxp-1-abc","token_type":"user"},"is_enterprise_install":true}"#;
+    assert!(parse_access_response(200, typed.as_bytes()).is_ok());
+    let e = parse_access_response(429, br#"{"ok":false,"error":"ratelimited"}"#).unwrap_err();
+    assert!(matches!(e, OAuthError::Malformed(_)), "{e:?}");
+}

@@ -257,9 +257,13 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The start of an error answer, for the operator: one line, at most 200 characters.
-pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+/// The start of an error answer, for the operator: one line, at most 200 characters, with the
+/// sink token replaced before the cut (a receiver that echoes it must not put it in our logs).
+pub fn snippet(body: &[u8], token: Option<&str>) -> String {
+    let mut text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).into_owned();
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        text = text.replace(t, "[sink token]");
+    }
     let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut out: String = line.chars().take(200).collect();
     if line.chars().count() > 200 {
@@ -282,7 +286,7 @@ pub enum Attempt {
 /// The attempt for an answered request.
 pub fn answered(target: &Target, status: u16, retry_after: Option<&str>, body: &[u8]) -> Attempt {
     let what = || {
-        let s = snippet(body);
+        let s = snippet(body, target.token.as_deref());
         if s.is_empty() {
             format!("POST {} answered HTTP {status}", target.display())
         } else {
@@ -541,8 +545,9 @@ mod tests {
 
     #[test]
     fn snippets_are_short_single_lines() {
-        assert_eq!(snippet(b"a\r\n  b"), "a b");
+        assert_eq!(snippet(b"a\r\n  b", None), "a b");
+        assert_eq!(snippet(b"bad token s3cret, sorry", Some("s3cret")), "bad token [sink token], sorry");
         let long = vec![b'x'; 500];
-        assert_eq!(snippet(&long).chars().count(), 201);
+        assert_eq!(snippet(&long, None).chars().count(), 201);
     }
 }
