@@ -113,12 +113,12 @@ fn send(
                 Err(()) => return Err(TransportError::Network("response already taken".into())),
             };
             let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(&"retry-after".to_string())
-                .into_iter()
-                .next()
-                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            let headers = response.headers();
+            let header = |name: &str| {
+                headers.get(&name.to_string()).into_iter().next().map(|v| String::from_utf8_lossy(&v).into_owned())
+            };
+            let (retry_after, date) = (header("retry-after"), header("date"));
+            drop(headers);
             let body = response.consume().map_err(|()| TransportError::Network("no response body".into()))?;
             let stream = body.stream().map_err(|()| TransportError::Network("no response body stream".into()))?;
             let mut buf = Vec::new();
@@ -140,7 +140,7 @@ fn send(
                 }
             }
             drop(stream);
-            return Ok(HttpResponse { status, retry_after, body: buf });
+            return Ok(HttpResponse { status, retry_after, date, body: buf });
         }
         if monotonic_clock::now() >= deadline {
             return Err(TransportError::Timeout);

@@ -126,7 +126,7 @@ fn settings(stream: &str, t: &Target) -> Vec<(&'static str, String)> {
             ("audit_page_size", "9999".to_string()),
             ("audit_window_seconds", (31 * 86_400).to_string()),
             ("audit_requests_per_minute", "0".to_string()),
-            ("audit_lag_seconds", "0".to_string()),
+            ("audit_lag_seconds", "2".to_string()),
         ]);
     } else {
         v.extend([
@@ -244,6 +244,7 @@ impl Transport for HttpTransport {
         Ok(HttpResponse {
             status,
             retry_after,
+            date: None,
             body,
         })
     }

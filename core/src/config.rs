@@ -30,7 +30,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("integration_page_size", "`count` per team.integrationLogs request, 2 to 1000 (the order check needs two entries a page). Default 1000."),
     ("audit_requests_per_minute", "Pacing of audit requests (Tier 3 is org-wide, shared with other consumers). 0 = no pacing. Default 40."),
     ("web_requests_per_minute", "Pacing of team.accessLogs / team.integrationLogs requests, each (Tier 2). 0 = no pacing. Default 20."),
-    ("audit_lag_seconds", "How far behind now the audit stream stays, for events Slack publishes late. Default 60."),
+    ("audit_lag_seconds", "How far behind now (by Slack's clock, taken from its answers' Date header, when that is behind ours) the audit stream stays, for events Slack publishes late. 2 to 86400 (0 or 1 would lose events of the second not yet over). Default 60."),
+    ("audit_lookback_seconds", "Each pass reads the last this-many seconds below the audit watermark again and delivers the events Slack indexed late (ids not delivered before; counted as slack_logs_late_events_total). 0 disables it. Default 3600."),
+    ("access_lag_seconds", "How far behind now an access walk's bound `before` stays, for activity Slack records a little late or a clock slightly ahead of Slack's. 1 to 86400. Default 60."),
     ("audit_window_seconds", "Length of one audit collection window. Default 86400."),
     ("audit_page_size", "`limit` sent to the audit API, 1 to 9999. Default 1000."),
     ("max_run_seconds", "Time budget of one pass; a pass stops cleanly and the next resumes. Default 25."),
@@ -115,6 +117,9 @@ pub struct Config {
     pub audit_requests_per_minute: u32,
     pub web_requests_per_minute: u32,
     pub audit_lag_seconds: i64,
+    /// `audit_lookback_seconds`; 0: no look-back re-scan.
+    pub audit_lookback_seconds: i64,
+    pub access_lag_seconds: i64,
     pub audit_window_seconds: i64,
     pub audit_page_size: u32,
     pub max_run_seconds: u32,
@@ -149,6 +154,8 @@ impl fmt::Debug for Config {
             .field("slack_audit_base", &self.slack_audit_base)
             .field("backfill_start_time", &self.backfill_start_time)
             .field("audit_lag_seconds", &self.audit_lag_seconds)
+            .field("audit_lookback_seconds", &self.audit_lookback_seconds)
+            .field("access_lag_seconds", &self.access_lag_seconds)
             .field("max_run_seconds", &self.max_run_seconds)
             .field("collect_secret", &redact(&self.collect_secret))
             .field("synthetic_data", &self.synthetic_data)
@@ -181,6 +188,8 @@ impl Default for Config {
             audit_requests_per_minute: 40,
             web_requests_per_minute: 20,
             audit_lag_seconds: 60,
+            audit_lookback_seconds: 3600,
+            access_lag_seconds: 60,
             audit_window_seconds: 86_400,
             audit_page_size: 1000,
             max_run_seconds: 25,
@@ -322,7 +331,13 @@ impl Config {
             "web_requests_per_minute" => {
                 self.web_requests_per_minute = parse_int(key, value, 0, 6000)? as u32
             }
-            "audit_lag_seconds" => self.audit_lag_seconds = parse_int(key, value, 0, 86_400)?,
+            // The current second is not over: a lag under 2 s plans windows that end in it, and
+            // events Slack writes later in that second would fall below the watermark.
+            "audit_lag_seconds" => self.audit_lag_seconds = parse_int(key, value, 2, 86_400)?,
+            "audit_lookback_seconds" => {
+                self.audit_lookback_seconds = parse_int(key, value, 0, 7 * 86_400)?
+            }
+            "access_lag_seconds" => self.access_lag_seconds = parse_int(key, value, 1, 86_400)?,
             "audit_window_seconds" => {
                 self.audit_window_seconds = parse_int(key, value, 60, 31 * 86_400)?
             }

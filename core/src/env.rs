@@ -10,6 +10,8 @@ pub struct HttpResponse {
     pub status: u16,
     /// The raw `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// The raw `Date` header, if any: Slack's clock, which the audit stream plans against.
+    pub date: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -22,6 +24,17 @@ pub enum TransportError {
     TooLarge { limit: usize },
     /// DNS, connection refused, TLS, a broken stream.
     Network(String),
+}
+
+impl HttpResponse {
+    /// The `Date` header as unix seconds (RFC 9110 IMF-fixdate, or the two obsolete forms it
+    /// still requires a recipient to accept); `None` when absent or unparsable.
+    pub fn date_unix(&self) -> Option<i64> {
+        let text = self.date.as_deref()?.trim();
+        let t = httpdate::parse_http_date(text).ok()?;
+        let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        i64::try_from(secs).ok()
+    }
 }
 
 impl fmt::Display for TransportError {
@@ -62,6 +75,30 @@ pub trait Transport {
             "this transport cannot POST (to {url})"
         )))
     }
+}
+
+/// The largest key and value every supported store takes (Fermyon Cloud, Akamai Functions,
+/// DynamoDB-backed Spin: 400 KB items; keys of at most 255 bytes). Everything the collector
+/// writes stays under these, and the hosts in this repository refuse more, so what works here
+/// works on the smallest platform.
+pub const MAX_KEY_BYTES: usize = 255;
+pub const MAX_VALUE_BYTES: usize = 400_000;
+
+/// Checks a write against [`MAX_KEY_BYTES`] and [`MAX_VALUE_BYTES`]; the error names the key.
+pub fn check_portable(key: &str, value: &[u8]) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StoreError(format!(
+            "key {key:?} is {} bytes, over the portable limit of {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StoreError(format!(
+            "the value for {key} is {} bytes, over the portable limit of {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Why the key-value store failed.
@@ -132,4 +169,32 @@ pub struct Env<'a> {
     pub clock: &'a dyn Clock,
     /// Progress lines for the operator (stderr in the component).
     pub log: &'a dyn Fn(&str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_header_forms_parse_and_garbage_does_not() {
+        let r = |d: &str| HttpResponse {
+            date: Some(d.into()),
+            ..HttpResponse::default()
+        };
+        assert_eq!(r("Sun, 06 Nov 1994 08:49:37 GMT").date_unix(), Some(784_111_777));
+        assert_eq!(r("Sunday, 06-Nov-94 08:49:37 GMT").date_unix(), Some(784_111_777));
+        assert_eq!(r("Sun Nov  6 08:49:37 1994").date_unix(), Some(784_111_777));
+        for bad in ["", "yesterday", "Sun, 06 Nov 1994 25:49:37 GMT", "18446744073709551615"] {
+            assert_eq!(r(bad).date_unix(), None, "{bad:?}");
+        }
+        assert_eq!(HttpResponse::default().date_unix(), None);
+    }
+
+    #[test]
+    fn portable_limits_name_the_key() {
+        assert!(check_portable("k", &[0; MAX_VALUE_BYTES]).is_ok());
+        let e = check_portable("k", &[0; MAX_VALUE_BYTES + 1]).unwrap_err();
+        assert!(e.0.contains("the value for k"), "{e}");
+        assert!(check_portable(&"x".repeat(MAX_KEY_BYTES + 1), b"").is_err());
+    }
 }

@@ -258,6 +258,7 @@ mod tests {
             Ok(HttpResponse {
                 status: 200,
                 retry_after: None,
+                date: None,
                 body: b"{}".to_vec(),
             })
         };
@@ -276,11 +277,13 @@ mod tests {
             Ok(HttpResponse {
                 status: 429,
                 retry_after: Some("3".into()),
+                date: None,
                 body: vec![],
             }),
             Ok(HttpResponse {
                 status: 200,
                 retry_after: None,
+                date: None,
                 body: b"{}".to_vec(),
             }),
         ]);
@@ -303,6 +306,7 @@ mod tests {
         let mut t = ScriptedTransport::new(vec![Ok(HttpResponse {
             status: 429,
             retry_after: Some("3600".into()),
+            date: None,
             body: vec![],
         })]);
         let c = TestClock::new(1000);
@@ -343,6 +347,7 @@ mod tests {
         let mut t = ScriptedTransport::new(vec![Ok(HttpResponse {
             status: 401,
             retry_after: None,
+            date: None,
             body: b"{\"ok\":false,\"error\":\"invalid_authentication\"}".to_vec(),
         })]);
         let c = TestClock::new(1000);

@@ -29,6 +29,17 @@ pub fn lease_key(stream: Stream, team_id: Option<&str>) -> String {
     )
 }
 
+/// Whether `key` is a walk's lease (as [`lease_key`] makes them). A host that knows no other pass
+/// can be live on its store (it holds an exclusive OS lock on a local state file) clears these
+/// before a pass, so a crashed pass's lease does not hold the next one back until it expires.
+pub fn is_lease_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("slack-logs/v1/") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    matches!(parts.as_slice(), [stream, team, "lease"] if Stream::parse(stream).is_some() && !team.is_empty())
+}
+
 /// A random id for one pass: two passes never share it.
 pub fn new_owner_id(now: i64) -> String {
     // std seeds `RandomState` from the OS (under WASI: `wasi:random`), so this is random per call.
@@ -213,6 +224,21 @@ mod tests {
         // A value that does not parse counts as free.
         store.set(&a.key, b"garbage").unwrap();
         a.claim(&mut store, 1002).unwrap();
+    }
+
+    #[test]
+    fn lease_keys_are_recognised_and_nothing_else_is() {
+        assert!(is_lease_key(&lease_key(Stream::Audit, None)));
+        assert!(is_lease_key(&lease_key(Stream::Access, Some("T123"))));
+        for other in [
+            "slack-logs/v1/audit/org/checkpoint",
+            "slack-logs/v1/oauth/token",
+            "slack-logs/v1/nope/org/lease",
+            "slack-logs/v1/audit/lease",
+            "other/v1/audit/org/lease",
+        ] {
+            assert!(!is_lease_key(other), "{other}");
+        }
     }
 
     #[test]

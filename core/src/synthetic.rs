@@ -184,6 +184,7 @@ impl<S: EventSource> AuditApiModel<S> {
         let error = |status: u16, code: &str| HttpResponse {
             status,
             retry_after: None,
+            date: None,
             body: format!("{{\"ok\":false,\"error\":\"{code}\"}}").into_bytes(),
         };
         let (oldest, latest, limit) = match (int("oldest"), int("latest"), int("limit")) {
@@ -240,6 +241,7 @@ impl<S: EventSource> AuditApiModel<S> {
         HttpResponse {
             status: 200,
             retry_after: None,
+            date: None,
             body: body.into_bytes(),
         }
     }
@@ -322,6 +324,7 @@ impl Transport for IntegrationApiModel {
         Ok(HttpResponse {
             status: 200,
             retry_after: None,
+            date: None,
             body: body.to_string().into_bytes(),
         })
     }

@@ -90,7 +90,8 @@ impl Clock for TestClock {
     }
 }
 
-/// A key-value store in memory that can be told to fail the Nth `set`.
+/// A key-value store in memory that can be told to fail the Nth `set`. It refuses keys and values
+/// over the portable limits, as the hosts do.
 #[derive(Default)]
 pub struct MemStore {
     pub map: HashMap<String, Vec<u8>>,
@@ -108,6 +109,7 @@ impl KvStore for MemStore {
         if self.fail_set_at == Some(self.sets) {
             return Err(StoreError("injected failure".into()));
         }
+        crate::env::check_portable(key, value)?;
         self.map.insert(key.to_string(), value.to_vec());
         Ok(())
     }

@@ -231,6 +231,7 @@ impl Model {
                 return HttpResponse {
                     status: 200,
                     retry_after: None,
+                    date: None,
                     body: br#"{"ok":false,"error":"missing_scope","needed":"admin","provided":"identify,users:read"}"#.to_vec(),
                 };
             }
@@ -288,6 +289,7 @@ impl Model {
             return HttpResponse {
                 status: 200,
                 retry_after: None,
+                date: None,
                 body: body.into_bytes(),
             };
         }
@@ -295,6 +297,7 @@ impl Model {
             return HttpResponse {
                 status,
                 retry_after: None,
+                date: None,
                 body: br#"{"ok":false,"error":"fatal_error"}"#.to_vec(),
             };
         }
@@ -329,6 +332,7 @@ impl Model {
         HttpResponse {
             status: 200,
             retry_after: None,
+            date: None,
             body: body.into_bytes(),
         }
     }
@@ -338,6 +342,7 @@ fn ok_false(code: &str) -> HttpResponse {
     HttpResponse {
         status: 200,
         retry_after: None,
+        date: None,
         body: format!(r#"{{"ok":false,"error":"{code}"}}"#).into_bytes(),
     }
 }
@@ -385,6 +390,7 @@ impl Transport for Model {
             return Ok(HttpResponse {
                 status: 500,
                 retry_after: None,
+                date: None,
                 body: br#"{"ok":false,"error":"fatal_error"}"#.to_vec(),
             });
         }
@@ -701,6 +707,7 @@ fn rows_lacking_fields_or_with_wrong_types_are_errors_not_panics() {
     let mut t = ScriptedTransport::new(vec![Ok(HttpResponse {
         status: 200,
         retry_after: None,
+        date: None,
         body: bad.to_vec(),
     })]);
     let cfg = config("activity", "auto", 10, &[]);

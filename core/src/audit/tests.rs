@@ -73,6 +73,7 @@ impl Transport for Faulty {
             return Ok(HttpResponse {
                 status: 400,
                 retry_after: None,
+                date: None,
                 body: br#"{"ok":false,"error":"invalid_cursor"}"#.to_vec(),
             });
         }
@@ -80,6 +81,7 @@ impl Transport for Faulty {
             return Ok(HttpResponse {
                 status: 503,
                 retry_after: None,
+                date: None,
                 body: b"<html>busy</html>".to_vec(),
             });
         }
@@ -87,6 +89,7 @@ impl Transport for Faulty {
             return Ok(HttpResponse {
                 status: 429,
                 retry_after: Some("2".into()),
+                date: None,
                 body: br#"{"ok":false,"error":"rate_limited"}"#.to_vec(),
             });
         }
@@ -267,6 +270,7 @@ fn auth_error_fails_with_advice_and_moves_nothing() {
             Ok(HttpResponse {
                 status: 403,
                 retry_after: None,
+                date: None,
                 body: br#"{"ok":false,"error":"team_not_authorized"}"#.to_vec(),
             })
         }
@@ -319,6 +323,7 @@ fn malformed_page_fails_without_moving_the_checkpoint() {
             Ok(HttpResponse {
                 status: 200,
                 retry_after: None,
+                date: None,
                 body: b"<html>maintenance</html>".to_vec(),
             })
         }
@@ -506,6 +511,7 @@ fn a_first_pass_with_nothing_due_still_checks_the_token() {
             Ok(HttpResponse {
                 status: 401,
                 retry_after: None,
+                date: None,
                 body: br#"{"ok":false,"error":"invalid_authentication"}"#.to_vec(),
             })
         }
@@ -592,6 +598,7 @@ fn a_cursor_that_comes_back_stops_the_walk_without_losing_what_was_delivered() {
             Ok(HttpResponse {
                 status: 200,
                 retry_after: None,
+                date: None,
                 body: body.into_bytes(),
             })
         }

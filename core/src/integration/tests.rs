@@ -59,6 +59,7 @@ impl Transport for Model {
             return Ok(HttpResponse {
                 status: 200,
                 retry_after: None,
+                date: None,
                 body: body.to_string().into_bytes(),
             });
         }
@@ -84,6 +85,7 @@ impl Transport for Model {
         Ok(HttpResponse {
             status: 200,
             retry_after: None,
+            date: None,
             body: body.to_string().into_bytes(),
         })
     }

@@ -25,6 +25,7 @@ fn ok(body: serde_json::Value) -> Result<HttpResponse, crate::env::TransportErro
     Ok(HttpResponse {
         status: 200,
         retry_after: None,
+        date: None,
         body: body.to_string().into_bytes(),
     })
 }
