@@ -3,7 +3,7 @@
 use slack_logs_core::{oauth, run_pass, stream_statuses, Config, Env, Outcome, PassReport, RunOptions, StreamStatus};
 
 use crate::routes::{self, Answer, Route};
-use crate::wasi_env::{random_bytes, WasiClock, WasiKv, WasiSink, WasiTransport};
+use crate::wasi_env::{random_bytes, random_id, WasiClock, WasiKv, WasiSink, WasiTransport};
 
 pub mod bindings {
     wit_bindgen::generate!({
@@ -43,7 +43,8 @@ fn run_once(options: RunOptions) -> PassReport {
         Ok(s) => s,
         Err(e) => return PassReport::not_started(&options, now, "store_error", &e.to_string()),
     };
-    let mut env = Env { transport: &mut WasiTransport, store: &mut store, sink: &mut WasiSink, clock: &clock, log: &log };
+    let mut env =
+        Env { transport: &mut WasiTransport, store: &mut store, sink: &mut WasiSink, clock: &clock, log: &log, random: &random_id };
     run_pass(&config, &mut env, &options)
 }
 
@@ -99,6 +100,7 @@ impl wit::Guest for Component {
                     last_error_at: s.last_error_at,
                     last_error: s.last_error,
                     total_records: s.total_records,
+                    late_events: s.stored.total_late_events,
                     silent_for_seconds: s.silent_for,
                 })
                 .collect(),
@@ -111,6 +113,7 @@ impl wit::Guest for Component {
                 last_error_at: None,
                 last_error: Some(e),
                 total_records: 0,
+                late_events: 0,
                 healthy: false,
                 silent_for_seconds: None,
             }],
@@ -141,6 +144,13 @@ impl incoming_handler::Guest for Component {
                 Ok(s) => Answer::Metrics(slack_logs_core::metrics::render(&s)),
                 Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
             },
+            Route::StatusPage => {
+                let now = slack_logs_core::Clock::now_unix(&WasiClock);
+                match statuses() {
+                    Ok(s) => Answer::StatusPage(200, crate::status_page::render(&s, now)),
+                    Err(e) => Answer::StatusPage(503, crate::status_page::render_error(&e, now)),
+                }
+            }
             Route::Status => match statuses() {
                 Ok(s) => {
                     let mut body = routes::status_json(&s);
@@ -180,7 +190,7 @@ impl incoming_handler::Guest for Component {
             }
             Route::NotFound => Answer::Json(
                 404,
-                serde_json::json!({"ok": false, "error": "not found; routes: POST /collect, GET /status, GET /metrics, GET /healthz, GET /oauth/start, GET /oauth/callback, POST /oauth/revoke"}),
+                serde_json::json!({"ok": false, "error": "not found; routes: GET / (status page), POST /collect, GET /status, GET /metrics, GET /healthz, GET /oauth/start, GET /oauth/callback, POST /oauth/revoke"}),
             ),
         };
         respond(out, &answer);

@@ -4,12 +4,13 @@
 //! config through `wasi:config/store`, keeps checkpoints in `wasi:keyvalue/store`, calls Slack
 //! through `wasi:http/outgoing-handler`, hands records to the `sink` import, and exports the
 //! `collector` interface and `wasi:http/incoming-handler` (routes `POST /collect`, `GET /healthz`,
-//! `GET /status`, and the OAuth install flow `GET /oauth/start`, `GET /oauth/callback`,
-//! `POST /oauth/revoke`). It holds no collection or OAuth logic of its own (that is in the core's
+//! `GET /status`, the status page `GET /`, and the OAuth install flow `GET /oauth/start`,
+//! `GET /oauth/callback`, `POST /oauth/revoke`). It holds no collection or OAuth logic of its own (that is in the core's
 //! `oauth` module); [`routes`] is plain Rust and tested natively, the WASI glue only exists when
 //! built for wasm32.
 
 pub mod routes;
+pub mod status_page;
 
 #[cfg(target_arch = "wasm32")]
 mod component;

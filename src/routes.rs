@@ -16,6 +16,9 @@ pub enum Route {
     Status,
     /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `GET /` (any path ending in `/`, such as `/slack-logs/` under a route prefix): the status
+    /// page for a person (`status_page`).
+    StatusPage,
     /// `GET /oauth/start`: redirect the admin to Slack's authorize page.
     OAuthStart,
     /// `GET /oauth/callback`: where Slack sends the admin back with a code.
@@ -30,7 +33,8 @@ pub enum Route {
 /// Matches on the path's last segments, so the app works under any Spin route prefix
 /// (`/...`, `/slack-logs/...`).
 pub fn route(method: &str, path_with_query: &str) -> Route {
-    let path = path_with_query.split('?').next().unwrap_or("").trim_end_matches('/');
+    let raw_path = path_with_query.split('?').next().unwrap_or("");
+    let path = raw_path.trim_end_matches('/');
     if path.ends_with("/collect") {
         // GET too: schedulers such as `spin aka cron` send a plain GET (see `authorized`).
         return if method.eq_ignore_ascii_case("POST") || method.eq_ignore_ascii_case("GET") {
@@ -53,6 +57,9 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
         ("GET", Route::Status)
     } else if path.ends_with("/metrics") {
         ("GET", Route::Metrics)
+    } else if raw_path.is_empty() || raw_path.ends_with('/') {
+        // The app's root under whatever prefix it is mounted at; the page's links are relative.
+        ("GET", Route::StatusPage)
     } else {
         return Route::NotFound;
     };
@@ -70,22 +77,22 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
 pub fn authorized(secret: Option<&str>, authorization: Option<&[u8]>, path_with_query: &str) -> bool {
     let Some(secret) = secret else { return true };
     if let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) {
-        return constant_time_eq(given, secret.as_bytes());
+        return secret_matches(given, secret.as_bytes());
     }
     let query = path_with_query.split_once('?').map_or("", |(_, q)| q);
     query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("key="))
-        .any(|given| constant_time_eq(slack_logs_core::url::percent_decode(given).as_bytes(), secret.as_bytes()))
+        .any(|given| secret_matches(slack_logs_core::url::percent_decode(given).as_bytes(), secret.as_bytes()))
 }
 
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Length is not secret-dependent work worth hiding; the content is.
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is the secret, in time that tells an attacker nothing about the secret: both
+/// sides are hashed (SHA-256) and the 32-byte digests compared with `subtle`, so neither the
+/// position of the first wrong byte nor the secret's length shows in the timing.
+fn secret_matches(given: &[u8], secret: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given).ct_eq(&Sha256::digest(secret)).into()
 }
 
 /// An answer, before the incoming handler writes it out.
@@ -96,6 +103,8 @@ pub enum Answer {
     Metrics(String),
     /// A page for a person in a browser (the OAuth routes).
     Html(u16, String),
+    /// The status page (`GET /`): like `Html`, but its CSP also allows its inline style.
+    StatusPage(u16, String),
     /// `302 Found` to this URL.
     Redirect(String),
 }
@@ -103,7 +112,7 @@ pub enum Answer {
 impl Answer {
     pub fn status(&self) -> u16 {
         match self {
-            Answer::Json(s, _) | Answer::Html(s, _) => *s,
+            Answer::Json(s, _) | Answer::Html(s, _) | Answer::StatusPage(s, _) => *s,
             Answer::Metrics(_) => 200,
             Answer::Redirect(_) => 302,
         }
@@ -125,6 +134,20 @@ impl Answer {
                 h.extend(private);
                 h
             }
+            Answer::StatusPage(..) => {
+                let mut h = vec![
+                    ("content-type", "text/html; charset=utf-8".to_string()),
+                    // No script, no image, no frame; only the page's own <style>.
+                    (
+                        "content-security-policy",
+                        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'".into(),
+                    ),
+                    ("x-content-type-options", "nosniff".into()),
+                ];
+                // Never a stale status from a cache; the page reloads itself.
+                h.extend(private);
+                h
+            }
             Answer::Redirect(location) => {
                 let mut h = vec![("location", location.clone()), ("content-type", "text/plain; charset=utf-8".into())];
                 h.extend(private);
@@ -136,7 +159,7 @@ impl Answer {
     pub fn body(&self) -> Vec<u8> {
         match self {
             Answer::Json(_, v) => v.to_string().into_bytes(),
-            Answer::Html(_, page) => page.clone().into_bytes(),
+            Answer::Html(_, page) | Answer::StatusPage(_, page) => page.clone().into_bytes(),
             Answer::Metrics(text) => text.clone().into_bytes(),
             Answer::Redirect(location) => format!("Continue at {location}\n").into_bytes(),
         }
@@ -279,6 +302,7 @@ pub fn status_json(statuses: &[StreamStatus]) -> Value {
             "last_error_at": s.last_error_at,
             "last_error": s.last_error,
             "total_records": s.total_records,
+            "late_events": s.stored.total_late_events,
             "healthy": s.healthy(),
             "silent_for_seconds": s.silent_for,
         })).collect::<Vec<_>>(),
@@ -315,8 +339,33 @@ mod tests {
         assert_eq!(route("GET", "/status/"), Route::Status);
         assert_eq!(route("GET", "/x/metrics"), Route::Metrics);
         assert_eq!(route("POST", "/metrics"), Route::WrongMethod("GET"));
-        assert_eq!(route("GET", "/"), Route::NotFound);
         assert_eq!(route("GET", "/statusx"), Route::NotFound);
+    }
+
+    #[test]
+    fn the_status_page_is_the_root_under_any_prefix() {
+        assert_eq!(route("GET", "/"), Route::StatusPage);
+        assert_eq!(route("HEAD", "/"), Route::StatusPage);
+        assert_eq!(route("GET", ""), Route::StatusPage);
+        assert_eq!(route("GET", "/?refresh=1"), Route::StatusPage);
+        assert_eq!(route("GET", "/slack-logs/"), Route::StatusPage);
+        assert_eq!(route("POST", "/"), Route::WrongMethod("GET"));
+        // Other routes keep their trailing-slash forms.
+        assert_eq!(route("GET", "/slack-logs/status/"), Route::Status);
+        assert_eq!(route("POST", "/collect/"), Route::Collect);
+        assert_eq!(route("GET", "/slack-logs"), Route::NotFound);
+    }
+
+    #[test]
+    fn the_status_page_answer_is_strict() {
+        let page = Answer::StatusPage(200, "<!DOCTYPE html>".into());
+        let h = page.headers();
+        let csp = &h.iter().find(|(k, _)| *k == "content-security-policy").expect("a CSP").1;
+        assert!(csp.starts_with("default-src 'none'; style-src 'unsafe-inline';"), "{csp}");
+        assert!(!csp.contains("script"), "no script source: {csp}");
+        assert!(h.contains(&("cache-control", "no-store".to_string())));
+        assert!(h.iter().any(|(k, v)| *k == "content-type" && v.starts_with("text/html")));
+        assert_eq!((page.status(), page.body()), (200, b"<!DOCTYPE html>".to_vec()));
     }
 
     #[test]
@@ -381,6 +430,25 @@ mod tests {
         assert!(!authorized(Some("s3"), Some(b"Bearer s33"), "/collect"));
         assert!(!authorized(Some("s3"), Some(b"s3"), "/collect"));
         assert!(authorized(Some("s3"), Some(b"Bearer s3"), "/collect"));
+    }
+
+    #[test]
+    fn secrets_compare_by_digest() {
+        assert!(secret_matches(b"s3cret", b"s3cret"));
+        assert!(!secret_matches(b"s3cret", b"s3creT"));
+        // Different lengths, either way round, prefixes included.
+        assert!(!secret_matches(b"s3c", b"s3cret"));
+        assert!(!secret_matches(b"s3cret-and-more", b"s3cret"));
+        // Empty on either side matches only empty.
+        assert!(!secret_matches(b"", b"s3cret"));
+        assert!(!secret_matches(b"s3cret", b""));
+        assert!(secret_matches(b"", b""));
+        // Longer than a SHA-256 block (64 bytes), differing only at the end.
+        let long = [b'x'; 200];
+        let mut other = long;
+        other[199] = b'y';
+        assert!(secret_matches(&long, &long));
+        assert!(!secret_matches(&long, &other));
     }
 
     #[test]

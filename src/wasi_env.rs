@@ -199,7 +199,12 @@ pub struct WasiSink;
 
 impl RecordSink for WasiSink {
     fn write(&mut self, batch: SinkBatch) -> Result<(), SinkError> {
-        let wit_batch = sink::SinkBatch { stream: batch.stream.to_string(), count: batch.count, ndjson: batch.ndjson };
+        let wit_batch = sink::SinkBatch {
+            stream: batch.stream.to_string(),
+            count: batch.count,
+            ndjson: batch.ndjson,
+            batch_key: batch.key,
+        };
         sink::write(&wit_batch).map_err(|e| match e {
             sink::SinkError::Unavailable(m) => SinkError::Unavailable(m),
             sink::SinkError::Rejected(m) => SinkError::Rejected(m),
@@ -227,6 +232,21 @@ impl Clock for WasiClock {
 
 /// `wasi:random/random`: the host's cryptographically secure generator, for OAuth `state` values
 /// and nonces. A short answer from the host is refused rather than padded.
+/// 16 random bytes for a pass's lease owner id. `wasi:random` always answers with the length
+/// asked for; should a host not, std's randomly seeded hasher (also from the host's randomness)
+/// still gives an id no other pass shares.
+pub fn random_id() -> [u8; 16] {
+    random_bytes::<16>().unwrap_or_else(|_| {
+        use std::hash::BuildHasher;
+        let a = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        let b = std::collections::hash_map::RandomState::new().hash_one(a);
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&a.to_le_bytes());
+        out[8..].copy_from_slice(&b.to_le_bytes());
+        out
+    })
+}
+
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     let bytes = crate::component::bindings::wasi::random::random::get_random_bytes(N as u64);
     bytes.try_into().map_err(|b: Vec<u8>| format!("the host gave {} random bytes, not {N}", b.len()))

@@ -297,6 +297,9 @@ struct RunPlan {
 struct RunInfo {
     killed: bool,
     caught_up: bool,
+    /// Each walk of the stream in the pass report (the stream, or `stream[team]`) and whether
+    /// it caught up.
+    walks: Vec<(String, bool)>,
     /// The stream's line of the pass report (outcome, counters, error).
     line: String,
     stderr: String,
@@ -370,15 +373,32 @@ impl Ctx<'_> {
             std::thread::sleep(Duration::from_millis(1100));
         }
         let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let line = stderr
+        // The pass report's line of each walk of the stream: `integration` alone, or
+        // `integration[T…]` once per workspace.
+        let walks: Vec<&str> = stderr
             .lines()
-            .find(|l| l.trim_start().split_whitespace().next() == Some(self.stream))
-            .map(|l| l.trim().to_string())
-            .unwrap_or_default();
-        let caught_up = !killed && line.split_whitespace().nth(1) == Some("caught-up");
+            .map(str::trim)
+            .filter(|l| {
+                l.split_whitespace().next().is_some_and(|first| {
+                    first == self.stream
+                        || first.strip_prefix(self.stream).is_some_and(|rest| rest.starts_with('['))
+                })
+            })
+            .collect();
+        let line = walks.join(" | ");
+        let caught_up =
+            !killed && !walks.is_empty() && walks.iter().all(|l| l.split_whitespace().nth(1) == Some("caught-up"));
+        let walks: Vec<(String, bool)> = walks
+            .iter()
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next().unwrap_or_default().to_string(), !killed && w.next() == Some("caught-up"))
+            })
+            .collect();
         RunInfo {
             killed,
             caught_up,
+            walks,
             line,
             stderr,
             exit: status.code(),
@@ -410,6 +430,8 @@ struct Truth {
 
 trait Model {
     const NAME: &'static str;
+    /// Names the schedule's files (two models of one stream run side by side).
+    const LABEL: &'static str = Self::NAME;
     /// The simulator config and the backfill start.
     fn config(rng: &mut Rng) -> (SimConfig, i64);
     fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Self;
@@ -464,6 +486,8 @@ struct Audit {
     backfill: i64,
     page: usize,
     lag: i64,
+    /// Wall time by which every event inserted as "indexed late" is visible.
+    late_visible_by: f64,
 }
 
 impl Model for Audit {
@@ -492,6 +516,19 @@ impl Model for Audit {
             let n = page + 1 + rng.below(page as u64 + 4) as usize;
             sim.add_audit_burst(at, n);
         }
+        if rng.chance(15) {
+            // A same-second burst far bigger than any page (bulk deprovisioning).
+            let at = rng.range(cfg.history_start, cfg.history_end);
+            let n = rng.range(500, 3000) as usize;
+            sim.add_audit_burst(at, n);
+            trace.push(format!("audit: +big burst of {n} at {at}"));
+        }
+        if rng.chance(25) {
+            // This machine's clock runs ahead of Slack's (Slack's is behind).
+            let off = -rng.range(5, 600);
+            sim.set_clock_offset(off);
+            trace.push(format!("audit: Slack's clock {off} s off ours"));
+        }
         let window = [600, 1800, 3600, 7200][rng.below(4) as usize];
         let lag = 3;
         let mut s = base_settings(sim, "audit", backfill);
@@ -506,7 +543,7 @@ impl Model for Audit {
             cfg.short_pages,
             cfg.cursor_ttl
         ));
-        Audit { sim_settings: s, backfill, page, lag }
+        Audit { sim_settings: s, backfill, page, lag, late_visible_by: 0.0 }
     }
 
     fn settings(&self) -> Vec<(&'static str, String)> {
@@ -551,6 +588,25 @@ impl Model for Audit {
                 trace.push(format!("  +{n} late events at {at}, visible after {delay:.2}s"));
             }
         }
+        if rng.chance(30) {
+            // Indexed late beyond the lag: dated below what the forward walk already passed
+            // (inside the look-back span), visible only after it passed them.
+            let at = (safe_from - rng.range(5, 1800)).max(self.backfill);
+            let delay = 0.2 + rng.below(1800) as f64 / 1000.0;
+            let n = rng.range(1, 8) as usize;
+            sim.add_late_audit_events(n, at, Duration::from_secs_f64(delay));
+            self.late_visible_by = self.late_visible_by.max(wall() + delay);
+            trace.push(format!("  +{n} events indexed late at {at} (below the watermark), visible after {delay:.2}s"));
+        }
+    }
+
+    fn settle_wait(&self) {
+        // Every late event must be visible before the settling passes, or the ground truth read
+        // after them would hold events no pass could have seen.
+        let left = self.late_visible_by - wall();
+        if left > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(left + 0.1));
+        }
     }
 
     fn key(&self, rec: &serde_json::Value) -> Result<String, String> {
@@ -587,10 +643,12 @@ struct Access {
     sim_settings: Vec<(&'static str, String)>,
     backfill: i64,
     page: usize,
+    lag: i64,
     new_only: bool,
     sort_key: AccessSortKey,
     current: Vec<AccessRowTruth>,
-    /// Every row state that existed: state id -> (date_first, date_last, combination key).
+    /// Every row state that existed (the simulator's history, rows changed mid-walk included):
+    /// state id -> (date_first, date_last, combination key).
     known: BTreeMap<String, (i64, i64, String)>,
     /// Keys a completed walk had to deliver (states current during a caught-up pass and settled
     /// before its bound).
@@ -599,6 +657,8 @@ struct Access {
     last_add: i64,
     /// Whether the last pass completed its walk, and the floor of its start.
     last_caught_up: Option<i64>,
+    /// The bound of the walk the last caught-up pass completed (at least).
+    last_bound: Option<i64>,
 }
 
 fn state_id(r: &AccessRowTruth) -> String {
@@ -612,8 +672,8 @@ fn combo(user: &str, ip: &str, ua: &str, date_first: i64) -> String {
 impl Access {
     fn snapshot(&mut self, sim: &Simulator) {
         self.current = sim.access_truth();
-        for r in &self.current {
-            self.known.insert(state_id(r), (r.date_first, r.date_last, combo(&r.user_id, &r.ip, &r.user_agent, r.date_first)));
+        for r in sim.access_history() {
+            self.known.insert(state_id(&r), (r.date_first, r.date_last, combo(&r.user_id, &r.ip, &r.user_agent, r.date_first)));
         }
     }
 
@@ -632,12 +692,23 @@ impl Model for Access {
 
     fn config(rng: &mut Rng) -> (SimConfig, i64) {
         let (start, end, backfill) = history(rng);
+        let sort = if rng.chance(50) { AccessSortKey::DateFirst } else { AccessSortKey::DateLast };
+        let other = match sort {
+            AccessSortKey::DateFirst => AccessSortKey::DateLast,
+            AccessSortKey::DateLast => AccessSortKey::DateFirst,
+        };
         let cfg = SimConfig {
             seed: rng.next_u64(),
             access_rows: rng.range(20, 150) as usize,
             history_start: start,
             history_end: end,
-            access_sort_key: if rng.chance(50) { AccessSortKey::DateFirst } else { AccessSortKey::DateLast },
+            access_sort_key: sort,
+            // `before` on the other field, cursors that are offsets: Slack documents neither.
+            access_filter_key: rng.chance(50).then_some(other),
+            access_offset_cursor: rng.chance(50),
+            // Rows used again while a walk pages through them.
+            access_touch_every: if rng.chance(30) { rng.range(2, 6) as usize } else { 0 },
+            access_touch_rows: rng.range(1, 2) as usize,
             short_pages: rng.chance(30),
             web_end_form: if rng.chance(50) { EndForm::EmptyString } else { EndForm::Absent },
             cursor_ttl: Duration::from_secs(if rng.chance(25) { 1 } else { 300 }),
@@ -647,8 +718,21 @@ impl Model for Access {
     }
 
     fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Access {
-        let page = rng.range(2, 10) as usize;
-        let new_only = rng.chance(50);
+        // Documented limit: under date_last order, new-only misses a combination used again
+        // before the walk reached it; rows used mid-walk are for activity there.
+        let new_only = rng.chance(50) && !(cfg.access_touch_every > 0 && cfg.access_sort_key == AccessSortKey::DateLast);
+        let mut page = rng.range(2, 10) as usize;
+        let mut tie = None;
+        if rng.chance(30) {
+            // Rows sharing one second, far more than a page (a mass sign-in), up to what a
+            // checkpoint remembers keys of (beyond that a walk that cannot resume inside the tie
+            // offers some of it again: a documented limit, tested in core).
+            let n = rng.range(200, 2000) as usize;
+            let at = rng.range(cfg.history_start.max(backfill), cfg.history_end);
+            sim.add_access_tie(n, at, at);
+            page = rng.range(20, 120) as usize;
+            tie = Some((n, at));
+        }
         // `auto` or the simulator's real order: a wrongly pinned order is an operator error.
         let key = if rng.chance(50) {
             "auto"
@@ -658,15 +742,21 @@ impl Model for Access {
                 AccessSortKey::DateLast => "date_last",
             }
         };
+        let lag = rng.range(1, 2);
         let mut s = base_settings(sim, "access", backfill);
         s.push(("access_page_size", page.to_string()));
         s.push(("access_mode", if new_only { "new-only" } else { "activity" }.into()));
         s.push(("access_sort_key", key.into()));
+        s.push(("access_lag_seconds", lag.to_string()));
         trace.push(format!(
-            "access: {} rows, backfill {backfill}, page {page}, mode {}, sim order {:?}, access_sort_key {key}, short_pages {}, ttl {:?}",
+            "access: {} rows, tie {tie:?}, backfill {backfill}, page {page}, lag {lag}s, mode {}, sim order {:?}, before on {:?}, offset cursors {}, {} rows used every {} requests, access_sort_key {key}, short_pages {}, ttl {:?}",
             cfg.access_rows,
             if new_only { "new-only" } else { "activity" },
             cfg.access_sort_key,
+            cfg.access_filter_key.unwrap_or(cfg.access_sort_key),
+            cfg.access_offset_cursor,
+            cfg.access_touch_rows,
+            cfg.access_touch_every,
             cfg.short_pages,
             cfg.cursor_ttl
         ));
@@ -674,6 +764,7 @@ impl Model for Access {
             sim_settings: s,
             backfill,
             page,
+            lag,
             new_only,
             sort_key: cfg.access_sort_key,
             current: Vec::new(),
@@ -682,6 +773,7 @@ impl Model for Access {
             last_change: cfg.history_end,
             last_add: cfg.history_end,
             last_caught_up: None,
+            last_bound: None,
         };
         a.snapshot(sim);
         a
@@ -707,12 +799,12 @@ impl Model for Access {
 
     fn mutate(&mut self, sim: &Simulator, rng: &mut Rng, _last: &RunInfo, trace: &mut Vec<String>) {
         let t = now();
+        // Documented limit: with Slack sorting by date_last, a combination used again before a
+        // walk reached it moves ahead of the walk, and new-only then misses it. Touch only when
+        // every combination is behind a completed walk.
+        let safe = !(self.new_only && self.sort_key == AccessSortKey::DateLast)
+            || self.last_caught_up.is_some_and(|start| start - self.lag >= self.last_add);
         if rng.chance(60) {
-            // Documented limit: with Slack sorting (and filtering `before`) by date_last, a
-            // combination used again before a walk reached it drops out of that walk, and new-only
-            // then misses it. Touch only when every combination is behind a completed walk.
-            let safe = !(self.new_only && self.sort_key == AccessSortKey::DateLast)
-                || self.last_caught_up.is_some_and(|start| start - 1 >= self.last_add);
             if safe {
                 let n = rng.range(1, (self.current.len() / 4).max(1) as i64) as usize;
                 sim.touch_access_rows(n, t);
@@ -732,21 +824,25 @@ impl Model for Access {
         self.snapshot(sim);
     }
 
-    fn after_run(&mut self, _sim: &Simulator, info: &RunInfo) {
+    fn after_run(&mut self, sim: &Simulator, info: &RunInfo) {
+        // The data as the pass left it (rows may have been used during it). A caught-up pass
+        // completed a walk bounded at or above spawn_floor - lag: the states current now and at
+        // most that bound were current during the whole walk (a use during it dates past it).
+        self.snapshot(sim);
         if info.caught_up {
-            // The pass completed a walk bounded at or above spawn_floor - 1 over this data.
-            let bound = info.spawn_floor - 1;
+            let bound = info.spawn_floor - self.lag;
             let due: Vec<String> = self.current.iter().filter_map(|r| self.due(r, bound)).collect();
             self.required.extend(due);
             self.last_caught_up = Some(info.spawn_floor);
+            self.last_bound = Some(bound);
         } else {
             self.last_caught_up = None;
         }
     }
 
     fn settle_wait(&self) {
-        // A walk's bound is one second behind its start: start after last_change + 1.
-        wait_for(5, || now() > self.last_change + 1);
+        // A walk's bound is `lag` behind its start: start after last_change + lag.
+        wait_for(5, || now() > self.last_change + self.lag);
     }
 
     fn key(&self, rec: &serde_json::Value) -> Result<String, String> {
@@ -776,10 +872,14 @@ impl Model for Access {
         format!("{key}: {} | {}", states.join(", "), now.join(", "))
     }
 
-    fn truth(&mut self, _sim: &Simulator, _ctx: &Ctx<'_>) -> Truth {
+    fn truth(&mut self, sim: &Simulator, _ctx: &Ctx<'_>) -> Truth {
+        self.snapshot(sim);
         let mut must: BTreeMap<String, usize> = self.required.iter().map(|k| (k.clone(), 1)).collect();
+        // The schedule ends with caught-up passes: what is current and settled before the last
+        // one's bound (rows used during it, if the simulator uses rows mid-walk, are newer).
+        let bound = self.last_bound.unwrap_or(i64::MIN);
         for r in &self.current {
-            if let Some(k) = self.due(r, i64::MAX) {
+            if let Some(k) = self.due(r, bound) {
                 must.insert(k, 1);
             }
         }
@@ -814,6 +914,9 @@ impl Model for Integration {
             history_end: end,
             integration_order: if rng.chance(75) { IntegrationOrder::NewestFirst } else { IntegrationOrder::OldestFirst },
             integration_paging_count: if rng.chance(50) { IntegrationPagingCount::Returned } else { IntegrationPagingCount::PageSize },
+            // Byte-identical copies in half the schedules, so page boundaries fall between
+            // copies, and copies arrive between passes and during interrupted walks.
+            integration_identical_percent: if rng.chance(50) { rng.range(5, 40) as u32 } else { 0 },
             ..SimConfig::default()
         };
         (cfg, backfill)
@@ -824,8 +927,8 @@ impl Model for Integration {
         let mut s = base_settings(sim, "integration", backfill);
         s.push(("integration_page_size", page.to_string()));
         trace.push(format!(
-            "integration: {} entries, backfill {backfill}, page {page}, order {:?}, paging.count {:?}",
-            cfg.integration_entries, cfg.integration_order, cfg.integration_paging_count
+            "integration: {} entries ({}% with identical copies), backfill {backfill}, page {page}, order {:?}, paging.count {:?}",
+            cfg.integration_entries, cfg.integration_identical_percent, cfg.integration_order, cfg.integration_paging_count
         ));
         Integration { sim_settings: s, backfill, page, newest_first: cfg.integration_order == IntegrationOrder::NewestFirst }
     }
@@ -858,17 +961,17 @@ impl Model for Integration {
 
     fn key(&self, rec: &serde_json::Value) -> Result<String, String> {
         let id = rec["id"].as_str().ok_or("no id")?;
-        let (_, want) = slack_logs_core::integration::canonical(&rec["event"].to_string(), rec["team_id"].as_str())?;
-        if want != id {
-            return Err(format!("record id {id} is not the hash of its entry {}", rec["event"]));
+        let (_, first) = slack_logs_core::integration::canonical(&rec["event"].to_string(), rec["team_id"].as_str())?;
+        // The entry's own id, or that of one of its identical copies.
+        if !(0..64).any(|n| slack_logs_core::integration::copy_id(&first, n) == id) {
+            return Err(format!("record id {id} is not the id of its entry or of a copy of it: {}", rec["event"]));
         }
         Ok(id.to_string())
     }
 
     fn truth(&mut self, sim: &Simulator, _ctx: &Ctx<'_>) -> Truth {
         let mut must = BTreeMap::new();
-        for e in sim.integration_truth() {
-            let (date, id) = slack_logs_core::integration::canonical(&e.to_string(), None).expect("simulator entries parse");
+        for (date, id) in integration_ids(sim) {
             if date >= self.backfill {
                 *must.entry(id).or_insert(0) += 1;
             }
@@ -878,13 +981,95 @@ impl Model for Integration {
     }
 
     fn describe(&self, sim: &Simulator, key: &str) -> String {
-        let pos = sim.integration_truth().iter().position(|e| {
-            slack_logs_core::integration::canonical(&e.to_string(), None).is_ok_and(|(_, id)| id == key)
-        });
-        match pos {
-            Some(i) => format!("{key}: entry {i} of {} in serving order: {}", sim.integration_truth().len(), sim.integration_truth()[i]),
+        let truth = sim.integration_truth();
+        match integration_ids(sim).iter().position(|(_, id)| id == key) {
+            Some(i) => format!("{key}: entry {i} of {} in serving order: {}", truth.len(), truth[i]),
             None => key.to_string(),
         }
+    }
+}
+
+/// The record ids of the simulator's entries, in serving order (each identical copy its own).
+fn integration_ids(sim: &Simulator) -> Vec<(i64, String)> {
+    let entries: Vec<String> = sim.integration_truth().iter().map(|e| e.to_string()).collect();
+    slack_logs_core::integration::listing_ids(entries.iter().map(String::as_str), None).expect("simulator entries parse")
+}
+
+// ---- many workspaces
+
+/// `team_ids = all` over an org of many workspaces, some of them slow to answer, with a time
+/// budget too short for every walk in one pass: every workspace's entries must still arrive
+/// (walks take turns, longest-waiting first) — and nothing twice.
+struct Workspaces {
+    inner: Integration,
+    teams: Vec<String>,
+}
+
+impl Model for Workspaces {
+    const NAME: &'static str = "integration";
+    const LABEL: &'static str = "workspaces";
+
+    fn config(rng: &mut Rng) -> (SimConfig, i64) {
+        let (mut cfg, backfill) = Integration::config(rng);
+        cfg.integration_entries = rng.range(10, 30) as usize;
+        // Newest first, so a caught-up walk reads a page or two: then a pass's budget covers the
+        // steady state of every workspace, and "caught up" is reachable. (Oldest first, every
+        // walk rereads every page each pass; slow workspaces then need more than any budget,
+        // which is a deployment that cannot keep up, not a fault.)
+        cfg.integration_order = IntegrationOrder::NewestFirst;
+        (cfg, backfill)
+    }
+
+    fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Workspaces {
+        let mut inner = Integration::new(sim, rng, backfill, cfg, trace);
+        let mut teams: Vec<String> = slack_sim::WORKSPACE_IDS[..2].iter().map(|s| s.to_string()).collect();
+        teams.extend(sim.add_workspaces(rng.range(3, 30) as usize));
+        let busy = rng.range(0, 3) as usize;
+        for t in teams.iter().take(busy) {
+            sim.set_team_delay(t, Duration::from_millis(rng.range(100, 500) as u64));
+        }
+        let budget = rng.range(10, 15);
+        inner.sim_settings.retain(|(k, _)| *k != "max_run_seconds");
+        inner.sim_settings.push(("team_ids", "all".into()));
+        inner.sim_settings.push(("max_run_seconds", budget.to_string()));
+        trace.push(format!("workspaces: {} (the first {busy} slow), max_run_seconds {budget}", teams.len()));
+        Workspaces { inner, teams }
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        self.inner.settings()
+    }
+
+    fn estimate_requests(&self, sim: &Simulator, watermark: Option<i64>) -> usize {
+        self.inner.estimate_requests(sim, watermark) * self.teams.len()
+    }
+
+    fn mutate(&mut self, sim: &Simulator, rng: &mut Rng, last: &RunInfo, trace: &mut Vec<String>) {
+        self.inner.mutate(sim, rng, last, trace);
+    }
+
+    fn key(&self, rec: &serde_json::Value) -> Result<String, String> {
+        let team = rec["team_id"].as_str().ok_or("a workspace walk's record without team_id")?;
+        if !self.teams.iter().any(|t| t == team) {
+            return Err(format!("record of a workspace not in the org: {team}"));
+        }
+        self.inner.key(rec)
+    }
+
+    fn truth(&mut self, sim: &Simulator, _ctx: &Ctx<'_>) -> Truth {
+        let entries: Vec<String> = sim.integration_truth().iter().map(|e| e.to_string()).collect();
+        let mut must = BTreeMap::new();
+        for team in &self.teams {
+            let ids = slack_logs_core::integration::listing_ids(entries.iter().map(String::as_str), Some(team))
+                .expect("simulator entries parse");
+            for (date, id) in ids {
+                if date >= self.inner.backfill {
+                    *must.entry(id).or_insert(0) += 1;
+                }
+            }
+        }
+        let may = must.keys().cloned().collect();
+        Truth { must, may }
     }
 }
 
@@ -1022,14 +1207,15 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
         last = Some(info);
     }
 
-    // Settle: no faults, passes until two in a row catch up. (One is not enough for the
-    // integration stream: a pass that finishes a walk left open by an earlier pass reports
-    // caught-up without starting a new walk, so entries that arrived at the front of the listing
-    // meanwhile wait for the next pass.)
+    // Settle: no faults, passes until every walk of the stream caught up twice. (Once is not
+    // enough for the integration stream: a pass that finishes a walk left open by an earlier
+    // pass reports caught-up without starting a new walk, so entries that arrived at the front of
+    // the listing meanwhile wait for the next walk. Not necessarily in a row: with many
+    // workspaces a walk may take its turn in one pass and finish in the next.)
     model.settle_wait();
     let mut settled = false;
-    let mut previous_caught_up = false;
-    for pass in 0..10 {
+    let mut caught_ups: BTreeMap<String, usize> = BTreeMap::new();
+    for pass in 0..15 {
         let info = ctx.run(RunPlan::default());
         totals.passes += 1;
         ctx.trace.push(format!("settle {pass}: exit {:?}, {} requests: {}", info.exit, info.requests, info.line));
@@ -1037,13 +1223,15 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
         if info.caught_up {
             assert_eq!(info.exit, Some(0), "{}", ctx.fail(&format!("caught up but exit {:?}:\n{}", info.exit, info.stderr)));
         }
-        if info.caught_up && previous_caught_up {
+        for (walk, caught_up) in &info.walks {
+            *caught_ups.entry(walk.clone()).or_insert(0) += usize::from(*caught_up);
+        }
+        if !caught_ups.is_empty() && caught_ups.values().all(|&n| n >= 2) {
             settled = true;
             break;
         }
-        previous_caught_up = info.caught_up;
-        if pass == 9 {
-            panic!("{}", ctx.fail(&format!("no pass caught up without faults; last stderr:\n{}", info.stderr)));
+        if pass == 14 {
+            panic!("{}", ctx.fail(&format!("the walks did not all catch up twice without faults ({caught_ups:?}); last stderr:\n{}", info.stderr)));
         }
     }
     assert!(settled);
@@ -1118,7 +1306,7 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
 }
 
 fn random_fault_schedules<M: Model>() {
-    let dir = Scratch::new(&format!("faults-{}", M::NAME));
+    let dir = Scratch::new(&format!("faults-{}", M::LABEL));
     // Compile the component into this directory's cache before any kill can interrupt that.
     let warm = fault_host(&dir.path("warm.db"), "stdout", &[]).arg("status").output().expect("start host");
     assert!(warm.status.success(), "{}", String::from_utf8_lossy(&warm.stderr));
@@ -1130,7 +1318,7 @@ fn random_fault_schedules<M: Model>() {
     }
     eprintln!(
         "{}: {} schedules, {} events, lost {}, repeated {} (seeds {}..={}; {} passes, {} kills, {} sink faults, {} batches at risk; {:.1} s)",
-        M::NAME,
+        M::LABEL,
         totals.schedules,
         totals.events,
         totals.lost,
@@ -1158,6 +1346,11 @@ fn access_random_fault_schedules() {
 #[test]
 fn integration_random_fault_schedules() {
     random_fault_schedules::<Integration>();
+}
+
+#[test]
+fn workspaces_random_fault_schedules() {
+    random_fault_schedules::<Workspaces>();
 }
 
 /// The smallest schedule of seed 100 (integration), without faults: Slack serving the entries

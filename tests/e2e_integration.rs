@@ -7,11 +7,13 @@ use std::collections::BTreeSet;
 use common::*;
 use slack_sim::{SimConfig, Simulator};
 
-/// Record ids the collector must produce for the simulator's entries, for one workspace.
+/// Record ids the collector must produce for the simulator's entries, for one workspace (each
+/// identical copy its own).
 fn expected(sim: &Simulator, team: Option<&str>, from: i64) -> BTreeSet<String> {
-    sim.integration_truth()
-        .iter()
-        .map(|e| slack_logs_core::integration::canonical(&e.to_string(), team).expect("simulator entries parse"))
+    let entries: Vec<String> = sim.integration_truth().iter().map(|e| e.to_string()).collect();
+    slack_logs_core::integration::listing_ids(entries.iter().map(String::as_str), team)
+        .expect("simulator entries parse")
+        .into_iter()
         .filter(|(date, _)| *date >= from)
         .map(|(_, id)| id)
         .collect()
@@ -46,6 +48,51 @@ fn mixed_entries_over_two_passes_match_ground_truth() {
     let new: BTreeSet<String> = all.difference(&set(&first)).cloned().collect();
     assert_eq!(new.len(), 12);
     assert_eq!(second, new, "the second pass delivers only the new entries");
+}
+
+/// Slack can log byte-identical entries (an app re-added twice in one second by a script): each
+/// is a record, with an id of its own, also when a page boundary falls between copies and when
+/// more copies arrive between passes. (Before, identical entries collapsed into one record.)
+#[test]
+fn identical_entries_are_each_a_record() {
+    let now = now();
+    let sim = Simulator::start(SimConfig {
+        seed: 23,
+        integration_entries: 60,
+        integration_identical_percent: 40,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let start = sim.config().history_start;
+    let truth = sim.integration_truth();
+    let copies = truth.windows(2).filter(|w| w[0] == w[1]).count();
+    assert!(copies >= 10, "the simulator made identical entries ({copies})");
+    let dir = Scratch::new("integration-identical");
+    // 7 entries a page: with this many copies, page boundaries fall between some of them.
+    let settings = integration_settings(&sim, start);
+
+    run_ok(&mut host(&dir, &settings));
+    let first = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(first.len(), truth.len(), "one record per entry, copies included");
+    assert_eq!(first.len(), set(&first).len(), "each copy has an id of its own");
+    assert_eq!(set(&first), expected(&sim, None, start));
+    // Each record still carries the entry exactly as Slack sent it.
+    let text = std::fs::read_to_string(dir.path("out.ndjson")).unwrap();
+    let events: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).collect();
+    let mut sent = truth.clone();
+    sent.sort_by_key(|e| e.to_string());
+    let mut got = events;
+    got.sort_by_key(|e| e.to_string());
+    assert_eq!(got, sent);
+
+    // New entries, copies among them, between passes: exactly those are delivered.
+    sim.add_integration_entries(15, now - 60, now);
+    run_ok(&mut host(&dir, &settings));
+    run_ok(&mut host(&dir, &settings));
+    let all = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(all.len(), sim.integration_truth().len(), "nothing lost, nothing repeated");
+    assert_eq!(set(&all), expected(&sim, None, start));
 }
 
 #[test]

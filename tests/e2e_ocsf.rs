@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use slack_sim::{SimConfig, Simulator};
@@ -33,6 +33,7 @@ fn every_stream_emits_valid_ocsf_events_for_exactly_the_ground_truth() {
     let text = std::fs::read_to_string(dir.path("out.ndjson")).unwrap();
     let mut uids = BTreeSet::new();
     let mut classes = BTreeSet::new();
+    let mut findings: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for line in text.lines() {
         let event: serde_json::Value = serde_json::from_str(line).unwrap();
         if let Err(problems) = slack_logs_core::ocsf::validate::validate(&event) {
@@ -41,6 +42,9 @@ fn every_stream_emits_valid_ocsf_events_for_exactly_the_ground_truth() {
         assert_eq!(event["metadata"]["product"]["name"], "Slack", "{line}");
         classes.insert(event["class_uid"].as_u64().unwrap());
         assert!(uids.insert(event["metadata"]["uid"].as_str().unwrap().to_string()), "repeated record");
+        if event["class_uid"] == 2004 {
+            findings.insert(event["metadata"]["uid"].as_str().unwrap().to_string(), event);
+        }
     }
     // The same records as raw output: audit ids, access and integration ids from the truth.
     let mut expected: BTreeSet<String> = truth(&sim, start, now);
@@ -55,8 +59,41 @@ fn every_stream_emits_valid_ocsf_events_for_exactly_the_ground_truth() {
             .map(|(_, id)| id),
     );
     assert_eq!(uids, expected);
-    // Logins, changes and files all occur in the simulated history.
-    for class in [3002, 3004, 6006] {
+    // Logins, changes, files and security detections all occur in the simulated history.
+    for class in [2004, 3002, 3004, 6006] {
         assert!(classes.contains(&class), "class {class} missing from {classes:?}");
+    }
+    // Every simulated `anomaly`, and nothing else, is a Detection Finding whose uid is the raw
+    // record id, graded by its reasons.
+    let anomalies: BTreeSet<String> = sim
+        .audit_truth(start, now)
+        .into_iter()
+        .filter(|t| t.action == "anomaly")
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(findings.keys().cloned().collect::<BTreeSet<_>>(), anomalies);
+    for (id, f) in &findings {
+        let info = &f["finding_info"];
+        assert_eq!(info["uid"], id.as_str(), "{f}");
+        assert_eq!(f["metadata"]["event_code"], "anomaly", "{f}");
+        assert_eq!(f["activity_id"], 1, "{f}");
+        let reasons: Vec<&str> = info["types"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        assert!(!reasons.is_empty(), "the simulator always names a reason: {f}");
+        let severity = reasons
+            .iter()
+            .map(|r| {
+                let row = slack_logs_core::ocsf::ANOMALY_REASONS.iter().find(|row| row.0 == *r);
+                row.map(|row| row.2).unwrap_or_else(|| panic!("reason {r} not in the table: {f}"))
+            })
+            .max()
+            .unwrap();
+        assert_eq!(f["severity_id"], severity, "{f}");
+        assert!(info["title"].as_str().unwrap().starts_with("Slack anomaly: "), "{f}");
+        assert!(info["first_seen_time"].as_i64() <= info["last_seen_time"].as_i64(), "{f}");
+        assert!(f["actor"]["user"]["uid"].is_string(), "{f}");
+        // The simulator always sends a previous address: the second evidence.
+        let evidences = f["evidences"].as_array().unwrap();
+        assert_eq!(evidences.last().unwrap()["data"]["observation"], "previous", "{f}");
+        assert!(f.get("src_endpoint").is_none(), "a finding's addresses are evidence: {f}");
     }
 }

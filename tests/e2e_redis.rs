@@ -37,6 +37,8 @@ fn scenario(seed: u64) -> (Simulator, i64, Vec<(&'static str, String)>) {
         ("audit_lag_seconds", "2".into()),
         ("audit_window_seconds", "1800".into()),
         ("audit_page_size", "5".into()),
+        // Round 2 adds access rows seconds before it runs (the default lag is 60 s).
+        ("access_lag_seconds", "2".into()),
         ("access_page_size", "10".into()),
         ("integration_page_size", "7".into()),
         ("max_run_seconds", "120".into()),
@@ -177,4 +179,93 @@ fn two_hosts_at_once_on_one_redis_deliver_every_record_exactly_once() {
     let truth2: BTreeSet<String> = ground_truth(&sim, start).difference(&truth1).cloned().collect();
     assert!(truth2.len() >= 48, "the new data is in the truth: {}", truth2.len());
     check("round 2", &a2, &b2, &truth2);
+}
+
+/// The state in Redis over TLS (`rediss://`), as an ACL user, with the server's certificate from
+/// a CA made for the test and trusted through `SSL_CERT_FILE`: a host delivers the ground truth,
+/// a second host finds the checkpoints and delivers nothing, `status` and `reset` work. Without
+/// the CA the host refuses the server and says how to trust it; plain `redis://` to the TLS port
+/// fails too: nothing falls back to clear text.
+#[test]
+fn hosts_share_checkpoints_in_redis_over_tls_as_an_acl_user() {
+    let Some(redis) = TlsRedis::start("collector", "tls-pass-Wk3Rz") else { return };
+    let (sim, start, settings) = scenario(47);
+    let dir = Scratch::new("redis-tls");
+    let state = redis.url("collector", "tls-pass-Wk3Rz", 3);
+    let trusting = |sink: &str, args: &[&str]| {
+        host_with_state(&dir, &state, sink, &settings).env("SSL_CERT_FILE", redis.ca()).args(args).output().unwrap()
+    };
+    succeeded(&trusting("status.ndjson", &["status"]), "status over TLS");
+    succeeded(&trusting("a.ndjson", &["run", "--once"]), "host A over TLS");
+    let a = delivered_ids(&dir.path("a.ndjson"));
+    assert_eq!(a.len(), set(&a).len(), "no record repeated");
+    assert_eq!(set(&a), ground_truth(&sim, start), "host A delivers the ground truth");
+    succeeded(&trusting("b.ndjson", &["run", "--once"]), "host B over TLS");
+    assert!(delivered_ids(&dir.path("b.ndjson")).is_empty(), "host B finds A's checkpoints in Redis");
+    let out = trusting("x.ndjson", &["reset", "audit", "--yes"]);
+    succeeded(&out, "reset over TLS");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted slack-logs/v1/audit/org/checkpoint"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rediss://collector:***@localhost"), "the state is named without its password");
+
+    // The CA not trusted: refused, with the way to trust it.
+    let out = host_with_state(&dir, &state, "c.ndjson", &settings).env_remove("SSL_CERT_FILE").args(["run", "--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("TLS") && stderr.contains("SSL_CERT_FILE") && stderr.contains("certificate"), "{stderr}");
+    // Clear text to the TLS port does not work either.
+    let plain = state.replacen("rediss://", "redis://", 1);
+    let out = host_with_state(&dir, &plain, "c.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rediss://"), "the error suggests TLS: {stderr}");
+    assert!(delivered_ids(&dir.path("c.ndjson")).is_empty());
+}
+
+/// A pass killed mid-walk on a shared Redis store (where no OS lock can tell that it died)
+/// holds its walk back only until its lease expires: by default 30 s after its last renewal,
+/// since it renews as it goes (issue #12 item 0). Then the next pass resumes from its checkpoint.
+#[test]
+fn after_a_killed_pass_on_redis_the_next_resumes_within_30_seconds_by_default() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (sim, start, mut settings) = scenario(41);
+    settings.retain(|(k, _)| !["streams", "request_timeout_seconds"].contains(k));
+    settings.push(("streams", "audit".into()));
+    let dir = Scratch::new("redis-kill");
+    let state = redis.url();
+    warm_up(&dir, &state, &settings);
+    sim.set_response_delay(Duration::from_millis(50));
+    let mut child = KillOnDrop(
+        host_with_state(&dir, &state, "out.ndjson", &settings)
+            .args(["run", "--once"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_for(60, || sim.request_count() >= 10), "the walk did not get going");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let killed = std::time::Instant::now();
+    sim.set_response_delay(Duration::ZERO);
+
+    // A second later the walk is still leased to the dead pass: left to it, and says until when.
+    std::thread::sleep(Duration::from_secs(1));
+    let out = host_with_state(&dir, &state, "out.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+    succeeded(&out, "the pass right after the kill");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("held-elsewhere"), "{stderr}");
+
+    // Then passes every few seconds, as a tight schedule would run them: one resumes within 30 s.
+    let resumed = loop {
+        std::thread::sleep(Duration::from_secs(3));
+        let out = host_with_state(&dir, &state, "out.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+        succeeded(&out, "a pass after the kill");
+        if !String::from_utf8_lossy(&out.stderr).contains("held-elsewhere") {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(40), "still held 40 s after the kill");
+    };
+    assert!(resumed <= Duration::from_secs(34), "resumed {resumed:?} after the kill");
+    let ids = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(set(&ids), truth(&sim, start, now()), "everything arrived");
+    assert!(ids.len() - set(&ids).len() <= 15, "at most the batch in flight at the kill repeated");
 }

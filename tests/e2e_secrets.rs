@@ -4,7 +4,9 @@
 //! expired and under-scoped tokens, a workspace token on the org-only audit API, Slack 5xx and
 //! 429 storms, malformed and HTML bodies, a body that echoes the request's token, a refusing
 //! sink that echoes its token, bad config values (in the environment and in a TOML file), and a
-//! checkpoint that does not parse; plus `serve`'s `/status`, `/healthz` and `/collect`.
+//! checkpoint that does not parse; plus `serve`'s `/status`, `/healthz` and `/collect`; and the
+//! password of a Redis state over TLS (`rediss://`), when it works and when it is wrong, the
+//! server's certificate is not trusted or the server is gone.
 //!
 //! Every secret carries the same mark and a unique tail, and every output goes through one check
 //! (`assert_no_secret`), which looks for the mark case-insensitively (a cut or case-folded token
@@ -35,6 +37,14 @@ const WORKSPACE: &str = "xoxp-1-LeakCanary-workspace-Pn6Dk2Ua";
 const UNKNOWN: &str = "xoxp-1-LeakCanary-unknown-Mz8Fr4Ei";
 const COLLECT_SECRET: &str = "LeakCanary-collect-Tc2Wq7Ob";
 const SINK_TOKEN: &str = "LeakCanary-sink-Yx5Gv3Nh";
+/// The Redis ACL user's password in a `rediss://` state URL, and a wrong one.
+const REDIS_PASSWORD: &str = "LeakCanary-redis-Qp4Zt8Vm";
+const WRONG_REDIS_PASSWORD: &str = "LeakCanary-redis-wrong-Hx7Lm2Bq";
+/// The S3 sink's secret access key and session token (`AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`; `s3_secret_access_key`, `s3_session_token`), with the characters AWS's
+/// keys and tokens have (`/`, `+`, `=`), so that a URL-encoded echo is tried too.
+const S3_SECRET_KEY: &str = "LeakCanary-s3secret/Jm4Rt+Ws9Pq";
+const S3_SESSION_TOKEN: &str = "LeakCanary-s3token/Fz8Lk+Dh2==";
 
 const SECRETS: &[&str] = &[
     VALID,
@@ -45,6 +55,10 @@ const SECRETS: &[&str] = &[
     UNKNOWN,
     COLLECT_SECRET,
     SINK_TOKEN,
+    REDIS_PASSWORD,
+    WRONG_REDIS_PASSWORD,
+    S3_SECRET_KEY,
+    S3_SESSION_TOKEN,
 ];
 
 /// The one check every output goes through. `what` says where the bytes came from.
@@ -591,4 +605,168 @@ fn serve_routes_answer_without_secrets() {
         assert_no_secret(&format!("{name}: its output"), &out);
     }
     check_state("serve", &dir, &s);
+}
+
+/// The password of a `rediss://` state (an ACL user, TLS with a CA made for the test) stays out of
+/// every output: a pass, `-v` debug lines, `status`, `reset`, and the errors of a wrong password,
+/// an untrusted certificate and a server that is gone. (It is never written anywhere: the store
+/// holds only what the component writes.)
+#[test]
+fn the_redis_password_under_tls_stays_out_of_every_output() {
+    let Some(redis) = TlsRedis::start("collector", REDIS_PASSWORD) else { return };
+    let (sim, start) = sim();
+    let dir = Scratch::new("secrets-redis-tls");
+    let settings = settings(&sim, start, VALID);
+    let state = redis.url("collector", REDIS_PASSWORD, 0);
+    let ca = redis.ca();
+    let run = |what: &str, state: &str, trust: bool, args: &[&str]| -> Output {
+        let mut cmd = host_with_state(&dir, state, "out.ndjson", &settings);
+        if trust {
+            cmd.env("SSL_CERT_FILE", &ca);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        let out = cmd.args(args).output().expect("start host");
+        check_output(what, &out);
+        out
+    };
+
+    let out = run("a pass on Redis over TLS", &state, true, &["-v", "run", "--once"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rediss://collector:***@"), "the -v line names the state masked");
+    for args in [&["status"][..], &["status", "--json"][..], &["reset", "audit", "--yes"][..]] {
+        let out = run(&format!("slack-logs {}", args.join(" ")), &state, true, args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    if let Ok(bytes) = std::fs::read(dir.path("out.ndjson")) {
+        assert_no_secret("the records file", &bytes);
+    }
+
+    let wrong = redis.url("collector", WRONG_REDIS_PASSWORD, 0);
+    let out = run("a wrong Redis password", &wrong, true, &["run", "--once"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credentials"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("an untrusted Redis certificate", &state, false, &["run", "--once"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SSL_CERT_FILE"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("clear text to the TLS port", &state.replacen("rediss://", "redis://", 1), true, &["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let port = redis.server.port;
+    drop(redis);
+    let out = run("Redis gone", &state, false, &["reset", "audit", "--yes"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("localhost:{port}")), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+// ------------------------------------------------------------------ the S3 sink
+
+/// An S3 store that refuses every PUT (first `SlowDown`, so the retry's warning line is checked
+/// too, then `SignatureDoesNotMatch`) and echoes the whole request in its error document: the
+/// target with its query string (the signature and `X-Amz-Security-Token`), raw and as S3 would
+/// quote it, and every header. Returns its endpoint and the request targets it saw.
+fn echoing_s3() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let seen = targets.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let (mut len, mut head) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let decoded: String = url_decode(&target);
+            let n = {
+                let mut t = seen.lock().unwrap();
+                t.push(target.clone());
+                t.len()
+            };
+            let (status, code) = if n == 1 { (503, "SlowDown") } else { (403, "SignatureDoesNotMatch") };
+            // The token first, so that the message's cut to 200 characters keeps it.
+            let token = target.split(['?', '&']).find_map(|p| p.strip_prefix("X-Amz-Security-Token=")).unwrap_or("");
+            let text = format!(
+                "<Error><Code>{code}</Code><Message>token {} ({token}) in {decoded} with {}</Message><CanonicalRequest>{target}</CanonicalRequest></Error>",
+                url_decode(token),
+                head.replace("\r\n", " ")
+            );
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status} X\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len()).as_bytes(),
+            );
+        }
+    });
+    (endpoint, targets)
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The host's `--sink s3://…` with the canary secret key and session token in AWS's variables.
+fn s3_host(dir: &Scratch, s: &[(&str, String)], endpoint: &str, secret: &str) -> Command {
+    let mut cmd = host(dir, s);
+    cmd.arg("--sink").arg("s3://canary-bucket/slack");
+    aws_env(&mut cmd, endpoint, secret);
+    cmd.env("AWS_SESSION_TOKEN", S3_SESSION_TOKEN);
+    cmd
+}
+
+/// The S3 sink's secret key and session token stay out of every output: a store that echoes the
+/// request (query string and headers) in its errors, retried and refused; a real store (s3s-fs,
+/// which checks signatures) refusing a wrong secret key; and a good pass with `-v`.
+#[test]
+fn s3_credentials_stay_out_of_every_output() {
+    let (sim, start) = sim();
+    let s = settings(&sim, start, VALID);
+
+    let dir = Scratch::new("secrets-s3-echo");
+    let (endpoint, targets) = echoing_s3();
+    let (status, stderr) = pass("an S3 store that echoes the request", &mut s3_host(&dir, &s, &endpoint, S3_SECRET_KEY));
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("SlowDown") && stderr.contains("SignatureDoesNotMatch") && stderr.contains("AWS_SECRET_ACCESS_KEY"), "the refusal was reached:\n{stderr}");
+    let targets = targets.lock().unwrap().clone();
+    assert!(
+        targets.iter().any(|t| t.contains("X-Amz-Security-Token=") && url_decode(t).contains(S3_SESSION_TOKEN)),
+        "the store got the session token, so its echo could have leaked it: {targets:?}"
+    );
+    check_state("an S3 store that echoes the request", &dir, &s);
+
+    let dir = Scratch::new("secrets-s3-real");
+    let Some(server) = S3Server::start_with_secret(&dir.path("s3"), "canary-bucket", S3_SECRET_KEY) else { return };
+    let wrong = format!("{S3_SECRET_KEY}-wrong");
+    let (status, stderr) = pass("a wrong S3 secret key", &mut s3_host(&dir, &s, &server.endpoint(), &wrong));
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("SignatureDoesNotMatch"), "{stderr}");
+    let (status, stderr) = pass("a good pass into S3", s3_host(&dir, &s, &server.endpoint(), S3_SECRET_KEY).arg("-v"));
+    assert_eq!(status, Some(0), "{stderr}");
+    let objects = server.objects("canary-bucket");
+    assert!(!objects.is_empty(), "the records were stored");
+    for (key, records) in s3_records(&server, "canary-bucket") {
+        assert_no_secret(&format!("the object {key}"), serde_json::to_string(&records).unwrap().as_bytes());
+    }
+    check_state("a pass into S3", &dir, &s);
 }

@@ -1,7 +1,7 @@
-//! The Spin manifests (`spin.toml`, `deploy/spin/http-sink.toml`) against what the build
-//! produces and what the component reads: every config key is a variable, nothing unknown reaches
-//! the component, the sources and the sink dependency are the built files, and the dependency
-//! names an import the component really has. The Spin CLI is not available to the test suite, so
+//! The Spin manifests (`spin.toml`, `deploy/spin/http-sink.toml`, `deploy/spin/s3-sink.toml`)
+//! against what the build produces and what the component reads: every config key is a
+//! variable, nothing unknown reaches the component, the sources and the sink dependency are the
+//! built files, and the dependency names an import the component really has. The Spin CLI is not available to the test suite, so
 //! this checks the manifest's facts instead of running `spin up`.
 
 mod common;
@@ -178,7 +178,7 @@ fn check_common(m: &Manifest, extra_vars: &[&str], required: &[&str]) {
     let workdir = build.get("workdir").and_then(Value::as_str).map_or_else(|| m.resolve(""), |w| m.resolve(w));
     assert!(same_file(&workdir, &repo()), "{shown}: the build runs in {}", workdir.display());
     assert!(command.starts_with("cargo build --release --target wasm32-wasip2 "), "{shown}: {command}");
-    for package in ["slack-logs-collector", "sink-stdout", "sink-http"] {
+    for package in ["slack-logs-collector", "sink-stdout", "sink-http", "sink-s3"] {
         assert!(command.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["-p", package]), "{shown}: {command} does not build {package}");
     }
 }
@@ -229,6 +229,22 @@ fn http_sink_manifest_grants_what_the_http_sink_needs() {
     }
     let hosts = m.collector()["allowed_outbound_hosts"].as_array().expect("hosts");
     assert!(hosts.iter().any(|h| h.as_str().and_then(template_var) == Some("sink_host")));
+}
+
+#[test]
+fn s3_sink_manifest_grants_what_the_s3_sink_needs() {
+    let m = Manifest::load("deploy/spin/s3-sink.toml");
+    let required = ["s3_bucket", "s3_access_key_id", "s3_secret_access_key"];
+    check_common(&m, &["s3_host"], &required);
+    check_dependency(&m, "sink_s3.wasm");
+    // It reads variables and sends over the network: both come only with inheritance.
+    assert_eq!(inherits(&m), Some(true));
+    let vars = m.table("variables");
+    for name in required.iter().chain(&["s3_host"]) {
+        assert_eq!(vars[*name].get("required").and_then(Value::as_bool), Some(true), "{name}");
+    }
+    let hosts = m.collector()["allowed_outbound_hosts"].as_array().expect("hosts");
+    assert!(hosts.iter().any(|h| h.as_str().and_then(template_var) == Some("s3_host")));
 }
 
 #[test]

@@ -250,6 +250,12 @@ impl Transport for HttpTransport {
     }
 }
 
+/// A lease owner id for the native pass (one pass per process: any distinct value does).
+fn random_id() -> [u8; 16] {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos ^ u128::from(std::process::id())).to_le_bytes()
+}
+
 #[derive(Default)]
 struct MemKv(HashMap<String, Vec<u8>>);
 
@@ -319,6 +325,7 @@ fn native_child(stream: &str, audit_base: &str, web_base: &str, backfill_start: 
             sink: &mut sink,
             clock: &clock,
             log: &log,
+            random: &random_id,
         };
         run_pass(&config, &mut env, &RunOptions::default())
     };

@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 
+use ledger::{Ledger, LedgerIndex};
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -22,6 +24,7 @@ use crate::url::with_query;
 use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
 
 mod head;
+pub mod ledger;
 
 /// Where the audit checkpoint lives in the key-value store.
 pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/org/checkpoint";
@@ -36,7 +39,8 @@ const MAX_CURSOR_RESTARTS: u32 = 5;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditCheckpoint {
     pub v: u32,
-    /// Every event with `date_create <= watermark` is delivered (from the stream's start on).
+    /// Every event with `date_create <= watermark` is delivered (from the stream's start on),
+    /// except the ones Slack indexed late, which the look-back re-scan collects.
     pub watermark: i64,
     /// The window being walked, if a pass stopped inside one.
     #[serde(default)]
@@ -48,6 +52,25 @@ pub struct AuditCheckpoint {
     /// (Slack's limit per request); this is the group being walked.
     #[serde(default)]
     pub group: usize,
+    /// The look-back re-scan of `[watermark - audit_lookback_seconds, watermark]`, if a pass
+    /// stopped inside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescan: Option<Rescan>,
+    /// Which ledger parts hold the ids delivered recently (see [`ledger`]).
+    #[serde(default)]
+    pub ledger: LedgerIndex,
+    /// Slack's clock minus ours, in seconds, from the `Date` of its last answer (negative: ours
+    /// is ahead). Windows never end past Slack's own now minus the lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset: Option<i64>,
+}
+
+/// A look-back re-scan in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rescan {
+    pub window: AuditWindow,
+    #[serde(default)]
+    pub group: usize,
 }
 
 /// A closed window `[oldest, latest]` and how far into it delivery got.
@@ -55,15 +78,19 @@ pub struct AuditCheckpoint {
 pub struct AuditWindow {
     pub oldest: i64,
     pub latest: i64,
-    /// Every event in `(boundary, latest]` is delivered; at `boundary`, those in `boundary_ids`.
+    /// Every event in `(boundary, latest]` is delivered; at `boundary` and wherever the ledger
+    /// covers, exactly those the ledger holds.
     #[serde(default)]
     pub boundary: Option<i64>,
-    #[serde(default)]
+    /// Format 1 kept the ids delivered at `boundary` here, without bound; they move into the
+    /// ledger when such a checkpoint is read, and are never written again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub boundary_ids: BTreeSet<String>,
 }
 
 impl Checkpoint for AuditCheckpoint {
-    const VERSION: u32 = 1;
+    /// 2: the ledger (bounded, in parts) replaced `boundary_ids`; look-back re-scan; clock offset.
+    const VERSION: u32 = 2;
 
     fn watermark(&self) -> i64 {
         self.watermark
@@ -84,6 +111,14 @@ impl AuditCheckpoint {
             watermark,
             window: None,
             filters: filters_key(config),
+            rescan: None,
+            // Nothing before the start is delivered, so the ledger is complete from there; the
+            // look-back never reaches below it.
+            ledger: LedgerIndex {
+                complete_from: watermark + 1,
+                buckets: Default::default(),
+            },
+            clock_offset: None,
         }
     }
 }
@@ -182,10 +217,12 @@ pub fn parse_page(body: &[u8]) -> Result<AuditPage<'_>, SlackError> {
 /// are delivered.
 #[derive(Debug)]
 pub struct Absorbed {
-    pub emit: Vec<usize>,
+    /// Entries to deliver, with their ledger digests.
+    pub emit: Vec<(usize, u64)>,
     /// Entries skipped as already delivered (the inclusive boundary, a repeated page).
     pub duplicates: u32,
-    /// Entries outside the window, which Slack should not have sent.
+    /// Emitted entries outside the window, which Slack should not have sent (delivered: they
+    /// carry ids, and the ledger keeps them from being delivered twice).
     pub out_of_window: u32,
     pub next: AuditWindow,
 }
@@ -196,45 +233,40 @@ impl AuditWindow {
         self.boundary.unwrap_or(self.latest)
     }
 
-    /// Takes one page. Does not change `self`: the caller commits `next` only after the sink
-    /// accepted the emitted entries.
-    pub fn absorb(&self, entries: &[AuditEntry<'_>]) -> Absorbed {
+    /// Takes one page. Does not change `self` or the ledger: the caller commits `next` and
+    /// records the emitted entries only after the sink accepted them.
+    ///
+    /// `record_from`: from this `date_create` up, every delivered id is (or will be) in the
+    /// ledger, so there the ledger decides what was delivered; below it, inside the window and
+    /// above the boundary, the walk's order does (Slack pages newest first).
+    pub fn absorb(&self, entries: &[AuditEntry<'_>], ledger: &Ledger, record_from: i64) -> Absorbed {
         let mut emit = Vec::with_capacity(entries.len());
         let (mut duplicates, mut out_of_window) = (0, 0);
         let mut page_min: Option<i64> = None;
+        // A page that lists one id twice delivers it once.
+        let mut on_page: HashSet<u64> = HashSet::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let t = e.date_create;
-            if t < self.oldest || t > self.latest {
-                out_of_window += 1;
+            let d = ledger::digest(&e.id);
+            let in_window = t >= self.oldest && t <= self.latest;
+            if in_window {
+                page_min = Some(page_min.map_or(t, |m| m.min(t)));
+            }
+            let by_order = in_window && t < record_from && self.boundary.is_some_and(|b| t > b);
+            if by_order || ledger.contains(t, d) || !on_page.insert(d) {
+                duplicates += 1;
                 continue;
             }
-            page_min = Some(page_min.map_or(t, |m| m.min(t)));
-            let delivered = match self.boundary {
-                Some(b) => t > b || (t == b && self.boundary_ids.contains(e.id.as_ref())),
-                None => false,
-            };
-            if delivered {
-                duplicates += 1;
-            } else {
-                emit.push(i);
+            if !in_window {
+                out_of_window += 1;
             }
+            emit.push((i, d));
         }
         let mut next = self.clone();
+        next.boundary_ids.clear();
         if let Some(m) = page_min {
-            match self.boundary {
-                Some(b) if m > b => {} // nothing older than what was delivered: no progress
-                Some(b) if m == b => {
-                    next.boundary_ids
-                        .extend(emit.iter().map(|&i| entries[i].id.to_string()));
-                }
-                _ => {
-                    next.boundary = Some(m);
-                    next.boundary_ids = emit
-                        .iter()
-                        .filter(|&&i| entries[i].date_create == m)
-                        .map(|&i| entries[i].id.to_string())
-                        .collect();
-                }
+            if self.boundary.is_none_or(|b| m < b) {
+                next.boundary = Some(m);
             }
         }
         Absorbed {
@@ -290,8 +322,67 @@ pub fn action_groups(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Walks windows until caught up, out of budget, or failed. The checkpoint is saved after every
-/// page the sink accepted; it never moves past what the sink accepted.
+/// Slack's "now" minus the lag: our clock, or Slack's when its last answer showed ours ahead.
+/// A `Date` header has whole seconds and arrives after it was written, so an offset of -1 is
+/// what clocks in step show; only the part beyond that counts (the lag, at least 2 s, covers it).
+pub fn settled(now: i64, clock_offset: Option<i64>, lag: i64) -> i64 {
+    let ahead = clock_offset.unwrap_or(0).saturating_add(1).min(0);
+    now.saturating_add(ahead).saturating_sub(lag)
+}
+
+/// The look-back re-scan due at watermark `w`: `[w - lookback + 1, w]`, never below where the
+/// ledger is complete (the stream's start, or where an upgrade or the cap left it).
+pub fn plan_rescan(w: i64, lookback: i64, complete_from: i64) -> Option<AuditWindow> {
+    if lookback <= 0 {
+        return None;
+    }
+    let oldest = w.saturating_sub(lookback).saturating_add(1).max(complete_from);
+    (oldest <= w).then(|| AuditWindow {
+        oldest,
+        latest: w,
+        boundary: None,
+        boundary_ids: BTreeSet::new(),
+    })
+}
+
+/// Which walk a window belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// The forward walk: a drained window moves the watermark.
+    Forward,
+    /// The look-back re-scan: what it finds was indexed late.
+    Rescan,
+}
+
+/// Moves a format-1 checkpoint to format 2: its boundary ids go to the ledger, which is complete
+/// only above what format 1 delivered (so the look-back does not deliver that again).
+fn upgrade(checkpoint: &mut AuditCheckpoint, ledger: &mut Ledger, log: &dyn Fn(&str)) {
+    if checkpoint.v >= 2 {
+        return;
+    }
+    let top = checkpoint
+        .window
+        .as_ref()
+        .map_or(checkpoint.watermark, |w| w.latest.max(checkpoint.watermark));
+    ledger.complete_from = top.saturating_add(1);
+    if let Some(w) = checkpoint.window.as_mut() {
+        if let Some(b) = w.boundary {
+            for id in std::mem::take(&mut w.boundary_ids) {
+                ledger.insert(b, ledger::digest(&id));
+            }
+        }
+    }
+    checkpoint.v = <AuditCheckpoint as Checkpoint>::VERSION;
+    log(&format!(
+        "audit: checkpoint upgraded to format 2; the look-back re-scan starts above {}",
+        format_rfc3339(top)
+    ));
+}
+
+/// Walks until caught up, out of budget, or failed: first a look-back re-scan a pass left
+/// unfinished, then forward windows up to Slack's now minus the lag, then this pass's re-scan of
+/// the last `audit_lookback_seconds` below the watermark. The checkpoint (and the ledger before
+/// it) is saved after every page the sink accepted; it never moves past what the sink accepted.
 pub fn walk(
     config: &Config,
     token: &str,
@@ -300,118 +391,333 @@ pub fn walk(
     checkpoint: &mut AuditCheckpoint,
     stats: &mut WalkStats,
 ) -> WalkEnd {
+    let mut ledger = match Ledger::load(&mut *io.store, &checkpoint.ledger) {
+        Ok((l, warnings)) => {
+            for w in warnings {
+                (io.log)(&format!("audit: {w}"));
+            }
+            l
+        }
+        Err(e) => {
+            return WalkEnd::Failed {
+                code: "store_error".into(),
+                message: format!("{e} (reading the audit ledger); nothing was delivered, the next pass tries again"),
+            }
+        }
+    };
+    upgrade(checkpoint, &mut ledger, io.log);
+    let mut walker = Walker {
+        config,
+        token,
+        ledger,
+    };
+    let mut rescanned_at = None;
+    if let Some(r) = checkpoint.rescan.clone() {
+        // First: the span's ledger buckets are kept only until the re-scan is done.
+        if let Err(end) = walker.window(Kind::Rescan, fetcher, io, checkpoint, r.window, r.group, stats) {
+            return end;
+        }
+        rescanned_at = Some(checkpoint.watermark);
+    }
     let now = fetcher.clock.now_unix();
+    let mut refreshed = false;
     loop {
-        let window = match &checkpoint.window {
-            Some(w) => w.clone(),
-            None => match plan_window(
-                checkpoint.watermark,
-                now,
-                config.audit_lag_seconds,
-                config.audit_window_seconds,
-            ) {
-                Some(w) => w,
-                None => return WalkEnd::CaughtUp,
-            },
+        let (window, group) = match &checkpoint.window {
+            Some(w) => (w.clone(), checkpoint.group),
+            None => {
+                let until = settled(now, checkpoint.clock_offset, config.audit_lag_seconds);
+                match plan_window(checkpoint.watermark, until, 0, config.audit_window_seconds) {
+                    Some(w) => (w, 0),
+                    // Nothing due by an offset an earlier pass saw: Slack's clock may have caught
+                    // up since (or jumped). Without a fresh Date the stream would wait on the old
+                    // offset for ever; one small request tells.
+                    None if !refreshed
+                        && fetcher.stats.slack_clock.is_none()
+                        && checkpoint.clock_offset.is_some_and(|o| o < -1) =>
+                    {
+                        refreshed = true;
+                        if let Err(end) = refresh_clock(config, token, fetcher, checkpoint) {
+                            return end;
+                        }
+                        continue;
+                    }
+                    None => break,
+                }
+            }
         };
-        let groups = action_groups(config);
-        // A filter change can leave an index past the new groups: that window is then done.
-        let actions = groups.get(checkpoint.group).cloned().unwrap_or_default();
-        let last_group = checkpoint.group + 1 >= groups.len();
-        if let Err(end) = walk_window(
-            config, token, &actions, last_group, fetcher, io, checkpoint, window, stats,
-        ) {
+        if let Err(end) = walker.window(Kind::Forward, fetcher, io, checkpoint, window, group, stats) {
             return end;
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn walk_window(
-    config: &Config,
-    token: &str,
-    actions: &str,
-    last_group: bool,
-    fetcher: &mut Fetcher<'_>,
-    io: &mut StreamIo<'_>,
-    checkpoint: &mut AuditCheckpoint,
-    mut window: AuditWindow,
-    stats: &mut WalkStats,
-) -> Result<(), WalkEnd> {
-    let mut cursor: Option<String> = None;
-    let mut restarts = 0;
-    let records_before = stats.records;
-    // Cursors handed out in this window: one that comes back would page in a circle.
-    let mut cursors_seen: HashSet<String> = HashSet::new();
-    loop {
-        let url = page_url(config, actions, &window, cursor.as_deref());
-        let resp = match fetcher.get(&url, token) {
-            Ok(r) => r,
-            Err(FetchError::Slack(SlackError::InvalidCursor))
-                if cursor.is_some() && restarts < MAX_CURSOR_RESTARTS =>
-            {
-                // Cursors expire; the checkpoint knows where to pick up without one.
-                restarts += 1;
-                (io.log)("audit: cursor rejected (invalid_cursor); resuming the window from the checkpoint");
-                cursor = None;
-                continue;
-            }
-            Err(e) => return Err(fetch_end(e, "the audit API")),
-        };
-        let page = parse_page(&resp.body).map_err(|e| failed(&e))?;
-        stats.pages += 1;
-        let absorbed = window.absorb(&page.entries);
-        stats.duplicates += u64::from(absorbed.duplicates);
-        stats.out_of_window += u64::from(absorbed.out_of_window);
-        let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at, config.output_format);
-        for &i in &absorbed.emit {
-            let e = &page.entries[i];
-            writer.push(&e.id, None, e.date_create, e.raw.get());
-        }
-        io.deliver(&mut writer, stats)?;
-        window = absorbed.next;
-        let next_cursor = page.next_cursor;
-        if next_cursor.is_none() && last_group {
-            checkpoint.watermark = window.latest;
-            checkpoint.window = None;
-            checkpoint.group = 0;
-        } else if next_cursor.is_none() {
-            // This group drained the window; the next group walks it from the top.
-            checkpoint.group += 1;
-            checkpoint.window = Some(AuditWindow {
-                boundary: None,
-                boundary_ids: BTreeSet::new(),
-                ..window.clone()
-            });
-        } else {
-            checkpoint.window = Some(window.clone());
-        }
-        checkpoint.filters = filters_key(config);
-        io.save(CHECKPOINT_KEY, &checkpoint.encode())?;
-        match next_cursor {
-            Some(c) if !cursors_seen.insert(c.clone()) => {
-                return Err(WalkEnd::Failed {
-                    code: "cursor_loop".into(),
-                    message: format!(
-                        "Slack returned a cursor it had already returned in this window ({} .. {}); stopped to avoid paging in a \
-                         circle. What was delivered is checkpointed; the next pass resumes without the cursor",
-                        format_rfc3339(window.oldest),
-                        format_rfc3339(window.latest)
-                    ),
-                });
-            }
-            Some(c) => cursor = Some(c),
-            None => {
-                (io.log)(&format!(
-                    "audit: window {} .. {} complete, {} records",
-                    format_rfc3339(window.oldest),
-                    format_rfc3339(window.latest),
-                    stats.records - records_before
-                ));
-                return Ok(());
+    if let Some(off) = checkpoint.clock_offset.filter(|o| *o <= -2) {
+        (io.log)(&format!(
+            "audit: this machine's clock runs {} s ahead of Slack's (its Date header); windows end by Slack's clock — \
+             check NTP on this host",
+            -off
+        ));
+    }
+    if rescanned_at != Some(checkpoint.watermark) {
+        if let Some(w) = plan_rescan(
+            checkpoint.watermark,
+            config.audit_lookback_seconds,
+            walker.ledger.complete_from,
+        ) {
+            if let Err(end) = walker.window(Kind::Rescan, fetcher, io, checkpoint, w, 0, stats) {
+                return end;
             }
         }
     }
+    WalkEnd::CaughtUp
+}
+
+struct Walker<'c> {
+    config: &'c Config,
+    token: &'c str,
+    ledger: Ledger,
+}
+
+impl Walker<'_> {
+    /// Walks one window (one action group of it) to its end.
+    #[allow(clippy::too_many_arguments)]
+    fn window(
+        &mut self,
+        kind: Kind,
+        fetcher: &mut Fetcher<'_>,
+        io: &mut StreamIo<'_>,
+        checkpoint: &mut AuditCheckpoint,
+        mut window: AuditWindow,
+        group: usize,
+        stats: &mut WalkStats,
+    ) -> Result<(), WalkEnd> {
+        let config = self.config;
+        let groups = action_groups(config);
+        // A filter change can leave an index past the new groups: that window is then done.
+        let actions = groups.get(group).cloned().unwrap_or_default();
+        let last_group = group + 1 >= groups.len();
+        let lookback = config.audit_lookback_seconds;
+        let mut cursor: Option<String> = None;
+        let mut restarts = 0;
+        let mut clamped = false;
+        let records_before = stats.records;
+        // Cursors handed out in this window: one that comes back would page in a circle.
+        let mut cursors_seen: HashSet<String> = HashSet::new();
+        loop {
+            let url = page_url(config, &actions, &window, cursor.as_deref());
+            let answer = fetcher.get(&url, self.token);
+            if let Some(c) = fetcher.stats.slack_clock {
+                checkpoint.clock_offset = Some(c.offset());
+            }
+            // A window reaching past Slack's own now (our clock is ahead): end it where Slack's
+            // now minus the lag is, before anything in it counts as delivered.
+            let slack_settled = settled(fetcher.clock.now_unix(), checkpoint.clock_offset, config.audit_lag_seconds);
+            let fresh = window.boundary.is_none() && cursor.is_none();
+            let shorten = kind == Kind::Forward && fresh && !clamped && window.latest > slack_settled;
+            let resp = match answer {
+                Ok(r) => r,
+                Err(FetchError::Slack(SlackError::InvalidCursor))
+                    if cursor.is_some() && restarts < MAX_CURSOR_RESTARTS =>
+                {
+                    // Cursors expire; the checkpoint knows where to pick up without one.
+                    restarts += 1;
+                    (io.log)("audit: cursor rejected (invalid_cursor); resuming the window from the checkpoint");
+                    cursor = None;
+                    continue;
+                }
+                Err(FetchError::Slack(SlackError::Api { ref code, .. })) if code == "invalid_range" && shorten => {
+                    // Slack refused a `latest` in its future: ask again with the window shortened.
+                    clamped = true;
+                    if !shorten_window(&mut window, slack_settled, checkpoint, io.log) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(fetch_end(e, "the audit API")),
+            };
+            if shorten {
+                clamped = true;
+                if !shorten_window(&mut window, slack_settled, checkpoint, io.log) {
+                    // Nothing of the window is settled at Slack yet: deliver nothing now.
+                    return Ok(());
+                }
+            }
+            let page = parse_page(&resp.body).map_err(|e| failed(&e))?;
+            stats.pages += 1;
+            let record_from = window.latest.saturating_sub(lookback);
+            if kind == Kind::Forward && record_from > window.oldest {
+                // Ids this window delivers below `record_from` are not kept: from here on the
+                // ledger is complete only above it.
+                self.ledger.complete_from = self.ledger.complete_from.max(record_from);
+            }
+            let absorbed = window.absorb(&page.entries, &self.ledger, record_from);
+            stats.duplicates += u64::from(absorbed.duplicates);
+            stats.out_of_window += u64::from(absorbed.out_of_window);
+            let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at, config.output_format);
+            for &(i, _) in &absorbed.emit {
+                let e = &page.entries[i];
+                writer.push(&e.id, None, e.date_create, e.raw.get());
+            }
+            io.deliver(&mut writer, stats)?;
+            window = absorbed.next;
+            // Delivered: what a resume or the look-back could see again goes into the ledger.
+            let boundary = window.boundary;
+            for &(i, d) in &absorbed.emit {
+                let t = page.entries[i].date_create;
+                if t >= record_from || Some(t) == boundary || t > window.latest {
+                    self.ledger.insert(t, d);
+                }
+                if kind == Kind::Rescan && t >= window.oldest && t <= window.latest {
+                    stats.late += 1;
+                }
+            }
+            let next_cursor = page.next_cursor;
+            let drained = next_cursor.is_none();
+            match kind {
+                Kind::Forward if drained && last_group => {
+                    checkpoint.watermark = window.latest;
+                    checkpoint.window = None;
+                    checkpoint.group = 0;
+                }
+                Kind::Forward if drained => {
+                    // This group drained the window; the next group walks it from the top.
+                    checkpoint.group += 1;
+                    checkpoint.window = Some(AuditWindow {
+                        boundary: None,
+                        ..window.clone()
+                    });
+                }
+                Kind::Forward => checkpoint.window = Some(window.clone()),
+                Kind::Rescan if drained && last_group => checkpoint.rescan = None,
+                Kind::Rescan if drained => {
+                    checkpoint.rescan = Some(Rescan {
+                        window: AuditWindow {
+                            boundary: None,
+                            ..window.clone()
+                        },
+                        group: group + 1,
+                    })
+                }
+                Kind::Rescan => {
+                    checkpoint.rescan = Some(Rescan {
+                        window: window.clone(),
+                        group,
+                    })
+                }
+            }
+            self.commit(io, checkpoint, &window, kind)?;
+            match next_cursor {
+                Some(c) if !cursors_seen.insert(c.clone()) => {
+                    return Err(WalkEnd::Failed {
+                        code: "cursor_loop".into(),
+                        message: format!(
+                            "Slack returned a cursor it had already returned in this window ({} .. {}); stopped to avoid paging in a \
+                             circle. What was delivered is checkpointed; the next pass resumes without the cursor",
+                            format_rfc3339(window.oldest),
+                            format_rfc3339(window.latest)
+                        ),
+                    });
+                }
+                Some(c) => cursor = Some(c),
+                None => {
+                    let what = match kind {
+                        Kind::Forward => "window",
+                        Kind::Rescan => "look-back re-scan",
+                    };
+                    (io.log)(&format!(
+                        "audit: {what} {} .. {} complete, {} records",
+                        format_rfc3339(window.oldest),
+                        format_rfc3339(window.latest),
+                        stats.records - records_before
+                    ));
+                    // A forward window's next group (or the next window) is the caller's loop.
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Saves what a delivered page changed: the ledger's parts first, then the checkpoint that
+    /// counts them, then drops the parts no longer needed.
+    fn commit(
+        &mut self,
+        io: &mut StreamIo<'_>,
+        checkpoint: &mut AuditCheckpoint,
+        window: &AuditWindow,
+        kind: Kind,
+    ) -> Result<(), WalkEnd> {
+        let lookback = self.config.audit_lookback_seconds;
+        // Keep what the look-back (from the watermark) and a resume (the boundary) need; during a
+        // forward window also what its own look-back span will be once it drains.
+        let keep_from = match (kind, &checkpoint.window, &checkpoint.rescan) {
+            (_, _, Some(r)) => r.window.oldest.min(checkpoint.watermark.saturating_sub(lookback)),
+            (Kind::Forward, Some(w), None) => w.latest.saturating_sub(lookback),
+            _ => checkpoint.watermark.saturating_sub(lookback),
+        };
+        let keep = checkpoint
+            .window
+            .as_ref()
+            .and_then(|w| w.boundary)
+            .or(window.boundary);
+        self.ledger.prune_below(keep_from, keep);
+        if let Some(from) = self.ledger.enforce_cap(keep) {
+            (io.log)(&format!(
+                "audit: more than {} recent ids to keep; the look-back re-scan now starts at {} (events Slack indexes later \
+                 than that below it are not collected)",
+                ledger::MAX_DIGESTS,
+                format_rfc3339(from)
+            ));
+        }
+        self.ledger.write_parts(&mut *io.store).map_err(|e| WalkEnd::Failed {
+            code: "store_error".into(),
+            message: format!("{e}; records already delivered for this page may be offered again next pass"),
+        })?;
+        checkpoint.ledger = self.ledger.index();
+        checkpoint.filters = filters_key(self.config);
+        io.save(CHECKPOINT_KEY, &checkpoint.encode())?;
+        self.ledger.delete_dropped(&mut *io.store);
+        Ok(())
+    }
+}
+
+/// Asks Slack for a settled instant long past (nothing to deliver) to read its clock from the
+/// answer's `Date`: the offset this stream plans with then is today's, not an old pass's.
+fn refresh_clock(
+    config: &Config,
+    token: &str,
+    fetcher: &mut Fetcher<'_>,
+    checkpoint: &mut AuditCheckpoint,
+) -> Result<(), WalkEnd> {
+    let at = (AUDIT_EPOCH + 86_400).to_string();
+    let url = with_query(
+        &format!("{}/logs", config.slack_audit_base),
+        &[("oldest", at.as_str()), ("latest", at.as_str()), ("limit", "1")],
+    );
+    fetcher.get(&url, token).map_err(|e| fetch_end(e, "the audit API"))?;
+    checkpoint.clock_offset = fetcher.stats.slack_clock.map(|c| c.offset());
+    Ok(())
+}
+
+/// Ends a fresh window at `slack_settled` (Slack's now minus the lag, when our clock runs
+/// ahead of Slack's). `false` when nothing of it is settled yet: the window is dropped unwalked,
+/// and planned again by a later pass.
+fn shorten_window(
+    window: &mut AuditWindow,
+    slack_settled: i64,
+    checkpoint: &mut AuditCheckpoint,
+    log: &dyn Fn(&str),
+) -> bool {
+    log(&format!(
+        "audit: this machine's clock is {} s ahead of Slack's (its Date header); the window ends at {} instead of {}",
+        -checkpoint.clock_offset.unwrap_or(0),
+        format_rfc3339(slack_settled),
+        format_rfc3339(window.latest)
+    ));
+    if slack_settled < window.oldest {
+        checkpoint.window = None;
+        checkpoint.group = 0;
+        return false;
+    }
+    window.latest = slack_settled;
+    true
 }
 
 #[cfg(test)]

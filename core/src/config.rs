@@ -36,16 +36,16 @@ pub const KEYS: &[(&str, &str)] = &[
     ("audit_window_seconds", "Length of one audit collection window. Default 86400."),
     ("audit_page_size", "`limit` sent to the audit API, 1 to 9999. Default 1000."),
     ("max_run_seconds", "Time budget of one pass; a pass stops cleanly and the next resumes. Default 25."),
-    ("request_timeout_seconds", "Timeout of one HTTP request to Slack. Default 20."),
+    ("request_timeout_seconds", "Timeout of one HTTP request to Slack; below max_run_seconds. Default 20, or less when max_run_seconds is under 25 (max_run_seconds − 5, at least half of it)."),
     ("max_silence", "Silence alert for every stream: when a stream delivers no record and no pass of it ends well for this long (`24h`, `90m`, `3600`), /status marks it unhealthy, /healthz fails and a `stream_silent` log line is written. `off` (default) disables it."),
     ("audit_max_silence", "max_silence for the audit stream only; overrides max_silence (`off` disables it for this stream)."),
     ("access_max_silence", "max_silence for the access stream only; overrides max_silence."),
     ("integration_max_silence", "max_silence for the integration stream only; overrides max_silence."),
-    ("lease_seconds", "How long a stream's lease lasts after its last renewal (one per page) before another pass may take the stream over, e.g. after a crash. 0 (default): max_run_seconds + 2 × request_timeout_seconds + 60."),
+    ("lease_seconds", "How long a stream's lease lasts after its last renewal (renewed once a third of it has passed: at each batch, checkpoint and wait) before another pass may take the stream over, e.g. after a crash. 0 (default): request_timeout_seconds + 10, at least 30."),
     ("lease_settle_ms", "How long a pass waits between writing a stream's lease and reading it back, so two passes starting at once cannot both win (README: Guarantees and limits). 0 to 10000. Default 250."),
     ("output_format", "`raw` (default): Slack's objects as received, in our record envelope; `ocsf`: OCSF 1.3.0 events."),
     ("collect_secret", "When set, POST /collect needs `Authorization: Bearer <collect_secret>`. Secret."),
-    ("synthetic_data", "`true`: make realistic synthetic records without calling Slack. Default false."),
+    ("synthetic_data", "`true`: make realistic synthetic records for every stream (audit, access, integration) without calling Slack, marked `\"synthetic\": true`. Default false."),
     // The OAuth install flow (routes /oauth/start, /oauth/callback, /oauth/revoke; src/oauth.rs).
     ("slack_client_id", "OAuth install flow: the Slack app's Client ID (app settings, Basic Information). Enables /oauth/start."),
     ("slack_client_secret", "OAuth install flow: the Slack app's Client Secret, for the code exchange (oauth.v2.access). Secret."),
@@ -57,6 +57,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("sink_url", "HTTP sink component: where batches are POSTed (NDJSON). Used by sinks/http only."),
     ("sink_token", "HTTP sink component: bearer token for sink_url (Splunk HEC: the HEC token). Secret."),
     ("sink_preset", "HTTP sink component: `webhook` (default) or `splunk-hec`."),
+    // Read by the S3 sink component (sinks/s3), for the same reason.
+    ("s3_bucket", "S3 sink component: the bucket the records go to. Used by sinks/s3 only."),
+    ("s3_prefix", "S3 sink component: the key prefix, e.g. `security/slack`; objects go to PREFIX/stream=STREAM/date=YYYY-MM-DD/BATCH_KEY.ndjson.gz."),
+    ("s3_endpoint_url", "S3 sink component: http(s)://HOST[:PORT] of the store (MinIO, R2, other S3-compatible stores). Default https://s3.<s3_region>.amazonaws.com"),
+    ("s3_region", "S3 sink component: the bucket's region. Default us-east-1."),
+    ("s3_access_key_id", "S3 sink component: the access key id of a user or role that may s3:PutObject into the bucket."),
+    ("s3_secret_access_key", "S3 sink component: the secret access key of s3_access_key_id. Secret."),
+    ("s3_session_token", "S3 sink component: the session token of temporary credentials. Secret."),
+    ("s3_path_style", "S3 sink component: `true` for path-style requests (HOST/BUCKET/KEY), `false` for virtual-host style (BUCKET.HOST/KEY). Default: path style on an IP address or localhost, else virtual-host style."),
 ];
 
 const SECRET_KEYS: &[&str] = &[
@@ -64,6 +73,8 @@ const SECRET_KEYS: &[&str] = &[
     "audit_token",
     "collect_secret",
     "sink_token",
+    "s3_secret_access_key",
+    "s3_session_token",
     "slack_client_secret",
     "token_encryption_key",
 ];
@@ -123,7 +134,10 @@ pub struct Config {
     pub audit_window_seconds: i64,
     pub audit_page_size: u32,
     pub max_run_seconds: u32,
+    /// The timeout in effect: the operator's, or derived from `max_run_seconds`.
     pub request_timeout_seconds: u32,
+    /// Whether the operator set `request_timeout_seconds` (only then is a conflict an error).
+    pub request_timeout_set: bool,
     /// Wait between claiming the walks' leases and confirming them (see `lease`).
     pub lease_settle_ms: u32,
     /// `lease_seconds`; 0 derives it from the time budget.
@@ -194,6 +208,7 @@ impl Default for Config {
             audit_page_size: 1000,
             max_run_seconds: 25,
             request_timeout_seconds: 20,
+            request_timeout_set: false,
             lease_settle_ms: 250,
             lease_seconds: 0,
             max_silence: None,
@@ -350,7 +365,8 @@ impl Config {
             "lease_seconds" => self.lease_seconds = parse_int(key, value, 0, 86_400)? as u32,
             "lease_settle_ms" => self.lease_settle_ms = parse_int(key, value, 0, 10_000)? as u32,
             "request_timeout_seconds" => {
-                self.request_timeout_seconds = parse_int(key, value, 1, 600)? as u32
+                self.request_timeout_seconds = parse_int(key, value, 1, 600)? as u32;
+                self.request_timeout_set = true;
             }
             "output_format" => {
                 self.output_format = match value {
@@ -384,7 +400,9 @@ impl Config {
             }
             "slack_oauth_base" => self.slack_oauth_base = parse_base_url(key, value)?,
             // The sink component's keys: accepted, not used here.
-            "sink_url" | "sink_token" | "sink_preset" => {}
+            "sink_url" | "sink_token" | "sink_preset" | "s3_bucket" | "s3_prefix" | "s3_endpoint_url"
+            | "s3_region" | "s3_access_key_id" | "s3_secret_access_key" | "s3_session_token"
+            | "s3_path_style" => {}
             "synthetic_data" => {
                 self.synthetic_data = match value.to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" => true,
@@ -402,8 +420,13 @@ impl Config {
         Ok(())
     }
 
-    /// Checks that span several keys.
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Checks that span several keys, and derives the defaults that follow others.
+    fn check(&mut self) -> Result<(), ConfigError> {
+        if !self.request_timeout_set {
+            // A default must never make a valid setting invalid: with a short budget (hosted
+            // Spin's ~30 s request limit makes 20 s natural) the timeout shrinks with it.
+            self.request_timeout_seconds = default_request_timeout(self.max_run_seconds);
+        }
         // The install flow needs all three; naming the missing one beats a failed install later.
         let oauth = [
             ("slack_client_id", self.slack_client_id.is_some()),
@@ -421,7 +444,10 @@ impl Config {
                 ));
             }
         }
-        if self.request_timeout_seconds >= self.max_run_seconds && self.max_run_seconds > 1 {
+        if self.request_timeout_set
+            && self.request_timeout_seconds >= self.max_run_seconds
+            && self.max_run_seconds > 1
+        {
             // A request may not outlive the pass that sent it.
             return Err(err(
                 "request_timeout_seconds",
@@ -464,6 +490,16 @@ impl Config {
         }
         f
     }
+}
+
+/// The request timeout when the operator set none: 20 s, or under a budget shorter than 25 s
+/// the budget less 5 s (time to deliver and checkpoint the answer), at least half the budget.
+pub fn default_request_timeout(max_run_seconds: u32) -> u32 {
+    let derived = max_run_seconds
+        .saturating_sub(5)
+        .max(max_run_seconds / 2)
+        .max(1);
+    derived.min(20)
 }
 
 fn parse_token(key: &str, value: &str) -> Result<String, ConfigError> {
@@ -714,6 +750,19 @@ mod tests {
         assert_eq!(c.slack_audit_base, "https://api.slack.com/audit/v1");
     }
 
+    /// Under Spin the S3 sink component (a dependency that inherits the configuration) reads its
+    /// variables from the same store: the collector must take them, and keep their secrets.
+    #[test]
+    fn the_s3_sink_components_keys_are_accepted_and_its_secrets_kept_secret() {
+        let keys = ["s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", "s3_session_token", "s3_path_style"];
+        let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (*k, "value")).collect();
+        Config::from_pairs(&pairs).unwrap();
+        for (key, meaning) in KEYS {
+            assert_eq!(SECRET_KEYS.contains(key), meaning.contains("Secret."), "{key}");
+        }
+        assert!(SECRET_KEYS.contains(&"s3_secret_access_key") && SECRET_KEYS.contains(&"s3_session_token"));
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let e = Config::from_pairs(&[("slack_tokn", "x")]).unwrap_err();
@@ -822,5 +871,24 @@ mod tests {
         .unwrap();
         let d = format!("{c:?}");
         assert!(!d.contains("secret-1") && !d.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_short_budget_alone_scales_the_request_timeout_down() {
+        // Hosted Spin's ~30 s request limit makes max_run_seconds = 20 natural; the default
+        // timeout (20 s) must not turn that into an error the operator never caused.
+        let c = Config::from_pairs(&[("max_run_seconds", "20")]).unwrap();
+        assert_eq!(c.request_timeout_seconds, 15);
+        assert_eq!(Config::from_pairs(&[("max_run_seconds", "10")]).unwrap().request_timeout_seconds, 5);
+        assert_eq!(Config::from_pairs(&[("max_run_seconds", "3")]).unwrap().request_timeout_seconds, 1);
+        assert_eq!(Config::default().request_timeout_seconds, 20);
+        assert_eq!(Config::from_pairs::<&str, &str>(&[]).unwrap().request_timeout_seconds, 20);
+        assert_eq!(Config::from_pairs(&[("max_run_seconds", "600")]).unwrap().request_timeout_seconds, 20);
+        // A timeout the operator set is theirs: kept, and refused only when it conflicts.
+        let c = Config::from_pairs(&[("max_run_seconds", "20"), ("request_timeout_seconds", "19")]).unwrap();
+        assert_eq!(c.request_timeout_seconds, 19);
+        let e = Config::from_pairs(&[("max_run_seconds", "20"), ("request_timeout_seconds", "20")]).unwrap_err();
+        assert_eq!(e.key, "request_timeout_seconds");
+        assert!(e.problem.contains("not shorter than max_run_seconds"), "{e}");
     }
 }

@@ -30,11 +30,16 @@ impl HttpResponse {
     /// The `Date` header as unix seconds (RFC 9110 IMF-fixdate, or the two obsolete forms it
     /// still requires a recipient to accept); `None` when absent or unparsable.
     pub fn date_unix(&self) -> Option<i64> {
-        let text = self.date.as_deref()?.trim();
-        let t = httpdate::parse_http_date(text).ok()?;
-        let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-        i64::try_from(secs).ok()
+        parse_http_date(self.date.as_deref()?)
     }
+}
+
+/// An HTTP-date (RFC 9110 §5.6.7, all three forms) as unix seconds; `None` when unparsable. For
+/// `Date`, and for `Retry-After` in its date form.
+pub fn parse_http_date(text: &str) -> Option<i64> {
+    let t = httpdate::parse_http_date(text.trim()).ok()?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
 }
 
 impl fmt::Display for TransportError {
@@ -129,6 +134,9 @@ pub struct SinkBatch {
     pub stream: &'static str,
     pub count: u32,
     pub ndjson: Vec<u8>,
+    /// Where the batch starts (the WIT `batch-key`): the same for a batch offered again after a
+    /// crash, since it comes from the checkpoint the batch resumes from (see `walk::StreamIo`).
+    pub key: String,
 }
 
 /// Why the sink did not accept a batch.
@@ -169,6 +177,8 @@ pub struct Env<'a> {
     pub clock: &'a dyn Clock,
     /// Progress lines for the operator (stderr in the component).
     pub log: &'a dyn Fn(&str),
+    /// 16 unpredictable bytes per call (`wasi:random` in the component): a pass's lease owner id.
+    pub random: &'a dyn Fn() -> [u8; 16],
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::env::{Clock, HttpResponse, Transport, TransportError};
-use crate::slack_error::SlackError;
+use crate::slack_error::{parse_retry_after, SlackError};
 
 /// The end of a pass's time, in the clock's monotonic time.
 #[derive(Clone, Copy, Debug)]
@@ -15,7 +15,7 @@ pub struct Deadline {
 impl Deadline {
     pub fn after(clock: &dyn Clock, budget: Duration) -> Deadline {
         Deadline {
-            at: clock.monotonic() + budget,
+            at: clock.monotonic().saturating_add(budget),
         }
     }
 
@@ -44,12 +44,28 @@ pub enum FetchError {
     Budget(String),
 }
 
-/// Counters a stream report shows.
+/// Counters a stream report shows, and Slack's clock as its last answer gave it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FetchStats {
     pub requests: u32,
     pub retries: u32,
     pub rate_limited: u32,
+    /// The `Date` of the last answer that had one, error answers included.
+    pub slack_clock: Option<SlackClock>,
+}
+
+/// Slack's clock against ours: the `Date` header of an answer and our wall clock when it came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlackClock {
+    pub date: i64,
+    pub local: i64,
+}
+
+impl SlackClock {
+    /// Slack's time minus ours, in seconds (negative: our clock is ahead).
+    pub fn offset(&self) -> i64 {
+        self.date.saturating_sub(self.local)
+    }
 }
 
 /// Keeps requests to one Slack method under its rate tier: a token bucket that allows a short
@@ -91,7 +107,7 @@ impl Pacer {
             let wait = self.interval.mul_f64(1.0 - self.tokens);
             self.tokens = 0.0;
             // The wait is spent before the request, so the clock at send time has no debt.
-            self.last = Some(now + wait);
+            self.last = Some(now.saturating_add(wait));
             wait
         }
     }
@@ -126,7 +142,7 @@ impl Fetcher<'_> {
             if let Some(p) = self.pacer.as_mut() {
                 let wait = p.take(self.clock.monotonic());
                 if !wait.is_zero() {
-                    if wait + MIN_REQUEST_BUDGET > remaining {
+                    if wait.saturating_add(MIN_REQUEST_BUDGET) > remaining {
                         return Err(FetchError::Budget(format!(
                             "pacing under Slack's rate limit needs a {:.1} s wait, more than the pass has left; the next pass resumes",
                             wait.as_secs_f64()
@@ -140,14 +156,21 @@ impl Fetcher<'_> {
                 .request_timeout
                 .min(remaining.saturating_sub(MIN_REQUEST_BUDGET / 2));
             self.stats.requests += 1;
-            let failure = match self.transport.get(url, token, timeout) {
+            let answer = self.transport.get(url, token, timeout);
+            if let Some(date) = answer.as_ref().ok().and_then(HttpResponse::date_unix) {
+                self.stats.slack_clock = Some(SlackClock {
+                    date,
+                    local: self.clock.now_unix(),
+                });
+            }
+            let failure = match answer {
                 Ok(resp) if (200..300).contains(&resp.status) => return Ok(resp),
                 Ok(resp) => {
-                    let e = SlackError::from_response(
-                        resp.status,
-                        resp.retry_after.as_deref(),
-                        &resp.body,
-                    );
+                    // A Retry-After date is read against the answer's own Date (Slack's clock).
+                    let now = resp.date_unix().unwrap_or_else(|| self.clock.now_unix());
+                    let retry_after =
+                        resp.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
+                    let e = SlackError::from_response(resp.status, retry_after, &resp.body);
                     if !e.is_retryable() {
                         return Err(FetchError::Slack(e));
                     }
@@ -174,7 +197,8 @@ impl Fetcher<'_> {
                 return Err(failure.into_error());
             }
             let remaining = self.deadline.remaining(self.clock);
-            if wait + MIN_REQUEST_BUDGET > remaining {
+            // Saturating: the wait can come from a header (capped, but never trusted to be).
+            if wait.saturating_add(MIN_REQUEST_BUDGET) > remaining {
                 let what = match &failure {
                     Failure::Slack(e @ SlackError::RateLimited { .. }) => e.to_string(),
                     Failure::Slack(e) => e.to_string(),
@@ -296,7 +320,8 @@ mod tests {
             FetchStats {
                 requests: 2,
                 retries: 1,
-                rate_limited: 1
+                rate_limited: 1,
+                slack_clock: None,
             }
         );
     }
@@ -313,6 +338,48 @@ mod tests {
         let mut f = fetcher(&mut t, &c, 25);
         assert!(matches!(f.get("u", "t"), Err(FetchError::Budget(m)) if m.contains("3600")));
         assert_eq!(c.slept(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_absurd_retry_after_ends_the_pass_cleanly() {
+        // u64::MAX seconds once overflowed `wait + MIN_REQUEST_BUDGET` and trapped the component.
+        for value in ["18446744073709551615", "99999999999999999999999999"] {
+            let mut t = ScriptedTransport::new(vec![Ok(HttpResponse {
+                status: 429,
+                retry_after: Some(value.into()),
+                date: None,
+                body: vec![],
+            })]);
+            let c = TestClock::new(1000);
+            let mut f = fetcher(&mut t, &c, 25);
+            let e = f.get("u", "t").unwrap_err();
+            assert!(
+                matches!(&e, FetchError::Budget(m) if m.contains("86400 s would outlast")),
+                "{e:?}"
+            );
+            assert_eq!(c.slept(), Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn a_retry_after_date_is_read_against_the_answers_date() {
+        // Slack's clock (Date) is 1000 s behind ours; the date form still means "in 3 s".
+        let mut t = ScriptedTransport::new(vec![
+            Ok(HttpResponse {
+                status: 429,
+                retry_after: Some("Sun, 06 Nov 1994 08:49:40 GMT".into()),
+                date: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
+                body: vec![],
+            }),
+            Ok(HttpResponse {
+                status: 200,
+                ..Default::default()
+            }),
+        ]);
+        let c = TestClock::new(784_111_777 + 1000);
+        let mut f = fetcher(&mut t, &c, 25);
+        assert_eq!(f.get("u", "t").unwrap().status, 200);
+        assert_eq!(c.slept(), Duration::from_secs(3));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub fn render(statuses: &[StreamStatus]) -> String {
         ("slack_logs_rate_limited_total", "counter", "Slack answers that were HTTP 429 or ratelimited.", |s| {
             Some(s.stored.total_rate_limited as f64)
         }),
+        ("slack_logs_late_events_total", "counter", "Audit events the look-back re-scan found: Slack indexed them after the forward walk had passed their second.", |s| {
+            Some(s.stored.total_late_events as f64)
+        }),
         ("slack_logs_last_success_timestamp_seconds", "gauge", "Unix time of the last pass that ended without error (a budget end only if it made progress).", |s| {
             s.last_success.map(|t| t as f64)
         }),

@@ -4,7 +4,8 @@
 //! - audit: by action, through the table in `ocsf/actions.tsv` (every action of Slack's published
 //!   catalogue, grouped by its sections, plus the few extra names the simulator knows). Classes:
 //!   Authentication 3002, Account Change 3001, User Access Management 3005, Group Management 3006,
-//!   Entity Management 3004, File Hosting Activity 6006, and Base Event 0.
+//!   Entity Management 3004, File Hosting Activity 6006, Detection Finding 2004 (`anomaly`), and
+//!   Base Event 0.
 //! - access: Authentication 3002, Logon, one event per user + IP + user-agent row.
 //! - integration: User Access Management 3005 (`added`, `expanded`, `removed`) or Entity Management
 //!   3004 (`enabled`, `disabled`, `updated`) by `change_type`.
@@ -18,6 +19,32 @@
 //! system (System Activity, with a device); Web Resources Activity 6001 has no Upload, Download
 //! or Unshare and would hide the file behind a generic web resource; Datastore Activity 6005 is
 //! for databases and buckets.
+//!
+//! **Security detections.** Slack's `anomaly` entries (its security detections, one reason code
+//! or more in `details.reason`) map to **Detection Finding 2004** (Findings), activity Create:
+//! `finding_info.uid` is the record id, `title` and `types` come from the reasons,
+//! `first_seen_time` / `last_seen_time` from `date_create` and `details.action_timestamp`
+//! (13-digit milliseconds; 10 digits are read as seconds), the actor with its session is
+//! `actor`, and the flagged and the previous address and user agent are the `evidences`
+//! (`ocsf/finding.rs`). The severity is the highest of the reasons' in this table
+//! (`ANOMALY_REASONS`; a test keeps this copy and README's equal to it):
+//!
+//! | Reason | Title | Severity | Why |
+//! |---|---|---|---|
+//! | `tor` | Access from a Tor exit node | High (4) | anonymised access; Slack's anomaly response ends such sessions by default |
+//! | `session_fingerprint` | Unexpected session fingerprint | High (4) | a stale or unexpected session cookie: a sign of a stolen session |
+//! | `unexpected_scraping` | Data scraping | High (4) | bulk collection of data; Slack's anomaly response ends such sessions by default |
+//! | `excessive_malware_uploads` | Excessive malware uploads | High (4) | malware spread through files |
+//! | `excessive_downloads` | Excessive downloads | Medium (3) | possible exfiltration; bulk work looks the same |
+//! | `excessive_file_shares` | Excessive file shares | Medium (3) | possible exfiltration; bulk work looks the same |
+//! | `unexpected_admin_action` | Unexpected admin action | Medium (3) | unusual use of admin rights |
+//! | `asn` | Suspicious ASN | Medium (3) | network on Slack's list of suspicious ASNs (always comes with `ip_address`) |
+//! | `ua` | Unexpected user agent | Medium (3) | an unexpected or spoofed client |
+//! | `user_agent` | Unexpected user agent | Medium (3) | an unexpected or spoofed client |
+//! | `unexpected_user_agent` | Unexpected user agent | Medium (3) | an unexpected or spoofed client |
+//! | `unexpected_client` | Unexpected client | Medium (3) | an unexpected or spoofed client |
+//! | `ip_address` | Unusual IP address | Low (2) | an address unusual for the token; travel and VPNs cause it too |
+//! | any other, or none | the code itself | Medium (3) | a detection we cannot grade is worth a look |
 //!
 //! **Never a dropped record.** Unknown actions, unknown streams, and entries whose shape lacks what
 //! the class requires (no file entity for a file action, no user for a login, …) become a Base
@@ -34,12 +61,15 @@ use std::sync::OnceLock;
 use serde_json::{json, Map, Value};
 
 mod audit;
+mod finding;
 mod streams;
 #[cfg(test)]
 mod tests;
 /// Checks an event against the OCSF schema facts in `ocsf/schema.json`; the tests use it, and
 /// so can a pipeline that wants to check what it receives.
 pub mod validate;
+
+pub use finding::{anomaly_reason_table_markdown, ANOMALY_REASONS};
 
 /// OCSF schema version the mapping targets, e.g. "1.3.0".
 pub const OCSF_VERSION: &str = "1.3.0";
@@ -50,6 +80,7 @@ const SCHEMA_FACTS: &str = include_str!("ocsf/schema.json");
 const ACTIONS_TSV: &str = include_str!("ocsf/actions.tsv");
 
 pub(crate) const BASE_EVENT: u32 = 0;
+pub(crate) const DETECTION_FINDING: u32 = 2004;
 pub(crate) const ACCOUNT_CHANGE: u32 = 3001;
 pub(crate) const AUTHENTICATION: u32 = 3002;
 pub(crate) const ENTITY_MANAGEMENT: u32 = 3004;
@@ -150,7 +181,9 @@ pub fn action_table_markdown() -> String {
          actions\", grouped by its sections), {} more from Slack's Java SDK action list and {} that the \
          simulator models on Slack's naming (marked in the Source column). An action not in this \
          table becomes a Base Event (0) with the whole entry in `unmapped`; so does an entry whose shape \
-         lacks what its class requires, with the reason in `message`.\n",
+         lacks what its class requires, with the reason in `message`. A Detection Finding (`anomaly`) \
+         takes its severity from Slack's reason codes (README, \"Security detections\"); the one shown \
+         is for reasons the mapping does not know.\n",
         rows.len(),
         count("docs"),
         count("java_sdk"),
@@ -307,6 +340,18 @@ pub(crate) fn enum_caption(name: &str, id: u32) -> &'static str {
         .unwrap_or("Unknown")
 }
 
+/// The caption from the class's own enum of that name (a Finding's `status_id`), else from the
+/// global one.
+fn class_enum_caption(class_uid: u32, name: &str, id: u32) -> &'static str {
+    match class_facts(class_uid)
+        .and_then(|c| c.get("enums"))
+        .and_then(|e| e.get(name))
+    {
+        Some(values) => values[id.to_string()].as_str().unwrap_or("Unknown"),
+        None => enum_caption(name, id),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // What the stream mappers hand back, and the assembly of the final event.
 
@@ -411,11 +456,14 @@ fn classify(
     out.insert("severity_id".into(), json!(severity_id));
     out.insert(
         "severity".into(),
-        json!(enum_caption("severity_id", severity_id)),
+        json!(class_enum_caption(class_uid, "severity_id", severity_id)),
     );
     if let Some(s) = status_id {
         out.insert("status_id".into(), json!(s));
-        out.insert("status".into(), json!(enum_caption("status_id", s)));
+        out.insert(
+            "status".into(),
+            json!(class_enum_caption(class_uid, "status_id", s)),
+        );
     }
 }
 
@@ -440,7 +488,7 @@ fn finish(outcome: Outcome, mut event: Value, ctx: &Ctx) -> Value {
             if m.attrs.contains_key("actor")
                 && matches!(
                     m.class_uid,
-                    ENTITY_MANAGEMENT | USER_ACCESS | GROUP_MANAGEMENT
+                    ENTITY_MANAGEMENT | USER_ACCESS | GROUP_MANAGEMENT | DETECTION_FINDING
                 )
             {
                 meta.insert("profiles".into(), json!(["host"]));

@@ -1,18 +1,19 @@
 //! One pass over the configured streams: for each stream and workspace, load the checkpoint,
 //! walk, deliver, save the status, report. A failure in one does not stop the others.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::access::{self, AccessCheckpoint};
 use crate::audit::{self, AuditCheckpoint};
 use crate::checkpoint::Checkpoint;
 use crate::config::{format_rfc3339, Config};
-use crate::env::{Env, Transport};
-use crate::fetch::{Deadline, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET};
+use crate::env::{Env, KvStore, Transport};
+use crate::fetch::{Deadline, FetchStats, Fetcher, Pacer};
 use crate::integration::{self, IntegrationCheckpoint};
-use crate::lease::{self, Lease, LeaseError};
+use crate::lease::{self, Lease, LeaseError, LeaseKeeper, LeasedClock, SharedStore};
 use crate::status::{self, StoredStatus, StreamStatus};
-use crate::synthetic::{AuditApiModel, IntegrationApiModel, SyntheticEvents};
+use crate::synthetic::{AccessApiModel, AuditApiModel, IntegrationApiModel, SyntheticEvents};
 use crate::url::with_query;
 use crate::walk::{failed, fetch_end, StreamIo, WalkEnd, WalkStats};
 use crate::web_api::parse_envelope;
@@ -63,6 +64,8 @@ pub struct StreamReport {
     pub lag_seconds: Option<i64>,
     pub message: Option<String>,
     pub error_code: Option<String>,
+    /// Audit: events the look-back re-scan found (indexed late by Slack); part of `records`.
+    pub late_events: u64,
 }
 
 impl StreamReport {
@@ -79,6 +82,7 @@ impl StreamReport {
             lag_seconds: None,
             message: None,
             error_code: None,
+            late_events: 0,
         }
     }
 
@@ -196,17 +200,36 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
             }
         }
     }
+    let units = fair_order(env, units);
     // Now, not `started_at`: listing the workspaces may have taken part of the budget.
     let claim_time = env.clock.now_unix();
-    let (units, held) = claim_leases(config, env, units, budget, claim_time);
+    let owner = lease::new_owner_id((env.random)());
+    let (units, held) = claim_leases(config, env, units, &owner, claim_time);
     for report in held {
         (env.log)(&progress_line(&report));
         reports.push(report);
     }
     let total = units.len();
+    let floor = walk_floor(budget);
     for (i, (unit, lease)) in units.into_iter().enumerate() {
         let remaining = pass_deadline.remaining(env.clock);
-        let share = (remaining / (total - i) as u32).max(remaining.min(MIN_REQUEST_BUDGET * 3));
+        if i > 0 && remaining < floor {
+            // Too little left to fetch, deliver and checkpoint a page. The walk is not counted
+            // as having had its turn, so it goes first next pass (see `fair_order`).
+            lease.release(&mut *env.store);
+            let report = StreamReport {
+                outcome: Outcome::BudgetExhausted,
+                message: Some(
+                    "no time left in this pass (max_run_seconds) after the walks before it; it goes first in the next pass"
+                        .into(),
+                ),
+                ..StreamReport::new(unit.stream.name(), unit.team_id.as_deref())
+            };
+            (env.log)(&progress_line(&report));
+            reports.push(report);
+            continue;
+        }
+        let share = (remaining / (total - i) as u32).max(remaining.min(floor));
         let deadline = Deadline {
             at: env.clock.monotonic() + share,
         };
@@ -233,20 +256,42 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
     }
 }
 
+/// The least time a walk is given: a page fetched, delivered and checkpointed — 6 s, or a third
+/// of a shorter budget (but never under 3 s).
+fn walk_floor(budget: Duration) -> Duration {
+    (budget / 3).clamp(Duration::from_secs(3), Duration::from_secs(6))
+}
+
+/// Orders the walks by when each last had its turn, longest ago (or never) first, so that when
+/// a pass's budget cannot cover every walk (many workspaces, a long backfill) each one still gets
+/// a turn within a bounded number of passes. Stable: ties keep the configured order.
+fn fair_order(env: &mut Env<'_>, units: Vec<Unit>) -> Vec<Unit> {
+    let mut keyed: Vec<(Option<i64>, Unit)> = units
+        .into_iter()
+        .map(|u| {
+            let turn = status::try_load(env.store, u.stream, u.team_id.as_deref())
+                .ok()
+                .and_then(|s| s.last_turn_at);
+            (turn, u)
+        })
+        .collect();
+    keyed.sort_by_key(|(turn, _)| turn.unwrap_or(i64::MIN));
+    keyed.into_iter().map(|(_, u)| u).collect()
+}
+
 /// Claims every walk's lease at once, so the settle wait is paid once a pass: walks whose lease
 /// another pass holds come back as reports, the rest with their lease.
 fn claim_leases(
     config: &Config,
     env: &mut Env<'_>,
     units: Vec<Unit>,
-    budget: Duration,
+    owner: &str,
     now: i64,
 ) -> (Vec<(Unit, Lease)>, Vec<StreamReport>) {
-    let owner = lease::new_owner_id(now);
-    // Renewed when each walk starts and after each page; by default long enough for the whole
-    // pass and a last slow request, so a live pass never loses it.
+    // Renewed at each walk's start, each batch, each checkpoint and during waits (LeaseKeeper),
+    // so it can be short: a crashed pass holds its walks back for this long at most.
     let ttl = match config.lease_seconds {
-        0 => budget.as_secs() as i64 + 2 * i64::from(config.request_timeout_seconds) + 60,
+        0 => lease::default_ttl(config.request_timeout_seconds),
         s => i64::from(s),
     };
     let mut claimed = Vec::new();
@@ -254,7 +299,7 @@ fn claim_leases(
     for unit in units {
         let lease = Lease {
             key: lease::lease_key(unit.stream, unit.team_id.as_deref()),
-            owner: owner.clone(),
+            owner: owner.to_string(),
             ttl,
         };
         match lease.claim(&mut *env.store, now) {
@@ -535,12 +580,14 @@ fn run_unit(
             )
         }
         Stream::Access => {
-            if config.synthetic_data {
-                return StreamReport {
-                    outcome: Outcome::NotAvailable,
-                    message: Some("synthetic_data does not cover access logs yet; they are collected from Slack only".into()),
-                    ..StreamReport::new("access", unit.team_id.as_deref())
-                };
+            // Synthetic rows sort as `access_sort_key` says (`date_first` under `auto`).
+            let mut synthetic = AccessApiModel {
+                now,
+                sort_by_date_last: config.access_sort_key == crate::config::AccessSortKey::DateLast,
+            };
+            let mut initial_config = config.clone();
+            if config.synthetic_data && config.backfill_start_time.is_none() {
+                initial_config.backfill_start_time = Some(now - 86_400);
             }
             walk_unit(
                 config,
@@ -550,8 +597,12 @@ fn run_unit(
                 deadline,
                 now,
                 config.web_requests_per_minute,
-                || AccessCheckpoint::initial(config, now),
-                None,
+                || AccessCheckpoint::initial(&initial_config, now),
+                if config.synthetic_data {
+                    Some(&mut synthetic)
+                } else {
+                    None
+                },
                 |fetcher, io, cp: &mut AccessCheckpoint, stats, _| {
                     access::walk(
                         config,
@@ -590,13 +641,20 @@ fn walk_unit<C: Checkpoint>(
 ) -> StreamReport {
     let (stream, team_id) = (unit.stream, unit.team_id.as_deref());
     // Earlier walks of this pass took time: the lease must still be ours, and now lasts from here.
-    if let Err(e) = lease.renew(&mut *env.store, env.clock.now_unix()) {
+    let renewed_at = env.clock.now_unix();
+    if let Err(e) = lease.renew(&mut *env.store, renewed_at) {
         return lease_report(unit, e);
     }
     let key = checkpoint_key(unit);
+    // The checkpoint as this walk found it: before each save it must still be there (a pass that
+    // stalled past its lease must not set back the checkpoint of the pass that took over).
+    let found: Vec<u8>;
     let mut checkpoint = match env.store.get(&key) {
         Ok(Some(bytes)) => match C::decode(&bytes) {
-            Ok(c) => c,
+            Ok(c) => {
+                found = bytes;
+                c
+            }
             Err(e) => {
                 return failed_to_start(
                     config,
@@ -617,8 +675,9 @@ fn walk_unit<C: Checkpoint>(
         },
         Ok(None) => {
             let c = initial();
+            found = c.encode();
             // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
-            if let Err(e) = env.store.set(&key, &c.encode()) {
+            if let Err(e) = env.store.set(&key, &found) {
                 return failed_to_start(config, env, stream, team_id, now, "store_error", e.to_string());
             }
             (env.log)(&format!("{}: no checkpoint yet; starting after {}", stream.name(), format_rfc3339(c.watermark())));
@@ -627,59 +686,83 @@ fn walk_unit<C: Checkpoint>(
         Err(e) => return failed_to_start(config, env, stream, team_id, now, "store_error", e.to_string()),
     };
     let start_watermark = checkpoint.watermark();
-    let transport: &mut dyn Transport = match transport_override {
-        Some(t) => t,
-        None => &mut *env.transport,
-    };
-    let mut fetcher = Fetcher {
-        transport,
-        clock: env.clock,
-        deadline,
-        request_timeout: Duration::from_secs(u64::from(config.request_timeout_seconds)),
-        stats: FetchStats::default(),
-        log: env.log,
-        pacer: Pacer::per_minute(requests_per_minute),
-    };
-    let mut io = StreamIo {
-        store: &mut *env.store,
-        sink: &mut *env.sink,
-        collected_at: now,
-        log: env.log,
-        lease: Some((lease, env.clock)),
-    };
     let mut stats = WalkStats::default();
     let mut notes = Vec::new();
-    let mut end = walk(
-        &mut fetcher,
-        &mut io,
-        &mut checkpoint,
-        &mut stats,
-        &mut notes,
-    );
-    if end == WalkEnd::CaughtUp && fetcher.stats.requests == 0 && !config.synthetic_data {
-        // Nothing was due (a first pass "from now", or passes in the same second): ask Slack
-        // once anyway, so a revoked token or a missing scope shows now, not when data arrives.
-        end = probe(config, unit, &mut fetcher, now);
-    }
+    let (end, fetch_stats) = {
+        let transport: &mut dyn Transport = match transport_override {
+            Some(t) => t,
+            None => &mut *env.transport,
+        };
+        // One store for the fetcher's lease renewals during waits and the walk's writes.
+        let store: RefCell<&mut dyn KvStore> = RefCell::new(&mut *env.store);
+        let keeper = LeaseKeeper::new(lease, &store, env.clock, renewed_at);
+        keeper.expect_checkpoint(&key, Some(found));
+        let clock = LeasedClock {
+            inner: env.clock,
+            keeper: &keeper,
+        };
+        let mut shared = SharedStore(&store);
+        let mut fetcher = Fetcher {
+            transport,
+            clock: &clock,
+            deadline,
+            request_timeout: Duration::from_secs(u64::from(config.request_timeout_seconds)),
+            stats: FetchStats::default(),
+            log: env.log,
+            pacer: Pacer::per_minute(requests_per_minute),
+        };
+        let mut io = StreamIo {
+            store: &mut shared,
+            sink: &mut *env.sink,
+            collected_at: now,
+            log: env.log,
+            lease: Some(&keeper),
+        };
+        let mut end = walk(
+            &mut fetcher,
+            &mut io,
+            &mut checkpoint,
+            &mut stats,
+            &mut notes,
+        );
+        if end == WalkEnd::CaughtUp && fetcher.stats.requests == 0 && !config.synthetic_data {
+            // Nothing was due (a first pass "from now", or passes in the same second): ask Slack
+            // once anyway, so a revoked token or a missing scope shows now, not when data arrives.
+            end = probe(config, unit, &mut fetcher);
+        }
+        (end, fetcher.stats)
+    };
 
     let mut report = StreamReport::new(stream.name(), team_id);
     report.records = stats.records;
     report.pages = stats.pages;
-    report.requests = fetcher.stats.requests;
-    report.retries = fetcher.stats.retries;
+    report.requests = fetch_stats.requests;
+    report.retries = fetch_stats.retries;
     report.watermark = Some(checkpoint.watermark());
     report.lag_seconds = Some(now - checkpoint.watermark());
     if stats.out_of_window > 0 {
         notes.push(format!(
-            "{} entries outside the requested range were ignored",
+            "Slack returned {} entries outside the requested range; they were delivered (each once)",
             stats.out_of_window
         ));
     }
+    if stats.late > 0 {
+        notes.push(format!(
+            "{} events Slack indexed late were found by the look-back re-scan and delivered",
+            stats.late
+        ));
+    }
+    report.late_events = stats.late;
     // A budget end is progress only if something moved: a stream that spends every pass
     // waiting out 429s or backoffs is not healthy, whatever else it is.
     let progressed = stats.pages > 0 || checkpoint.watermark() > start_watermark;
-    let (records, pages, requests, rate_limited) =
-        (stats.records, stats.pages, fetcher.stats.requests, fetcher.stats.rate_limited);
+    let (records, pages, requests, rate_limited, late) = (
+        stats.records,
+        stats.pages,
+        fetch_stats.requests,
+        fetch_stats.rate_limited,
+        stats.late,
+    );
     let (outcome, failure) = match end {
         WalkEnd::CaughtUp => (Outcome::CaughtUp, None),
         WalkEnd::Budget(m) => {
@@ -706,6 +789,7 @@ fn walk_unit<C: Checkpoint>(
         stored.total_pages += u64::from(pages);
         stored.total_requests += u64::from(requests);
         stored.total_rate_limited += u64::from(rate_limited);
+        stored.total_late_events += late;
         if records > 0 {
             stored.last_record_at = Some(now);
         }
@@ -745,6 +829,7 @@ fn update_status(
     };
     stored.passes += 1;
     stored.first_pass_at.get_or_insert(now);
+    stored.last_turn_at = Some(now);
     change(&mut stored);
     if let Some(max) = config.max_silence(stream) {
         let silent_for = stored.silent_for(Some(max), now);
@@ -779,7 +864,7 @@ fn failed_to_start(
 }
 
 /// The smallest request that proves the stream's token, plan and scopes work.
-fn probe(config: &Config, unit: &Unit, fetcher: &mut Fetcher<'_>, now: i64) -> WalkEnd {
+fn probe(config: &Config, unit: &Unit, fetcher: &mut Fetcher<'_>) -> WalkEnd {
     let team: Vec<(&str, &str)> = unit
         .team_id
         .as_deref()
@@ -792,7 +877,9 @@ fn probe(config: &Config, unit: &Unit, fetcher: &mut Fetcher<'_>, now: i64) -> W
     .unwrap_or_default();
     let (url, api) = match unit.stream {
         Stream::Audit => {
-            let at = (now - config.audit_lag_seconds).to_string();
+            // A settled instant long past, not now: a host clock ahead of Slack's would make
+            // "now" a future `latest`, which Slack refuses (invalid_range).
+            let at = (crate::config::AUDIT_EPOCH + 86_400).to_string();
             let params = [
                 ("oldest", at.as_str()),
                 ("latest", at.as_str()),
@@ -894,4 +981,71 @@ pub fn stream_statuses(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{MemStore, TestClock};
+    use crate::env::{HttpResponse, RecordSink, SinkBatch, SinkError, TransportError};
+
+    /// A transport that fails the test: synthetic passes must not call Slack.
+    struct NoNetwork;
+    impl Transport for NoNetwork {
+        fn get(&mut self, url: &str, _: &str, _: Duration) -> Result<HttpResponse, TransportError> {
+            panic!("a synthetic pass called {url}");
+        }
+    }
+
+    /// Keeps every record, per stream.
+    #[derive(Default)]
+    struct Records(Vec<(String, serde_json::Value)>);
+    impl RecordSink for Records {
+        fn write(&mut self, batch: SinkBatch) -> Result<(), SinkError> {
+            for line in String::from_utf8(batch.ndjson).unwrap().lines() {
+                self.0.push((batch.stream.to_string(), serde_json::from_str(line).unwrap()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn synthetic_data_covers_all_three_streams_through_their_cursors() {
+        let cfg = Config::from_pairs(&[("synthetic_data", "true"), ("lease_settle_ms", "0")]).unwrap();
+        let (mut store, mut sink, clock) = (MemStore::default(), Records::default(), TestClock::new(1_700_000_000));
+        let pass = |store: &mut MemStore, sink: &mut Records| {
+            let mut env = Env {
+                transport: &mut NoNetwork,
+                store,
+                sink,
+                clock: &clock,
+                log: &|_| {},
+                random: &crate::testutil::test_random,
+            };
+            run_pass(&cfg, &mut env, &RunOptions::default())
+        };
+        let r = pass(&mut store, &mut sink);
+        for s in &r.streams {
+            assert_eq!(s.outcome, Outcome::CaughtUp, "{r:?}");
+            assert!(s.records > 0, "{} delivered nothing: {r:?}", s.stream);
+        }
+        for (stream, rec) in &sink.0 {
+            assert_eq!(rec["event"]["synthetic"], true, "{stream}: {rec}");
+        }
+        let first: std::collections::BTreeSet<String> =
+            sink.0.iter().map(|(_, r)| r["id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(first.len(), sink.0.len(), "no repeats");
+        // Two hours later: new events and entries, access rows used again (new states) and new
+        // combinations; nothing delivered before comes again.
+        clock.now.set(1_700_007_200);
+        let before = sink.0.len();
+        let r = pass(&mut store, &mut sink);
+        for s in &r.streams {
+            assert_eq!(s.outcome, Outcome::CaughtUp, "{r:?}");
+            assert!(s.records > 0, "{} delivered nothing new: {r:?}", s.stream);
+        }
+        for (_, rec) in &sink.0[before..] {
+            assert!(!first.contains(rec["id"].as_str().unwrap()), "repeated: {rec}");
+        }
+    }
 }

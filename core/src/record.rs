@@ -89,6 +89,7 @@ impl RecordWriter {
             stream: self.stream,
             count: self.count,
             ndjson: std::mem::take(&mut self.buf),
+            key: String::new(),
         };
         self.count = 0;
         batch

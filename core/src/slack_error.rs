@@ -37,20 +37,39 @@ struct ErrorBody {
     provided: Option<String>,
 }
 
-/// Parses `Retry-After` as whole seconds. Absent or unparsable gives `None` (the caller backs
-/// off on its own); the HTTP-date form is not used by Slack.
-pub fn parse_retry_after(v: Option<&str>) -> Option<u64> {
-    v?.trim().parse::<u64>().ok()
+/// The longest wait a `Retry-After` is read as: a day. A wait longer than what a pass has left
+/// ends the pass anyway (the next one resumes), and the cap keeps every sum over it far from
+/// overflow, whatever number a server or a proxy in front of it sends.
+pub const MAX_RETRY_AFTER_SECS: u64 = 86_400;
+
+/// Parses a `Retry-After` value (RFC 9110 §10.2.3) as seconds to wait: delta-seconds, or an
+/// HTTP-date taken relative to `now` (unix seconds: the answer's own `Date` when it has one, so
+/// the two clocks cancel, else ours). A date in the past is 0; any longer wait, however many
+/// digits, is [`MAX_RETRY_AFTER_SECS`]. Anything else gives `None`, and the caller waits its
+/// default.
+pub fn parse_retry_after(value: &str, now: i64) -> Option<u64> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Only digits: a failed parse can only be an overflow, which is over the cap too.
+        return Some(
+            v.parse::<u64>()
+                .map_or(MAX_RETRY_AFTER_SECS, |s| s.min(MAX_RETRY_AFTER_SECS)),
+        );
+    }
+    let at = crate::env::parse_http_date(v)?;
+    let wait = at.saturating_sub(now).max(0).unsigned_abs();
+    Some(wait.min(MAX_RETRY_AFTER_SECS))
 }
 
 impl SlackError {
-    /// Classifies a non-success answer. `body` may be anything.
-    pub fn from_response(status: u16, retry_after: Option<&str>, body: &[u8]) -> SlackError {
+    /// Classifies a non-success answer. `body` may be anything; `retry_after` is the answer's
+    /// `Retry-After` in seconds, already parsed ([`parse_retry_after`]).
+    pub fn from_response(status: u16, retry_after: Option<u64>, body: &[u8]) -> SlackError {
         let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
         let code = parsed.as_ref().and_then(|b| b.error.clone());
         if status == 429 || matches!(code.as_deref(), Some("ratelimited" | "rate_limited")) {
             return SlackError::RateLimited {
-                retry_after: parse_retry_after(retry_after),
+                retry_after: retry_after.map(|s| s.min(MAX_RETRY_AFTER_SECS)),
             };
         }
         if matches!(code.as_deref(), Some("invalid_cursor")) {
@@ -270,19 +289,47 @@ mod tests {
     #[test]
     fn classifies_rate_limits_both_spellings() {
         assert_eq!(
-            SlackError::from_response(429, Some("7"), b"{\"ok\":false,\"error\":\"rate_limited\"}"),
+            SlackError::from_response(429, Some(7), b"{\"ok\":false,\"error\":\"rate_limited\"}"),
             SlackError::RateLimited {
                 retry_after: Some(7)
             }
         );
         assert_eq!(
-            SlackError::from_response(429, Some("soon"), b""),
+            SlackError::from_response(429, None, b""),
             SlackError::RateLimited { retry_after: None }
+        );
+        assert_eq!(
+            SlackError::from_response(429, Some(u64::MAX), b""),
+            SlackError::RateLimited {
+                retry_after: Some(MAX_RETRY_AFTER_SECS)
+            }
         );
         assert!(matches!(
             SlackError::from_response(200, None, b"{\"ok\":false,\"error\":\"ratelimited\"}"),
             SlackError::RateLimited { .. }
         ));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates_and_is_capped() {
+        let now = 784_111_777; // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("7", now), Some(7));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(0));
+        // Absurd numbers, past u64 too, are the cap: never an overflow further on.
+        assert_eq!(parse_retry_after("18446744073709551615", now), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(parse_retry_after(&"9".repeat(400), now), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(parse_retry_after("86401", now), Some(MAX_RETRY_AFTER_SECS));
+        // The HTTP-date form, in each of its three spellings, relative to `now`.
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(30));
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now), Some(30));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:50:07 1994", now), Some(30));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(0), "past");
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", i64::MIN), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", i64::MAX), Some(0));
+        for bad in ["", "soon", "-1", "+5", "1.5", "0x10", "Sun, 06 Nov 1994 25:50:07 GMT"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
     }
 
     #[test]

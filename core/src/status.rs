@@ -67,6 +67,13 @@ pub struct StoredStatus {
     /// Whether the silence alert was raised at the end of the last pass (to log when it clears).
     #[serde(default)]
     pub silent: bool,
+    /// The last pass in which this walk had its turn (ran, or failed to start); walks whose turn
+    /// is longest ago go first (`pass::fair_order`).
+    #[serde(default)]
+    pub last_turn_at: Option<i64>,
+    /// Audit events the look-back re-scan found that Slack had indexed late.
+    #[serde(default)]
+    pub total_late_events: u64,
 }
 
 impl StoredStatus {
@@ -86,6 +93,64 @@ impl StoredStatus {
         let quiet = now - since;
         (quiet > max).then_some(quiet)
     }
+}
+
+/// The column headings of `slack-logs status` and of the status page (`GET /`), in the order of
+/// [`StreamStatus::display_cells`]. One home for the words both show.
+pub const STATUS_COLUMNS: [&str; 8] =
+    ["STREAM", "TEAM", "WATERMARK", "LAG", "LAST SUCCESS", "RECORDS", "HEALTH", "LAST ERROR"];
+
+/// What both say when no walk has a status (no stream configured yet, or `team_ids = all` before
+/// the first pass listed the workspaces).
+pub const NO_STREAM_YET: &str = "no stream has run yet";
+
+impl StreamStatus {
+    /// The cells a person reads, one per [`STATUS_COLUMNS`]: times in RFC 3339 UTC, the lag in
+    /// human units (`1m15s`), late audit events beside the records (so Slack's own lag shows),
+    /// `SILENT 3h0m` while the silence alert is raised, and the last error with its time and
+    /// the advice the message carries. `-` where there is nothing yet.
+    pub fn display_cells(&self) -> [String; 8] {
+        let time = |t: Option<i64>| t.map_or("-".to_string(), crate::config::format_rfc3339);
+        [
+            self.stream.clone(),
+            self.team_id.clone().unwrap_or_else(|| "-".into()),
+            time(self.watermark),
+            self.lag_seconds.map_or("-".into(), human_secs),
+            time(self.last_success),
+            match self.stored.total_late_events {
+                0 => self.total_records.to_string(),
+                late => format!("{} ({late} late)", self.total_records),
+            },
+            match self.silent_for {
+                Some(quiet) => format!("SILENT {}", human_secs(quiet)),
+                None => "ok".into(),
+            },
+            match (self.last_error_at, &self.last_error) {
+                (Some(at), Some(e)) => format!("{}: {e}", crate::config::format_rfc3339(at)),
+                (None, Some(e)) => e.clone(),
+                _ => "-".into(),
+            },
+        ]
+    }
+}
+
+/// Seconds in the two largest units a person needs: `5s`, `1m15s`, `2h1m`, `1d1h`; negative
+/// (a clock behind the watermark) keeps its sign.
+pub fn human_secs(s: i64) -> String {
+    let sign = if s < 0 { "-" } else { "" };
+    // unsigned_abs: i64::MIN has no positive i64.
+    let s = s.unsigned_abs();
+    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    let out = if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    };
+    format!("{sign}{out}")
 }
 
 /// The structured log line for a silence alert raised (or still raised) or cleared.
@@ -166,6 +231,47 @@ mod tests {
         let old = br#"{"last_success":5,"last_error_at":null,"last_error":null,"total_records":7}"#;
         let s: StoredStatus = serde_json::from_slice(old).unwrap();
         assert_eq!((s.total_records, s.passes, s.errors.len()), (7, 0, 0));
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_secs(0), "0s");
+        assert_eq!(human_secs(75), "1m15s");
+        assert_eq!(human_secs(7260), "2h1m");
+        assert_eq!(human_secs(90_000), "1d1h");
+        assert_eq!(human_secs(-75), "-1m15s");
+        assert!(human_secs(i64::MIN).starts_with('-'));
+    }
+
+    #[test]
+    fn display_cells_say_what_the_table_says() {
+        assert_eq!(STATUS_COLUMNS.len(), StreamStatus::default().display_cells().len());
+        let ok = StreamStatus {
+            stream: "audit".into(),
+            watermark: Some(1_709_210_096),
+            lag_seconds: Some(75),
+            last_success: Some(1_709_210_100),
+            total_records: 42,
+            stored: StoredStatus { total_late_events: 3, ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(
+            ok.display_cells(),
+            ["audit", "-", "2024-02-29T12:34:56Z", "1m15s", "2024-02-29T12:35:00Z", "42 (3 late)", "ok", "-"]
+        );
+        let silent = StreamStatus {
+            stream: "access".into(),
+            team_id: Some("T1".into()),
+            last_error_at: Some(1_709_210_000),
+            last_error: Some("Slack answered `token_revoked`: issue a new token".into()),
+            silent_for: Some(10_800),
+            ..Default::default()
+        };
+        let cells = silent.display_cells();
+        assert_eq!((cells[1].as_str(), cells[6].as_str()), ("T1", "SILENT 3h0m"));
+        assert_eq!(cells[7], "2024-02-29T12:33:20Z: Slack answered `token_revoked`: issue a new token");
+        let undated = StreamStatus { last_error: Some("bad key".into()), ..Default::default() };
+        assert_eq!(undated.display_cells()[7], "bad key");
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl<S: EventSource> AuditApiModel<S> {
         let error = |status: u16, code: &str| HttpResponse {
             status,
             retry_after: None,
-            date: None,
+            date: self.date_header(),
             body: format!("{{\"ok\":false,\"error\":\"{code}\"}}").into_bytes(),
         };
         let (oldest, latest, limit) = match (int("oldest"), int("latest"), int("limit")) {
@@ -241,9 +241,17 @@ impl<S: EventSource> AuditApiModel<S> {
         HttpResponse {
             status: 200,
             retry_after: None,
-            date: None,
+            date: self.date_header(),
             body: body.into_bytes(),
         }
+    }
+
+    /// Slack's `Date` header: the model's clock, when it has one.
+    fn date_header(&self) -> Option<String> {
+        let now = u64::try_from(self.now?).ok()?;
+        Some(httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + Duration::from_secs(now),
+        ))
     }
 }
 
@@ -331,6 +339,136 @@ impl Transport for IntegrationApiModel {
 }
 
 
+/// Synthetic access-log rows: user + IP + user-agent combinations, each first seen at a fixed
+/// time and used again every few minutes for a while, so `date_last` and `count` move between
+/// passes and new combinations appear, as in a real workspace. Everything derives from absolute
+/// time (not from when a pass runs), so every pass sees the same history up to its `now`.
+/// Answers `team.accessLogs` in both of Slack's paging modes (cursor with `limit`, classic
+/// `count`/`page`), newest first by `sort_by_date_last` or `date_first`, with `before` inclusive
+/// on that field. Rows carry `"synthetic": true`.
+pub struct AccessApiModel {
+    pub now: i64,
+    /// Sort (and filter `before`) on `date_last` instead of `date_first`: Slack does not say which.
+    pub sort_by_date_last: bool,
+}
+
+/// A new combination appears about this often.
+const ACCESS_NEW_EVERY: i64 = 1800;
+/// Combinations first seen longer ago than this are not listed (retention).
+const ACCESS_RETENTION: i64 = 7 * 86_400;
+const USER_AGENTS: &[&str] = &[
+    "SlackWeb Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+    "Slack/4.36.140 (Macintosh; Intel Mac OS X 14.2.1) AppleWebKit/537.36 (KHTML, like Gecko) Slack_SSB/4.36.140",
+    "com.tinyspeck.chatlyio/23.12.10 (iPhone; iOS 17.2; Scale/3.00)",
+    "ApiApp/A0SYNTHAPP",
+];
+
+/// One row as the model lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRow {
+    pub user_id: &'static str,
+    pub username: &'static str,
+    pub ip: String,
+    pub user_agent: &'static str,
+    pub date_first: i64,
+    pub date_last: i64,
+    pub count: i64,
+}
+
+impl AccessApiModel {
+    /// Every row at `now`, newest first by the sort field (ties by combination).
+    pub fn rows(&self) -> Vec<AccessRow> {
+        let first_k = (self.now - ACCESS_RETENTION).div_euclid(ACCESS_NEW_EVERY);
+        let last_k = self.now.div_euclid(ACCESS_NEW_EVERY);
+        let mut rows = Vec::new();
+        for k in first_k..=last_k {
+            let h = fnv1a64(&[b"access", &k.to_le_bytes()]);
+            let first = k * ACCESS_NEW_EVERY + (h % ACCESS_NEW_EVERY as u64) as i64;
+            if first > self.now {
+                continue;
+            }
+            // Used every 2 to 30 minutes for 1 to 48 hours.
+            let every = 120 + ((h >> 12) % 1680) as i64;
+            let lasts = 3600 * (1 + ((h >> 24) % 48) as i64);
+            let end = (first + lasts).min(self.now);
+            let uses = (end - first) / every;
+            let (uid, name, _) = USERS[((h >> 32) % 4) as usize];
+            rows.push(AccessRow {
+                user_id: uid,
+                username: name,
+                ip: format!("198.51.100.{}", (h >> 40) % 250 + 1),
+                user_agent: USER_AGENTS[((h >> 48) % USER_AGENTS.len() as u64) as usize],
+                date_first: first,
+                date_last: first + uses * every,
+                count: uses + 1,
+            });
+        }
+        let by_last = self.sort_by_date_last;
+        rows.sort_by(|a, b| {
+            let key = |r: &AccessRow| if by_last { r.date_last } else { r.date_first };
+            key(b).cmp(&key(a)).then_with(|| (a.user_id, &a.ip, a.user_agent).cmp(&(b.user_id, &b.ip, b.user_agent)))
+        });
+        rows
+    }
+
+    fn row_json(r: &AccessRow) -> serde_json::Value {
+        serde_json::json!({
+            "user_id": r.user_id, "username": r.username, "date_first": r.date_first,
+            "date_last": r.date_last, "count": r.count, "ip": r.ip, "user_agent": r.user_agent,
+            "isp": "Synthetic ISP", "country": "US", "region": "CA", "synthetic": true,
+        })
+    }
+}
+
+impl Transport for AccessApiModel {
+    fn get(
+        &mut self,
+        url: &str,
+        _bearer: &str,
+        _timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
+        let q = parse_query(url);
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let int = |k: &str, d: i64| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
+        let before = match get("before") {
+            None | Some("now") => self.now,
+            Some(v) => v.parse().unwrap_or(self.now),
+        };
+        let by_last = self.sort_by_date_last;
+        let listing: Vec<AccessRow> = self
+            .rows()
+            .into_iter()
+            .filter(|r| (if by_last { r.date_last } else { r.date_first }) <= before)
+            .collect();
+        let limit = int("limit", 0);
+        let body = if limit > 0 {
+            // Cursor mode; the cursor is the offset into this listing (the model's `now` is fixed
+            // for a pass, so the listing does not shift under it).
+            let from = get("cursor")
+                .and_then(|c| c.strip_prefix("o:"))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(listing.len());
+            let to = (from + limit.clamp(1, 999) as usize).min(listing.len());
+            let next = if to < listing.len() { format!("o:{to}") } else { String::new() };
+            let logins: Vec<_> = listing[from..to].iter().map(Self::row_json).collect();
+            serde_json::json!({"ok": true, "logins": logins, "response_metadata": {"next_cursor": next}})
+        } else {
+            let count = int("count", 100).clamp(1, 1000) as usize;
+            let page = int("page", 1).clamp(1, 100) as usize;
+            let logins: Vec<_> = listing.iter().skip((page - 1) * count).take(count).map(Self::row_json).collect();
+            serde_json::json!({"ok": true, "logins": logins,
+                "paging": {"count": count, "total": listing.len(), "page": page, "pages": listing.len().div_ceil(count).max(1)}})
+        };
+        Ok(HttpResponse {
+            status: 200,
+            retry_after: None,
+            date: None,
+            body: body.to_string().into_bytes(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +499,55 @@ mod tests {
         let page = crate::integration::parse_page(&r.body, None).unwrap();
         assert_eq!(page.entries.len(), 10);
         assert!(page.entries.windows(2).all(|w| w[0].date >= w[1].date));
+    }
+
+    #[test]
+    fn synthetic_access_rows_move_and_appear_over_time() {
+        let at = |now| AccessApiModel { now, sort_by_date_last: false }.rows();
+        let t = 1_700_000_000;
+        let (a, b) = (at(t), at(t + 7200));
+        assert_eq!(a, at(t), "deterministic");
+        assert!(a.len() > 200, "{}", a.len());
+        // Rows that existed keep their combination and first-seen time; some were used again.
+        let moved = a
+            .iter()
+            .filter(|r| b.iter().any(|s| s.ip == r.ip && s.user_agent == r.user_agent && s.user_id == r.user_id && s.date_first == r.date_first && s.date_last > r.date_last))
+            .count();
+        assert!(moved > 0, "date_last moves");
+        assert!(b.iter().any(|r| r.date_first > t), "new combinations appear");
+        for r in &b {
+            assert!(r.date_first <= r.date_last && r.date_last <= t + 7200 && r.count >= 1);
+        }
+        // Newest first by the sort field, in both orders; `before` is inclusive on it.
+        assert!(b.windows(2).all(|w| w[0].date_first >= w[1].date_first));
+        let by_last = AccessApiModel { now: t, sort_by_date_last: true }.rows();
+        assert!(by_last.windows(2).all(|w| w[0].date_last >= w[1].date_last));
+    }
+
+    #[test]
+    fn synthetic_access_pages_in_both_modes_cover_the_listing_once() {
+        let mut m = AccessApiModel { now: 1_700_000_000, sort_by_date_last: false };
+        let total = m.rows().len();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor = String::new();
+        loop {
+            let url = format!("x/team.accessLogs?before=now&limit=50&cursor={cursor}");
+            let r = m.get(&url, "", Duration::ZERO).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            for row in v["logins"].as_array().unwrap() {
+                assert_eq!(row["synthetic"], true);
+                assert!(seen.insert((row["ip"].to_string(), row["user_agent"].to_string(), row["date_first"].as_i64())));
+            }
+            cursor = v["response_metadata"]["next_cursor"].as_str().unwrap().to_string();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), total);
+        let r = m.get("x/team.accessLogs?count=1000&page=1", "", Duration::ZERO).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["logins"].as_array().unwrap().len(), total);
+        assert_eq!(v["paging"]["total"], total);
     }
 
     #[test]

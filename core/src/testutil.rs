@@ -9,6 +9,15 @@ use crate::env::{
     TransportError,
 };
 
+/// Distinct "random" bytes per call (a counter), for `Env::random` in tests.
+pub fn test_random() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    out
+}
+
 /// Answers requests from a script, in order.
 pub struct ScriptedTransport {
     pub script: VecDeque<Result<HttpResponse, TransportError>>,

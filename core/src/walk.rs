@@ -2,9 +2,9 @@
 //! one rule that makes delivery exactly-once — a checkpoint is saved only after the sink accepted
 //! the batch before it.
 
-use crate::env::{Clock, KvStore, RecordSink, SinkError};
+use crate::env::{KvStore, RecordSink, SinkError};
 use crate::fetch::FetchError;
-use crate::lease::Lease;
+use crate::lease::{ClaimError, LeaseKeeper};
 use crate::record::RecordWriter;
 use crate::slack_error::SlackError;
 
@@ -15,19 +15,21 @@ pub struct StreamIo<'a> {
     /// Unix seconds of the pass, stamped on every record as `collected_at`.
     pub collected_at: i64,
     pub log: &'a dyn Fn(&str),
-    /// The walk's lease, checked before every sink write and renewed after every checkpoint;
+    /// The walk's hold on its state: the lease, checked before every sink write and renewed
+    /// after every checkpoint, and the checkpoint it must find before it saves the next one;
     /// `None` in tests that exercise a walk alone.
-    pub lease: Option<(&'a Lease, &'a dyn Clock)>,
+    pub lease: Option<&'a LeaseKeeper<'a>>,
 }
 
 /// The `code` of a walk that stopped because another pass took its lease.
 pub const LEASE_LOST: &str = "lease_lost";
 
-fn lease_lost(e: crate::lease::LeaseError) -> WalkEnd {
+fn lease_lost(e: ClaimError) -> WalkEnd {
     WalkEnd::Failed {
         code: match e {
-            crate::lease::LeaseError::Held { .. } => LEASE_LOST.into(),
-            crate::lease::LeaseError::Store(_) => "store_error".into(),
+            ClaimError::Lease(crate::lease::LeaseError::Held { .. })
+            | ClaimError::CheckpointMoved { .. } => LEASE_LOST.into(),
+            ClaimError::Lease(crate::lease::LeaseError::Store(_)) => "store_error".into(),
         },
         message: format!("{e}; stopped here, and the checkpoint holds what the sink accepted"),
     }
@@ -53,8 +55,11 @@ pub struct WalkStats {
     pub pages: u32,
     /// Entries skipped as already delivered.
     pub duplicates: u64,
-    /// Entries outside the requested range, which Slack should not have sent.
+    /// Entries outside the requested range, which Slack should not have sent (delivered).
     pub out_of_window: u64,
+    /// Audit events the look-back re-scan found: Slack indexed them after the forward walk
+    /// had passed their second.
+    pub late: u64,
 }
 
 impl StreamIo<'_> {
@@ -67,14 +72,18 @@ impl StreamIo<'_> {
         if writer.is_empty() {
             return Ok(());
         }
-        if let Some((lease, _)) = self.lease {
+        if let Some(keeper) = self.lease {
             // Another pass may have taken over after our lease expired (we were stalled):
             // then it emits, not us.
-            lease.confirm(&mut *self.store).map_err(lease_lost)?;
+            keeper.confirm().map_err(|e| lease_lost(ClaimError::Lease(e)))?;
         }
         let n = writer.len();
+        let mut batch = writer.take_batch();
+        if let Some(keeper) = self.lease {
+            batch.key = keeper.next_batch_key();
+        }
         self.sink
-            .write(writer.take_batch())
+            .write(batch)
             .map_err(|e| WalkEnd::Failed {
                 code: match e {
                     SinkError::Unavailable(_) => "sink_unavailable".into(),
@@ -90,10 +99,10 @@ impl StreamIo<'_> {
 
     /// Saves a checkpoint; call only after `deliver` succeeded for everything it covers.
     pub fn save(&mut self, key: &str, value: &[u8]) -> Result<(), WalkEnd> {
-        if let Some((lease, _)) = self.lease {
+        if let Some(keeper) = self.lease {
             // A pass that took over meanwhile owns the checkpoint now: writing ours over its
             // newer one would make it deliver again what it already had.
-            lease.confirm(&mut *self.store).map_err(lease_lost)?;
+            keeper.before_save(key).map_err(lease_lost)?;
         }
         self.store.set(key, value).map_err(|e| WalkEnd::Failed {
             code: "store_error".into(),
@@ -101,9 +110,10 @@ impl StreamIo<'_> {
                 "{e}; records already delivered for this page may be offered again next pass"
             ),
         })?;
-        if let Some((lease, clock)) = self.lease {
-            // Confirmed just before the checkpoint write above.
-            lease.extend(&mut *self.store, clock.now_unix()).map_err(lease_lost)?;
+        if let Some(keeper) = self.lease {
+            keeper
+                .after_save(key, value)
+                .map_err(|e| lease_lost(ClaimError::Lease(e)))?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Fuzz targets for everything that parses bytes we do not control: the three page parsers
-//! (Slack, or a proxy in front of it, can send anything), the checkpoint decoders (a store can
-//! hold anything, including what an older or newer slack-logs wrote) and the config parser
-//! (operators type anything).
+//! (Slack, or a proxy in front of it, can send anything), the response headers the fetcher acts
+//! on (`Retry-After` in both its forms, `Date`, and the fetcher itself driven by any answers),
+//! the checkpoint decoders (a store can hold anything, including what an older or newer
+//! slack-logs wrote) and the config parser (operators type anything).
 //!
 //! The engine is proptest rather than cargo-fuzz, which needs a nightly toolchain the project does
 //! not pin. Each target gets (a) arbitrary bytes and JSON-ish token soup, and (b) structure-aware
@@ -14,7 +15,9 @@
 //! Cases per target come from `PROPTEST_CASES` (proptest's own variable; 256 when unset, so CI
 //! stays brief). A long run: `cargo xtask fuzz [CASES]` (default 100000).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, UNIX_EPOCH};
 
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::option;
@@ -22,12 +25,18 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{json, Value};
 
-use slack_logs_core::access::{AccessCheckpoint, AccessWalk, Position, SortOrder, WalkMode};
+use slack_logs_core::access::{
+    AccessCheckpoint, AccessWalk, KeyWindow, Listing, Position, SortOrder, WalkMode,
+};
 use slack_logs_core::audit::{AuditCheckpoint, AuditWindow};
 use slack_logs_core::checkpoint::{Checkpoint, CheckpointError};
 use slack_logs_core::config::{format_rfc3339, parse_time, Config, KEYS};
 use slack_logs_core::integration::{IntegrationCheckpoint, WalkProgress};
-use slack_logs_core::slack_error::{SlackError, MAX_MESSAGE_CHARS};
+use slack_logs_core::env::{parse_http_date, Clock, HttpResponse, Transport, TransportError};
+use slack_logs_core::fetch::{Deadline, FetchError, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET};
+use slack_logs_core::slack_error::{
+    parse_retry_after, SlackError, MAX_MESSAGE_CHARS, MAX_RETRY_AFTER_SECS,
+};
 use slack_logs_core::{access, audit, integration};
 
 /// Cases from `PROPTEST_CASES` (`ProptestConfig::default()` reads it); failures are saved beside
@@ -672,16 +681,17 @@ fn check_integration(body: &[u8], team: Option<&str>) {
                 };
                 assert_eq!(date, Some(e.date), "date differs from the raw entry");
                 assert!(
-                    e.hash.len() == 16 && e.hash.bytes().all(|b| b.is_ascii_hexdigit()),
-                    "hash {:?}",
-                    e.hash
+                    e.id.len() == 32 && e.id.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "id {:?}",
+                    e.id
                 );
-                // The hash is the record id: the same entry must give the same id every time.
+                assert_eq!(e.key(), &e.id[..16]);
+                // The same entry must give the same id every time.
                 assert_eq!(
                     integration::canonical(e.raw.get(), team)
                         .map(|(_, h)| h)
                         .as_deref(),
-                    Ok(e.hash.as_str())
+                    Ok(e.id.as_str())
                 );
             }
         }
@@ -768,28 +778,40 @@ fn ids() -> impl Strategy<Value = BTreeSet<String>> {
     btree_set("\\PC{0,16}", 0..4)
 }
 
+fn audit_window() -> impl Strategy<Value = AuditWindow> {
+    (ts(), ts(), option::of(ts()), ids()).prop_map(|(oldest, latest, boundary, boundary_ids)| AuditWindow {
+        oldest,
+        latest,
+        boundary,
+        boundary_ids,
+    })
+}
+
 fn audit_checkpoint() -> impl Strategy<Value = AuditCheckpoint> {
-    let window = (ts(), ts(), option::of(ts()), ids()).prop_map(
-        |(oldest, latest, boundary, boundary_ids)| AuditWindow {
-            oldest,
-            latest,
-            boundary,
-            boundary_ids,
-        },
-    );
+    let window = audit_window();
+    let rescan = (audit_window(), any::<usize>())
+        .prop_map(|(window, group)| slack_logs_core::audit::Rescan { window, group });
+    let ledger = (ts(), btree_map(ts(), any::<u32>(), 0..4))
+        .prop_map(|(complete_from, buckets)| slack_logs_core::audit::ledger::LedgerIndex { complete_from, buckets });
     (
-        0..=<AuditCheckpoint as Checkpoint>::VERSION,
-        ts(),
-        option::of(window),
-        "\\PC{0,40}",
-        any::<usize>(),
+        (
+            0..=<AuditCheckpoint as Checkpoint>::VERSION,
+            ts(),
+            option::of(window),
+            "\\PC{0,40}",
+            any::<usize>(),
+        ),
+        (option::of(rescan), ledger, option::of(any::<i64>())),
     )
-        .prop_map(|(v, watermark, window, filters, group)| AuditCheckpoint {
+        .prop_map(|((v, watermark, window, filters, group), (rescan, ledger, clock_offset))| AuditCheckpoint {
             v,
             watermark,
             window,
             filters,
             group,
+            rescan,
+            ledger,
+            clock_offset,
         })
 }
 
@@ -802,79 +824,144 @@ fn sort_order() -> impl Strategy<Value = Option<SortOrder>> {
 
 fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
     let keys = || btree_set(any::<u64>(), 0..4);
-    let position = (option::of(ts()), keys(), option::of(ts()), keys()).prop_map(
-        |(date_first, first_keys, date_last, last_keys)| Position {
-            date_first,
-            first_keys,
-            date_last,
-            last_keys,
-        },
-    );
-    let walk = (
-        ts(),
-        prop_oneof![Just(WalkMode::Activity), Just(WalkMode::NewOnly)],
-        sort_order(),
-        any::<bool>(),
-        option::of(any::<u32>()),
-        position,
-        keys(),
+    let window = || prop::collection::vec(any::<u64>(), 0..4).prop_map(KeyWindow::from);
+    let position = (
+        (option::of(ts()), window(), any::<u64>()),
+        (option::of(ts()), window(), any::<u64>()),
+        option::of(ts()),
     )
         .prop_map(
-            |(before, mode, order, classic, refused_limit, position, ahead)| AccessWalk {
-                before,
-                mode,
-                order,
-                classic,
-                refused_limit,
-                position,
-                ahead,
+            |((date_first, first_keys, first_forgotten), (date_last, last_keys, last_forgotten), witness)| {
+                Position {
+                    date_first,
+                    first_keys,
+                    first_forgotten,
+                    date_last,
+                    last_keys,
+                    last_forgotten,
+                    witness,
+                }
+            },
+        );
+    let listing = (
+        option::of(ts()),
+        any::<u64>(),
+        any::<u64>(),
+        option::of("\\PC{0,40}"),
+        option::of(any::<u32>()),
+        option::of(any::<u64>()),
+    )
+        .prop_map(|(anchor, served, reached, cursor, page, total)| Listing {
+            anchor,
+            served,
+            reached,
+            cursor,
+            page,
+            total,
+        });
+    let walk = (
+        (
+            ts(),
+            prop_oneof![Just(WalkMode::Activity), Just(WalkMode::NewOnly)],
+            sort_order(),
+            any::<bool>(),
+            option::of(any::<u32>()),
+            any::<bool>(),
+        ),
+        position,
+        keys(),
+        listing,
+        option::of((ts(), ts())),
+    )
+        .prop_map(
+            |((before, mode, order, classic, refused_limit, classic_failed), position, ahead, listing, reread_at)| {
+                AccessWalk {
+                    before,
+                    mode,
+                    order,
+                    classic,
+                    refused_limit,
+                    classic_failed,
+                    position,
+                    ahead,
+                    listing,
+                    reread_at,
+                }
             },
         );
     (
         0..=<AccessCheckpoint as Checkpoint>::VERSION,
         ts(),
         sort_order(),
+        any::<bool>(),
         option::of(walk),
         keys(),
     )
-        .prop_map(|(v, watermark, order, walk, ahead)| AccessCheckpoint {
-            v,
-            watermark,
-            order,
-            walk,
-            ahead,
-        })
+        .prop_map(
+            |(v, watermark, order, before_spares_date_last, walk, ahead)| AccessCheckpoint {
+                v,
+                watermark,
+                order,
+                before_spares_date_last,
+                walk,
+                ahead,
+            },
+        )
 }
 
 fn by_date() -> impl Strategy<Value = BTreeMap<i64, BTreeSet<String>>> {
     btree_map(ts(), btree_set("[0-9a-f]{16}", 0..3), 0..4)
 }
 
+fn copies_by_date() -> impl Strategy<Value = integration::Copies> {
+    btree_map(ts(), btree_map("[0-9a-f]{16}", any::<u32>(), 0..3), 0..4)
+}
+
 fn integration_checkpoint() -> impl Strategy<Value = IntegrationCheckpoint> {
-    let walk = (any::<u32>(), option::of(ts()), option::of(ts()), by_date()).prop_map(
-        |(next_page, newest, oldest, delivered)| WalkProgress {
-            next_page,
-            newest,
-            oldest,
-            delivered,
-        },
-    );
+    let walk = (
+        (any::<u32>(), option::of(ts()), option::of(ts()), copies_by_date()),
+        (
+            vec("[0-9a-f]{16}", 0..4),
+            option::of(any::<u64>()),
+            option::of(any::<u64>()),
+            by_date(),
+        ),
+    )
+        .prop_map(
+            |((next_page, newest, oldest, seen), (last_page, last_total, pushed_past, unsure))| {
+                WalkProgress {
+                    next_page,
+                    newest,
+                    oldest,
+                    seen,
+                    last_page,
+                    last_total,
+                    pushed_past,
+                    unsure,
+                }
+            },
+        );
     (
         0..=<IntegrationCheckpoint as Checkpoint>::VERSION,
         ts(),
         ts(),
-        by_date(),
-        any::<bool>(),
+        copies_by_date(),
+        copies_by_date(),
+        (any::<bool>(), any::<bool>()),
         option::of(walk),
     )
         .prop_map(
-            |(v, watermark, start, recent, unsorted, walk)| IntegrationCheckpoint {
-                v,
-                watermark,
-                start,
-                recent,
-                unsorted,
-                walk,
+            |(v, watermark, start, recent_copies, unsure_copies, (unsorted, newest_first), walk)| {
+                IntegrationCheckpoint {
+                    v,
+                    watermark,
+                    start,
+                    recent_copies,
+                    unsure_copies,
+                    unsorted,
+                    newest_first,
+                    walk,
+                }
             },
         )
 }
@@ -932,6 +1019,8 @@ const CHECKPOINT_WORDS: &[&str] = &[
     "\"window\"",
     "\"walk\"",
     "\"recent\"",
+    "\"recent_copies\"",
+    "\"seen\"",
     "\"position\"",
     "\"ahead\"",
     "\"mode\"",
@@ -981,6 +1070,163 @@ proptest! {
     #[test]
     fn integration_checkpoint_mutated(bytes in mutated(integration_checkpoint().prop_map(|c| serde_json::to_value(c).unwrap()))) {
         check_decode::<IntegrationCheckpoint>(&bytes.0);
+    }
+}
+
+// ------------------------------------------------------------------ response headers
+
+/// The last second an HTTP-date can name (year 9999).
+const LAST_HTTP_DATE: i64 = 253_402_300_799;
+
+fn http_date(t: i64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(t.unsigned_abs()))
+}
+
+/// `Retry-After` values: numbers of any size, HTTP-dates (well-formed or with a character
+/// replaced), signs and fractions, anything.
+fn retry_after_value() -> impl Strategy<Value = String> {
+    let date = (0..=LAST_HTTP_DATE).prop_map(http_date);
+    prop_oneof![
+        "[0-9]{0,40}",
+        any::<u64>().prop_map(|n| n.to_string()),
+        date.clone(),
+        (date, any::<prop::sample::Index>(), any::<char>()).prop_map(|(d, at, c)| {
+            let mut chars: Vec<char> = d.chars().collect();
+            let i = at.index(chars.len());
+            chars[i] = c;
+            chars.into_iter().collect()
+        }),
+        " {0,3}[0-9+.e -]{0,12} {0,3}",
+        any::<String>(),
+    ]
+}
+
+/// What a `Retry-After` must mean (RFC 9110 §10.2.3), capped at a day.
+fn retry_after_oracle(value: &str, now: i64) -> Option<u64> {
+    let v = value.trim();
+    let cap = i128::from(MAX_RETRY_AFTER_SECS);
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = v.trim_start_matches('0');
+        let secs = if digits.len() > 30 { cap } else { digits.parse::<i128>().unwrap_or(0).min(cap) };
+        return Some(secs as u64);
+    }
+    let at = i128::from(parse_http_date(v)?);
+    Some((at - i128::from(now)).clamp(0, cap) as u64)
+}
+
+/// Test time: requests take none, sleeps move it on.
+#[derive(Default)]
+struct FuzzClock {
+    now: Cell<Duration>,
+}
+
+impl Clock for FuzzClock {
+    fn now_unix(&self) -> i64 {
+        1_700_000_000 + self.now.get().as_secs() as i64
+    }
+    fn monotonic(&self) -> Duration {
+        self.now.get()
+    }
+    fn sleep(&self, d: Duration) {
+        self.now.set(self.now.get().saturating_add(d));
+    }
+}
+
+/// Serves the scripted answers in turn (then timeouts), noting when each request started and the
+/// timeout it was given.
+struct Answers<'a> {
+    script: Vec<Result<HttpResponse, TransportError>>,
+    clock: &'a FuzzClock,
+    sent: Vec<(Duration, Duration)>,
+}
+
+impl Transport for Answers<'_> {
+    fn get(&mut self, _: &str, _: &str, timeout: Duration) -> Result<HttpResponse, TransportError> {
+        let answer = self.script.get(self.sent.len()).cloned().unwrap_or(Err(TransportError::Timeout));
+        self.sent.push((self.clock.monotonic(), timeout));
+        answer
+    }
+}
+
+fn answer() -> impl Strategy<Value = Result<HttpResponse, TransportError>> {
+    let status = prop_oneof![Just(200u16), Just(429), Just(500), Just(503), 100u16..600];
+    let date = option::of(prop_oneof![(0..=LAST_HTTP_DATE).prop_map(http_date), any::<String>()]);
+    let body = prop_oneof![
+        Just(br#"{"ok":true}"#.to_vec()),
+        Just(br#"{"ok":false,"error":"ratelimited"}"#.to_vec()),
+        Just(br#"{"ok":false,"error":"fatal_error"}"#.to_vec()),
+        vec(any::<u8>(), 0..16),
+    ];
+    prop_oneof![
+        8 => (status, option::of(retry_after_value()), date, body).prop_map(|(status, retry_after, date, body)| {
+            Ok(HttpResponse { status, retry_after, date, body })
+        }),
+        1 => Just(Err(TransportError::Timeout)),
+        1 => Just(Err(TransportError::Network("connection reset".into()))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn retry_after_is_capped_and_means_what_it_says(value in retry_after_value(), now in ts()) {
+        let got = parse_retry_after(&value, now);
+        prop_assert_eq!(got, retry_after_oracle(&value, now), "{:?}", value);
+        let e = SlackError::from_response(429, got, b"");
+        let as_read = match &e {
+            SlackError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        prop_assert_eq!(as_read, Some(got));
+        check_error(&e);
+    }
+
+    #[test]
+    fn http_dates_round_trip_and_anything_else_is_none_or_a_date(t in 0..=LAST_HTTP_DATE, text in any::<String>()) {
+        prop_assert_eq!(parse_http_date(&http_date(t)), Some(t));
+        let r = HttpResponse { date: Some(format!(" {} ", http_date(t))), ..HttpResponse::default() };
+        prop_assert_eq!(r.date_unix(), Some(t));
+        if let Some(x) = parse_http_date(&text) {
+            prop_assert!((0..=LAST_HTTP_DATE).contains(&x), "{:?} gave {}", text, x);
+        }
+    }
+
+    /// Any statuses, `Retry-After` and `Date` headers and bodies: no panic, no wait past the
+    /// pass's budget, no request started with less than `MIN_REQUEST_BUDGET` left, a success only
+    /// for a 2xx answer.
+    #[test]
+    fn the_fetcher_survives_any_answers(
+        script in vec(answer(), 1..12),
+        budget in 0u64..200,
+        per_minute in prop_oneof![Just(0u32), 1u32..120],
+        timeout in 1u64..30,
+    ) {
+        let clock = FuzzClock::default();
+        let mut transport = Answers { script, clock: &clock, sent: Vec::new() };
+        let budget = Duration::from_secs(budget);
+        let mut f = Fetcher {
+            transport: &mut transport,
+            clock: &clock,
+            deadline: Deadline::after(&clock, budget),
+            request_timeout: Duration::from_secs(timeout),
+            stats: FetchStats::default(),
+            log: &|_| {},
+            pacer: Pacer::per_minute(per_minute),
+        };
+        for _ in 0..3 {
+            match f.get("https://slack.test/api/team.integrationLogs", "xoxp-fuzz") {
+                Ok(resp) => prop_assert!((200..300).contains(&resp.status)),
+                Err(FetchError::Budget(m)) => prop_assert!(!m.is_empty()),
+                Err(FetchError::Slack(e)) => check_error(&e),
+                Err(FetchError::Transport(e)) => prop_assert!(!e.to_string().is_empty()),
+            }
+            prop_assert!(clock.monotonic() <= budget, "waited {:?} of a {:?} budget", clock.monotonic(), budget);
+        }
+        for (at, given) in &transport.sent {
+            prop_assert!(*at + MIN_REQUEST_BUDGET <= budget, "a request started at {:?} of {:?}", at, budget);
+            prop_assert!(*given <= Duration::from_secs(timeout));
+        }
     }
 }
 
@@ -1324,4 +1570,20 @@ fn regression_error_messages_are_bounded() {
         None,
     );
     check_audit(format!(r#"{{"entries":[{{"id":"a","date_create":"{big}"}}]}}"#).as_bytes());
+}
+
+/// A checkpoint of format 1 (sets of FNV-1a hashes, `recent` and `walk.delivered`) still loads:
+/// the sets are ignored, since no SHA-256 id can match them; the watermark and the walk's place
+/// stay. The walk says so in its log (`core/src/integration/tests.rs`).
+#[test]
+fn regression_integration_format_1_checkpoint_loads() {
+    let v1 = br#"{"v":1,"watermark":1700000000,"start":1690000000,"recent":{"1700000000":["0123456789abcdef"]},
+        "unsorted":false,"walk":{"next_page":3,"newest":1700000500,"oldest":1699990000,"delivered":{"1699990000":["fedcba9876543210"]}}}"#;
+    let cp = IntegrationCheckpoint::decode(v1).unwrap();
+    assert_eq!((cp.v, cp.watermark, cp.start), (1, 1_700_000_000, 1_690_000_000));
+    assert!(cp.recent_copies.is_empty() && cp.unsure_copies.is_empty());
+    let walk = cp.walk.as_ref().unwrap();
+    assert_eq!((walk.next_page, walk.newest, walk.oldest), (3, Some(1_700_000_500), Some(1_699_990_000)));
+    assert!(walk.seen.is_empty() && walk.last_page.is_empty());
+    check_decode::<IntegrationCheckpoint>(v1);
 }

@@ -37,6 +37,9 @@ pub enum KvError {
     Redis(RedisError),
     /// `--state` names a URL scheme the host has no backend for.
     UnknownScheme(String),
+    /// A key or value over the portable limits (`slack_logs_core::env`), refused here as the
+    /// smallest hosted store would refuse it, so what works in this host works there too.
+    OverLimit(slack_logs_core::env::StoreError),
 }
 
 impl fmt::Display for KvError {
@@ -51,8 +54,12 @@ impl fmt::Display for KvError {
             KvError::Redis(e) => e.fmt(f),
             KvError::UnknownScheme(scheme) => write!(
                 f,
-                "--state: unsupported URL scheme `{scheme}://`; give a file path (SQLite) or \
-                 redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]"
+                "--state: unsupported URL scheme `{scheme}://`; give a file path (SQLite), \
+                 redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or rediss://… for Redis over TLS"
+            ),
+            KvError::OverLimit(e) => write!(
+                f,
+                "{e}; hosted Spin stores (Fermyon Cloud, Akamai Functions) refuse it too"
             ),
         }
     }
@@ -159,7 +166,9 @@ impl KvStore {
         }
     }
 
+    /// Refuses a key or value over the portable limits before either backend sees it.
     pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        slack_logs_core::env::check_portable(key, value).map_err(KvError::OverLimit)?;
         match self {
             KvStore::Sqlite(s) => s.set(bucket, key, value),
             KvStore::Redis(r) => Ok(r.set(bucket, key, value)?),
@@ -378,10 +387,51 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("redis://"), "{e}");
-        assert!(matches!(
-            StateSpec::parse("rediss://:pw@h"),
-            Err(KvError::Redis(_))
-        ));
+        let spec = StateSpec::parse("rediss://user:pw@h:6380/1").unwrap();
+        assert!(matches!(&spec, StateSpec::Redis(u) if u.tls && u.port == 6380));
+        assert_eq!(spec.to_string(), "rediss://user:***@h:6380/1");
+    }
+
+    /// The portable limits hold for both backends, whatever the backend itself would take.
+    #[test]
+    fn keys_and_values_over_the_portable_limits_are_refused() {
+        use slack_logs_core::env::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+        let dir = temp_dir("limits");
+        let mut stores = vec![KvStore::open(&StateSpec::Sqlite(dir.join("state.db"))).unwrap()];
+        let server = crate::kv_redis::tests::RedisServer::start(&[]);
+        if let Some(server) = &server {
+            stores.push(KvStore::open(&StateSpec::Redis(server.url(0))).unwrap());
+        }
+        for kv in &stores {
+            let longest = "k".repeat(MAX_KEY_BYTES);
+            kv.set("default", &longest, b"x").unwrap();
+            kv.set("default", "big", &vec![7u8; MAX_VALUE_BYTES])
+                .unwrap();
+            assert_eq!(
+                kv.get("default", "big").unwrap().map(|v| v.len()),
+                Some(MAX_VALUE_BYTES)
+            );
+
+            let e = kv
+                .set("default", &"k".repeat(MAX_KEY_BYTES + 1), b"x")
+                .unwrap_err();
+            assert!(matches!(e, KvError::OverLimit(_)), "{e}");
+            assert!(e.to_string().contains("255"), "{e}");
+            let e = kv
+                .set("default", "big", &vec![7u8; MAX_VALUE_BYTES + 1])
+                .unwrap_err();
+            assert!(matches!(e, KvError::OverLimit(_)), "{e}");
+            assert!(
+                e.to_string().contains("big") && e.to_string().contains("400000"),
+                "{e}"
+            );
+            // The refused write left the old value.
+            assert_eq!(
+                kv.get("default", "big").unwrap().map(|v| v.len()),
+                Some(MAX_VALUE_BYTES)
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// What the component relies on, whichever backend serves it.

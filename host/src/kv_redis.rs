@@ -1,10 +1,11 @@
-//! The Redis backend of the key-value store (`--state redis://HOST:PORT[/DB]`), so that several
-//! hosts can share one set of checkpoints, as Spin's runtime config allows.
+//! The Redis backend of the key-value store (`--state redis://…` or `rediss://…` for TLS), so that
+//! several hosts can share one set of checkpoints, as Spin's runtime config allows.
 //!
-//! A small RESP2 client over `std::net::TcpStream` rather than the `redis` crate: the host needs
-//! six commands (AUTH, SELECT, PING, GET, SET, DEL, EXISTS, SCAN), all blocking like the SQLite
-//! backend, and the crate would add minutes of compile time on a small machine for none of its
-//! pooling, async or cluster support.
+//! The wire protocol and TLS are the `redis` crate's (sync connections, TLS through rustls with
+//! the system's CA store, or the CAs `SSL_CERT_FILE` / `SSL_CERT_DIR` name). The host itself
+//! sends `AUTH`, `SELECT` and `PING` on every new connection, so each failure gets its own
+//! operator message, and the password lives only in [`RedisUrl`], whose `Debug` and `Display`
+//! never show it.
 //!
 //! Keys are `slack-logs:<bucket>:<key>`, so a bucket's keys can be listed with one SCAN pattern
 //! and other applications' keys in the same database are never touched. Values are bulk strings:
@@ -13,14 +14,18 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::ToSocketAddrs;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Default Redis port when the URL names none.
+use redis::{ConnectionAddr, ConnectionLike, IntoConnectionInfo, RedisConnectionInfo, Value};
+
+/// Default Redis port when the URL names none (TLS or not: Redis serves TLS on whichever port
+/// `tls-port` says, and managed services differ, so the URL should name it).
 pub const DEFAULT_PORT: u16 = 6379;
-/// How long one connection attempt may take.
+/// How long one connection attempt may take (TCP connect; the TLS handshake runs under
+/// [`IO_TIMEOUT`] with the first command).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one read or write may stall. Checkpoint values are small, so a healthy server
 /// answers in milliseconds; this only bounds a hung server.
@@ -30,17 +35,11 @@ const KEY_PREFIX: &str = "slack-logs:";
 /// Keys asked for per SCAN round trip (a hint to the server).
 const SCAN_COUNT: &str = "1000";
 
-/// Limits on what a reply may claim, so a garbled or hostile stream cannot make the host
-/// allocate without bound. Checkpoints are ≤ 400 KB; SCAN pages are ~1000 keys.
-const MAX_BULK_LEN: usize = 64 * 1024 * 1024;
-const MAX_ARRAY_LEN: usize = 1_000_000;
-const MAX_LINE_LEN: usize = 64 * 1024;
-const MAX_DEPTH: usize = 4;
-
 // ---------------------------------------------------------------------------------------------
 // URL
 
-/// Where the Redis store is: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+/// Where the Redis store is: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://…` for
+/// TLS.
 ///
 /// `Debug` and `Display` never show the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,8 +48,13 @@ pub struct RedisUrl {
     pub port: u16,
     pub db: u32,
     pub username: Option<String>,
+    /// `rediss://`: TLS, with the server's certificate checked against the trusted CAs and the
+    /// host name.
+    pub tls: bool,
     password: Option<String>,
 }
+
+const URL_FORM: &str = "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]";
 
 impl RedisUrl {
     /// Parses a state URL. Errors describe what is wrong without repeating the text, which may
@@ -58,20 +62,18 @@ impl RedisUrl {
     pub fn parse(text: &str) -> Result<RedisUrl, RedisError> {
         let bad = |m: &str| Err(RedisError::Url(m.to_owned()));
         let Some((scheme, rest)) = text.split_once("://") else {
-            return bad("expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]");
+            return bad(&format!("expected {URL_FORM}"));
         };
-        match scheme.to_ascii_lowercase().as_str() {
-            "redis" => {}
-            "rediss" => {
-                return bad(
-                    "TLS (rediss://) is not supported by this host; reach Redis over a trusted \
-                     network, or through a TLS tunnel (stunnel, spiped) on loopback with redis://",
-                )
-            }
-            _ => return bad("the scheme must be redis://"),
-        }
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "redis" => false,
+            "rediss" => true,
+            _ => return bad("the scheme must be redis:// or rediss:// (TLS)"),
+        };
         if rest.contains(['?', '#']) {
-            return bad("query parameters and fragments are not supported; use redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]");
+            return bad(&format!(
+                "query parameters and fragments are not supported; use {URL_FORM} (CAs for \
+                 rediss:// come from SSL_CERT_FILE / SSL_CERT_DIR)"
+            ));
         }
         // The user info may contain '/' or '@' only percent-encoded; split it off at the last '@'
         // before the path so a password with an encoded '@' still works.
@@ -103,11 +105,9 @@ impl RedisUrl {
                     (true, None) => (None, None),
                     (true, Some(p)) => (None, Some(p)),
                     (false, Some(p)) => (Some(user), Some(p)),
-                    (false, None) => {
-                        return bad(
-                            "a user name needs a password: redis://USER:PASSWORD@HOST[:PORT][/DB]",
-                        )
-                    }
+                    (false, None) => return bad(
+                        "a user name needs a password: redis[s]://USER:PASSWORD@HOST[:PORT][/DB]",
+                    ),
                 }
             }
         };
@@ -130,7 +130,7 @@ impl RedisUrl {
             }
         };
         if host.is_empty() {
-            return bad("the host is missing: redis://HOST[:PORT][/DB]");
+            return bad("the host is missing: redis[s]://HOST[:PORT][/DB]");
         }
         let port = match port {
             None => DEFAULT_PORT,
@@ -153,6 +153,7 @@ impl RedisUrl {
             port,
             db,
             username,
+            tls,
             password,
         })
     }
@@ -169,7 +170,7 @@ impl RedisUrl {
 
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis://")?;
+        f.write_str(if self.tls { "rediss://" } else { "redis://" })?;
         match (&self.username, &self.password) {
             (Some(u), _) => write!(f, "{u}:***@")?,
             (None, Some(_)) => f.write_str(":***@")?,
@@ -204,184 +205,22 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// RESP2
-
-/// One RESP2 reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// `+OK`
-    Simple(String),
-    /// `-ERR …`: the server refused the command.
-    Error(String),
-    /// `:1`
-    Integer(i64),
-    /// `$3\r\nabc`
-    Bulk(Vec<u8>),
-    /// `$-1` or `*-1`: no value.
-    Nil,
-    /// `*2\r\n…`
-    Array(Vec<Reply>),
-}
-
-/// Why a reply could not be read.
-#[derive(Debug)]
-pub enum RespError {
-    /// The connection failed or closed (EOF) before a whole reply arrived.
-    Io(io::Error),
-    /// The bytes are not RESP2.
-    Malformed(String),
-}
-
-impl fmt::Display for RespError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RespError::Io(e) => write!(f, "{}", io_text(e)),
-            RespError::Malformed(m) => write!(f, "not a RESP2 reply: {m}"),
-        }
-    }
-}
-
-impl From<io::Error> for RespError {
-    fn from(e: io::Error) -> Self {
-        RespError::Io(e)
-    }
-}
-
-/// A command as RESP2 sends it: an array of bulk strings.
-pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// Reads one reply.
-pub fn read_reply(r: &mut impl BufRead) -> Result<Reply, RespError> {
-    read_reply_at(r, 0)
-}
-
-fn read_reply_at(r: &mut impl BufRead, depth: usize) -> Result<Reply, RespError> {
-    let line = read_line(r)?;
-    let (&kind, rest) = line
-        .split_first()
-        .ok_or_else(|| RespError::Malformed("empty line".into()))?;
-    let text = || String::from_utf8_lossy(rest).into_owned();
-    match kind {
-        b'+' => Ok(Reply::Simple(text())),
-        b'-' => Ok(Reply::Error(text())),
-        b':' => Ok(Reply::Integer(parse_int(rest)?)),
-        b'$' => {
-            let len = parse_int(rest)?;
-            if len == -1 {
-                return Ok(Reply::Nil);
-            }
-            let len = checked_len(len, MAX_BULK_LEN, "bulk string")?;
-            // Read through `take` so a lying length cannot make us allocate it all up front.
-            let mut data = Vec::new();
-            r.by_ref().take(len as u64).read_to_end(&mut data)?;
-            if data.len() < len {
-                return Err(unexpected_eof());
-            }
-            let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf)?;
-            if &crlf != b"\r\n" {
-                return Err(RespError::Malformed(
-                    "a bulk string is not followed by CRLF".into(),
-                ));
-            }
-            Ok(Reply::Bulk(data))
-        }
-        b'*' => {
-            let len = parse_int(rest)?;
-            if len == -1 {
-                return Ok(Reply::Nil);
-            }
-            let len = checked_len(len, MAX_ARRAY_LEN, "array")?;
-            if depth >= MAX_DEPTH {
-                return Err(RespError::Malformed("arrays nested too deep".into()));
-            }
-            let mut items = Vec::with_capacity(len.min(1024));
-            for _ in 0..len {
-                items.push(read_reply_at(r, depth + 1)?);
-            }
-            Ok(Reply::Array(items))
-        }
-        other => Err(RespError::Malformed(format!(
-            "unknown reply type byte 0x{other:02x}"
-        ))),
-    }
-}
-
-fn unexpected_eof() -> RespError {
-    RespError::Io(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the connection closed in the middle of a reply",
-    ))
-}
-
-fn checked_len(len: i64, max: usize, what: &str) -> Result<usize, RespError> {
-    match usize::try_from(len) {
-        Ok(n) if n <= max => Ok(n),
-        _ => Err(RespError::Malformed(format!(
-            "{what} length {len} is out of range"
-        ))),
-    }
-}
-
-fn parse_int(digits: &[u8]) -> Result<i64, RespError> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            RespError::Malformed(format!(
-                "`{}` is not an integer",
-                String::from_utf8_lossy(digits)
-            ))
-        })
-}
-
-/// One CRLF-terminated line, without the CRLF.
-fn read_line(r: &mut impl BufRead) -> Result<Vec<u8>, RespError> {
-    let mut line = Vec::new();
-    r.by_ref()
-        .take(MAX_LINE_LEN as u64 + 2)
-        .read_until(b'\n', &mut line)?;
-    if line.is_empty() {
-        return Err(RespError::Io(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the connection was closed",
-        )));
-    }
-    if !line.ends_with(b"\n") {
-        return Err(if line.len() > MAX_LINE_LEN {
-            RespError::Malformed("a reply line is too long".into())
-        } else {
-            unexpected_eof()
-        });
-    }
-    if !line.ends_with(b"\r\n") {
-        return Err(RespError::Malformed("a line ends in LF without CR".into()));
-    }
-    line.truncate(line.len() - 2);
-    Ok(line)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Errors
 
-/// What went wrong with the Redis store, worded for the operator. Never holds the password.
+/// What went wrong with the Redis store, worded for the operator. Never holds the password (the
+/// texts inside come from the server's error replies, the OS or rustls, none of which repeats
+/// what we sent).
 #[derive(Debug)]
 pub enum RedisError {
     /// The `--state` URL is not usable.
     Url(String),
     /// The host name does not resolve.
     Resolve { addr: String, source: io::Error },
-    /// No TCP connection.
-    Connect { addr: String, source: io::Error },
+    /// No connection (refused, timed out, unreachable).
+    Connect { addr: String, detail: String },
+    /// TLS failed: an untrusted or mismatched certificate, CAs that cannot be loaded, or a server
+    /// that does not speak TLS on that port.
+    Tls { addr: String, detail: String },
     /// AUTH was refused.
     Auth { addr: String, message: String },
     /// The server wants a password and the URL has none.
@@ -396,7 +235,9 @@ pub enum RedisError {
     Io {
         addr: String,
         command: &'static str,
-        source: RespError,
+        detail: String,
+        /// Without TLS, a server that only speaks TLS drops the connection at the first command.
+        maybe_tls_port: bool,
     },
     /// The server answered a command with an error.
     Server {
@@ -418,13 +259,17 @@ impl fmt::Display for RedisError {
             RedisError::Url(m) => write!(f, "the Redis state URL is not usable: {m} (check --state)"),
             RedisError::Resolve { addr, source } => write!(
                 f,
-                "cannot reach Redis at {addr}: the host name does not resolve ({}) (check --state)",
-                io_text(source)
+                "cannot reach Redis at {addr}: the host name does not resolve ({source}) (check --state)"
             ),
-            RedisError::Connect { addr, source } => write!(
+            RedisError::Connect { addr, detail } => {
+                write!(f, "cannot reach Redis at {addr}: {detail} (check --state)")
+            }
+            RedisError::Tls { addr, detail } => write!(
                 f,
-                "cannot reach Redis at {addr}: {} (check --state)",
-                io_text(source)
+                "TLS with Redis at {addr} failed: {detail}. The server's certificate must be valid \
+                 for the host name in --state and signed by a trusted CA: for a private CA, set \
+                 SSL_CERT_FILE to its PEM file (or SSL_CERT_DIR to a directory of them); for a \
+                 server without TLS, use redis://"
             ),
             RedisError::Auth { addr, message } => write!(
                 f,
@@ -434,8 +279,8 @@ impl fmt::Display for RedisError {
             RedisError::NoAuth { addr } => write!(
                 f,
                 "Redis at {addr} requires a password: put it in the state URL, \
-                 redis://:PASSWORD@HOST:PORT, preferably through SLACK_LOGS_STATE so it stays \
-                 off the command line"
+                 redis[s]://[USER]:PASSWORD@HOST:PORT, preferably through SLACK_LOGS_STATE so it \
+                 stays off the command line"
             ),
             RedisError::Select { addr, db, message } => write!(
                 f,
@@ -444,8 +289,15 @@ impl fmt::Display for RedisError {
             RedisError::Io {
                 addr,
                 command,
-                source,
-            } => write!(f, "lost the connection to Redis at {addr} during {command}: {source}"),
+                detail,
+                maybe_tls_port,
+            } => {
+                write!(f, "lost the connection to Redis at {addr} during {command}: {detail}")?;
+                if *maybe_tls_port {
+                    f.write_str(" (if that port serves TLS, use rediss://)")?;
+                }
+                Ok(())
+            }
             RedisError::Server {
                 addr,
                 command,
@@ -465,57 +317,73 @@ impl fmt::Display for RedisError {
 
 impl std::error::Error for RedisError {}
 
-/// An I/O error in a few words, lower case, without the OS error number.
-fn io_text(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::ConnectionReset => "connection reset by the server".into(),
-        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
-        io::ErrorKind::BrokenPipe => "the connection was closed (broken pipe)".into(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
-        io::ErrorKind::UnexpectedEof => e.to_string(),
-        _ => e.to_string(),
+/// A client-side failure in a few words, lower case, without the OS error number.
+fn failure_text(e: &redis::RedisError) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    if e.is_connection_refusal() {
+        return "connection refused".into();
+    }
+    let text = e.to_string();
+    // "Connection reset by peer (os error 104)" -> "connection reset by peer".
+    let text = match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_owned(),
+        _ => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "unknown error".into(),
     }
 }
 
-/// Whether a failed round trip means the connection itself broke (closed by the server or a
-/// proxy while idle), so that one fresh connection may succeed. A timeout is not: the server is
-/// there but slow, and retrying would double the wait.
-fn is_broken_connection(e: &RespError) -> bool {
-    matches!(e, RespError::Io(io) if matches!(
-        io.kind(),
-        io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::NotConnected
-    ))
+/// Whether a failure on a `rediss://` connection is TLS's: the texts are rustls' and
+/// rustls-native-certs' (the redis crate keeps their error types private).
+fn is_tls_failure(e: &redis::RedisError) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "certificate",
+        "tls",
+        "handshake",
+        "corrupt message",
+        "pem",
+        "ssl_cert",
+        "alert",
+        "dns name",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}
+
+/// Whether a failed command means the connection itself broke (closed by the server or a proxy
+/// while idle), so that one fresh connection may succeed. A timeout is not: the server is there
+/// but slow, and retrying would double the wait.
+fn is_broken_connection(e: &redis::RedisError) -> bool {
+    !e.is_timeout() && e.is_connection_dropped()
+}
+
+fn server_text(e: &redis::ServerError) -> String {
+    match e.details() {
+        Some(d) => format!("{} {d}", e.code()),
+        None => e.code().to_owned(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Store
 
-struct Connection {
-    stream: BufReader<TcpStream>,
-}
-
-impl Connection {
-    fn round_trip(&mut self, args: &[&[u8]]) -> Result<Reply, RespError> {
-        self.stream.get_mut().write_all(&encode_command(args))?;
-        read_reply(&mut self.stream)
-    }
-}
-
 /// A Redis-backed key-value store. One connection, behind a mutex like the SQLite one: the host
 /// issues one small command at a time.
 pub struct RedisStore {
     url: RedisUrl,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<redis::Connection>>,
 }
 
 impl RedisStore {
-    /// Connects, authenticates, selects the database and PINGs, so a wrong address or password
-    /// stops the command at once rather than at the first checkpoint.
+    /// Connects (TLS for `rediss://`), authenticates, selects the database and PINGs, so a wrong
+    /// address, certificate or password stops the command at once rather than at the first
+    /// checkpoint.
     pub fn open(url: RedisUrl) -> Result<RedisStore, RedisError> {
         let conn = connect(&url)?;
         Ok(RedisStore {
@@ -532,28 +400,29 @@ impl RedisStore {
     /// clients when `timeout` is set, and so do proxies); every command used here is idempotent,
     /// so sending it again is safe. Any other failure drops the connection: after a timeout or a
     /// garbled reply, the next reply on it could belong to the wrong command.
-    fn command(&self, name: &'static str, args: &[&[u8]]) -> Result<Reply, RedisError> {
+    fn command(&self, name: &'static str, args: &[&[u8]]) -> Result<Value, RedisError> {
         // A panic while holding the lock leaves at worst a desynchronised connection; drop it.
         let mut guard = self.conn.lock().unwrap_or_else(|p| {
             let mut g = p.into_inner();
             *g = None;
             g
         });
-        let mut full: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
-        full.push(name.as_bytes());
-        full.extend_from_slice(args);
+        let mut cmd = redis::cmd(name);
+        for a in args {
+            cmd.arg(*a);
+        }
         let mut reused = guard.is_some();
         loop {
             let conn = match &mut *guard {
                 Some(c) => c,
                 empty => empty.insert(connect(&self.url)?),
             };
-            match conn.round_trip(&full) {
-                Ok(Reply::Error(message)) => {
+            match conn.req_command(&cmd) {
+                Ok(Value::ServerError(e)) => {
                     return Err(RedisError::Server {
                         addr: self.url.addr(),
                         command: name,
-                        message,
+                        message: server_text(&e),
                     })
                 }
                 Ok(reply) => return Ok(reply),
@@ -561,8 +430,9 @@ impl RedisStore {
                     *guard = None;
                     if reused && is_broken_connection(&e) {
                         crate::log_debug!(
-                            "the connection to Redis at {} broke during {name} ({e}); reconnecting once",
-                            self.url.addr()
+                            "the connection to Redis at {} broke during {name} ({}); reconnecting once",
+                            self.url.addr(),
+                            failure_text(&e)
                         );
                         reused = false;
                         continue;
@@ -570,14 +440,15 @@ impl RedisStore {
                     return Err(RedisError::Io {
                         addr: self.url.addr(),
                         command: name,
-                        source: e,
+                        detail: failure_text(&e),
+                        maybe_tls_port: false,
                     });
                 }
             }
         }
     }
 
-    fn unexpected(&self, command: &'static str, reply: &Reply) -> RedisError {
+    fn unexpected(&self, command: &'static str, reply: &Value) -> RedisError {
         RedisError::Unexpected {
             addr: self.url.addr(),
             command,
@@ -587,29 +458,30 @@ impl RedisStore {
 
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
         match self.command("GET", &[&full_key(bucket, key)])? {
-            Reply::Bulk(v) => Ok(Some(v)),
-            Reply::Nil => Ok(None),
+            Value::BulkString(v) => Ok(Some(v)),
+            Value::Nil => Ok(None),
             other => Err(self.unexpected("GET", &other)),
         }
     }
 
     pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), RedisError> {
         match self.command("SET", &[&full_key(bucket, key), value])? {
-            Reply::Simple(s) if s == "OK" => Ok(()),
+            Value::Okay => Ok(()),
+            Value::SimpleString(s) if s == "OK" => Ok(()),
             other => Err(self.unexpected("SET", &other)),
         }
     }
 
     pub fn delete(&self, bucket: &str, key: &str) -> Result<(), RedisError> {
         match self.command("DEL", &[&full_key(bucket, key)])? {
-            Reply::Integer(_) => Ok(()),
+            Value::Int(_) => Ok(()),
             other => Err(self.unexpected("DEL", &other)),
         }
     }
 
     pub fn exists(&self, bucket: &str, key: &str) -> Result<bool, RedisError> {
         match self.command("EXISTS", &[&full_key(bucket, key)])? {
-            Reply::Integer(n) => Ok(n > 0),
+            Value::Int(n) => Ok(n > 0),
             other => Err(self.unexpected("EXISTS", &other)),
         }
     }
@@ -640,14 +512,14 @@ impl RedisStore {
                     SCAN_COUNT.as_bytes(),
                 ],
             )?;
-            let Reply::Array(parts) = &reply else {
+            let Value::Array(parts) = &reply else {
                 return Err(self.unexpected("SCAN", &reply));
             };
-            let [Reply::Bulk(next), Reply::Array(found)] = parts.as_slice() else {
+            let [Value::BulkString(next), Value::Array(found)] = parts.as_slice() else {
                 return Err(self.unexpected("SCAN", &reply));
             };
             for k in found {
-                let Reply::Bulk(k) = k else {
+                let Value::BulkString(k) = k else {
                     return Err(self.unexpected("SCAN", &reply));
                 };
                 // A key under our prefix that is not UTF-8 was not written through this store
@@ -666,7 +538,7 @@ impl RedisStore {
         let mut page: Vec<String> = keys
             .into_iter()
             .filter(|k| cursor.is_none_or(|c| k.as_str() > c))
-            .take(limit + 1)
+            .take(limit.saturating_add(1))
             .collect();
         if page.len() > limit {
             page.truncate(limit);
@@ -697,77 +569,111 @@ fn glob_escape(text: &[u8]) -> Vec<u8> {
 }
 
 /// A reply in a few words for an error message (never a value's bytes: they may be anything).
-fn describe_reply(r: &Reply) -> String {
+fn describe_reply(r: &Value) -> String {
     match r {
-        Reply::Simple(s) => format!("status `{}`", s.chars().take(40).collect::<String>()),
-        Reply::Error(e) => format!("error `{}`", e.chars().take(80).collect::<String>()),
-        Reply::Integer(n) => format!("integer {n}"),
-        Reply::Bulk(b) => format!("a {}-byte string", b.len()),
-        Reply::Nil => "nil".into(),
-        Reply::Array(a) => format!("an array of {}", a.len()),
+        Value::Okay => "status `OK`".into(),
+        Value::SimpleString(s) => format!("status `{}`", s.chars().take(40).collect::<String>()),
+        Value::ServerError(e) => format!(
+            "error `{}`",
+            server_text(e).chars().take(80).collect::<String>()
+        ),
+        Value::Int(n) => format!("integer {n}"),
+        Value::BulkString(b) => format!("a {}-byte string", b.len()),
+        Value::Nil => "nil".into(),
+        Value::Array(a) => format!("an array of {}", a.len()),
+        _ => "a RESP3 value".into(),
     }
 }
 
-/// A new connection: TCP with timeouts, AUTH and SELECT from the URL, then PING.
-fn connect(url: &RedisUrl) -> Result<Connection, RedisError> {
+/// A new connection: TCP (and TLS for `rediss://`) with timeouts, then AUTH and SELECT from the
+/// URL and a PING. The TLS handshake happens with the first command, so its failure is reported
+/// there, as [`RedisError::Tls`].
+fn connect(url: &RedisUrl) -> Result<redis::Connection, RedisError> {
     let addr = url.addr();
-    let addrs: Vec<_> = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|source| RedisError::Resolve {
+    let target = if url.tls {
+        ConnectionAddr::TcpTls {
+            host: url.host.clone(),
+            port: url.port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(url.host.clone(), url.port)
+    };
+    let connect_failed = |e: redis::RedisError| {
+        if let Err(source) = (url.host.as_str(), url.port).to_socket_addrs() {
+            return RedisError::Resolve {
+                addr: addr.clone(),
+                source,
+            };
+        }
+        if url.tls && is_tls_failure(&e) {
+            return RedisError::Tls {
+                addr: addr.clone(),
+                detail: failure_text(&e),
+            };
+        }
+        RedisError::Connect {
             addr: addr.clone(),
-            source,
-        })?
-        .collect();
-    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
-    let mut stream = None;
-    for a in &addrs {
-        match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_error = e,
+            detail: failure_text(&e),
         }
-    }
-    let Some(stream) = stream else {
-        return Err(RedisError::Connect {
-            addr,
-            source: last_error,
-        });
     };
-    let setup = |s: &TcpStream| -> io::Result<()> {
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
+    let info = target
+        .into_connection_info()
+        .map_err(connect_failed)?
         // Commands are one small write each; Nagle would only add latency.
-        s.set_nodelay(true)
-    };
-    setup(&stream).map_err(|source| RedisError::Connect {
-        addr: addr.clone(),
-        source,
-    })?;
-    let mut conn = Connection {
-        stream: BufReader::new(stream),
-    };
-    let io_err = |command: &'static str| {
-        let addr = addr.clone();
-        move |source| RedisError::Io {
-            addr,
-            command,
-            source,
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+        // No handshake commands of the crate's own: the host sends AUTH and SELECT itself below,
+        // and nothing goes out before AUTH.
+        .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
+    let client = redis::Client::open(info).map_err(connect_failed)?;
+    let mut conn = client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(connect_failed)?;
+    let timeouts = conn
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)));
+    timeouts.map_err(connect_failed)?;
+
+    // The first command carries the TLS handshake, so a failure there may be TLS's.
+    let mut first = true;
+    let mut round_trip = |conn: &mut redis::Connection,
+                          command: &'static str,
+                          args: &[&[u8]]|
+     -> Result<Value, RedisError> {
+        let mut cmd = redis::cmd(command);
+        for a in args {
+            cmd.arg(*a);
         }
+        let was_first = std::mem::replace(&mut first, false);
+        conn.req_command(&cmd).map_err(|e| {
+            if was_first && url.tls && is_tls_failure(&e) {
+                RedisError::Tls {
+                    addr: addr.clone(),
+                    detail: failure_text(&e),
+                }
+            } else {
+                RedisError::Io {
+                    addr: addr.clone(),
+                    command,
+                    detail: failure_text(&e),
+                    maybe_tls_port: was_first && !url.tls && is_broken_connection(&e),
+                }
+            }
+        })
     };
+    let is_noauth = |e: &redis::ServerError| e.code() == "NOAUTH";
     if let Some(password) = &url.password {
         let reply = match &url.username {
-            Some(user) => conn.round_trip(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
-            None => conn.round_trip(&[b"AUTH", password.as_bytes()]),
-        }
-        .map_err(io_err("AUTH"))?;
+            Some(user) => round_trip(&mut conn, "AUTH", &[user.as_bytes(), password.as_bytes()]),
+            None => round_trip(&mut conn, "AUTH", &[password.as_bytes()]),
+        }?;
         match reply {
-            Reply::Simple(_) => {}
-            Reply::Error(message) => {
+            Value::Okay | Value::SimpleString(_) => {}
+            Value::ServerError(e) => {
                 return Err(RedisError::Auth {
                     addr: addr.clone(),
-                    message,
+                    message: server_text(&e),
                 })
             }
             other => {
@@ -779,19 +685,15 @@ fn connect(url: &RedisUrl) -> Result<Connection, RedisError> {
             }
         }
     }
-    let is_noauth = |m: &str| m.starts_with("NOAUTH");
     if url.db != 0 {
-        match conn
-            .round_trip(&[b"SELECT", url.db.to_string().as_bytes()])
-            .map_err(io_err("SELECT"))?
-        {
-            Reply::Simple(_) => {}
-            Reply::Error(m) if is_noauth(&m) => return Err(RedisError::NoAuth { addr }),
-            Reply::Error(message) => {
+        match round_trip(&mut conn, "SELECT", &[url.db.to_string().as_bytes()])? {
+            Value::Okay | Value::SimpleString(_) => {}
+            Value::ServerError(e) if is_noauth(&e) => return Err(RedisError::NoAuth { addr }),
+            Value::ServerError(e) => {
                 return Err(RedisError::Select {
                     addr,
                     db: url.db,
-                    message,
+                    message: server_text(&e),
                 })
             }
             other => {
@@ -803,13 +705,13 @@ fn connect(url: &RedisUrl) -> Result<Connection, RedisError> {
             }
         }
     }
-    match conn.round_trip(&[b"PING"]).map_err(io_err("PING"))? {
-        Reply::Simple(s) if s == "PONG" => Ok(conn),
-        Reply::Error(m) if is_noauth(&m) => Err(RedisError::NoAuth { addr }),
-        Reply::Error(message) => Err(RedisError::Server {
+    match round_trip(&mut conn, "PING", &[])? {
+        Value::SimpleString(s) if s == "PONG" => Ok(conn),
+        Value::ServerError(e) if is_noauth(&e) => Err(RedisError::NoAuth { addr }),
+        Value::ServerError(e) => Err(RedisError::Server {
             addr,
             command: "PING",
-            message,
+            message: server_text(&e),
         }),
         other => Err(RedisError::Unexpected {
             addr,
@@ -822,104 +724,16 @@ fn connect(url: &RedisUrl) -> Result<Connection, RedisError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::io::Cursor;
+    use std::net::TcpStream;
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
-
-    fn parse(bytes: &[u8]) -> Result<Reply, RespError> {
-        read_reply(&mut Cursor::new(bytes.to_vec()))
-    }
-
-    #[test]
-    fn resp_parses_every_reply_type() {
-        assert_eq!(parse(b"+OK\r\n").unwrap(), Reply::Simple("OK".into()));
-        assert_eq!(
-            parse(b"-ERR unknown command\r\n").unwrap(),
-            Reply::Error("ERR unknown command".into())
-        );
-        assert_eq!(parse(b":-42\r\n").unwrap(), Reply::Integer(-42));
-        assert_eq!(parse(b"$0\r\n\r\n").unwrap(), Reply::Bulk(vec![]));
-        assert_eq!(parse(b"$-1\r\n").unwrap(), Reply::Nil);
-        assert_eq!(parse(b"*-1\r\n").unwrap(), Reply::Nil);
-        assert_eq!(parse(b"*0\r\n").unwrap(), Reply::Array(vec![]));
-        // Binary-safe: CR, LF and NUL inside a bulk string are data.
-        assert_eq!(
-            parse(b"$5\r\na\r\n\0b\r\n").unwrap(),
-            Reply::Bulk(b"a\r\n\0b".to_vec())
-        );
-        // A SCAN reply: cursor and keys.
-        assert_eq!(
-            parse(b"*2\r\n$1\r\n0\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n").unwrap(),
-            Reply::Array(vec![
-                Reply::Bulk(b"0".to_vec()),
-                Reply::Array(vec![Reply::Bulk(b"a".to_vec()), Reply::Bulk(b"b".to_vec())]),
-            ])
-        );
-    }
-
-    #[test]
-    fn resp_reads_consecutive_replies_from_one_stream() {
-        let mut r = Cursor::new(b"+PONG\r\n:1\r\n$2\r\nhi\r\n".to_vec());
-        assert_eq!(read_reply(&mut r).unwrap(), Reply::Simple("PONG".into()));
-        assert_eq!(read_reply(&mut r).unwrap(), Reply::Integer(1));
-        assert_eq!(read_reply(&mut r).unwrap(), Reply::Bulk(b"hi".to_vec()));
-        assert!(
-            matches!(read_reply(&mut r), Err(RespError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
-        );
-    }
-
-    #[test]
-    fn resp_rejects_malformed_and_truncated_input() {
-        for bad in [
-            &b"!oops\r\n"[..],
-            b":12x\r\n",
-            b"$abc\r\n",
-            b"$-2\r\n",
-            b"*-5\r\n",
-            b"$3\r\nabcXY",
-            b"+OK\n",
-            b"\r\n",
-            b"$99999999999\r\n",
-            b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
-        ] {
-            assert!(
-                matches!(parse(bad), Err(RespError::Malformed(_))),
-                "{:?} -> {:?}",
-                String::from_utf8_lossy(bad),
-                parse(bad)
-            );
-        }
-        for truncated in [&b""[..], b"+OK", b"$5\r\nab", b"$2\r\nab", b"*2\r\n:1\r\n"] {
-            assert!(
-                matches!(parse(truncated), Err(ref e) if is_broken_connection(e)),
-                "{:?} -> {:?}",
-                String::from_utf8_lossy(truncated),
-                parse(truncated)
-            );
-        }
-        // A line without end cannot grow without bound.
-        let mut long = b"+".to_vec();
-        long.extend(std::iter::repeat_n(b'a', MAX_LINE_LEN + 10));
-        assert!(matches!(parse(&long), Err(RespError::Malformed(_))));
-    }
-
-    #[test]
-    fn commands_encode_as_arrays_of_bulk_strings() {
-        assert_eq!(
-            encode_command(&[b"SET", b"k", b"a\r\nb"]),
-            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n".to_vec()
-        );
-        assert_eq!(
-            encode_command(&[b"GET", b""]),
-            b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n".to_vec()
-        );
-    }
 
     #[test]
     fn urls_parse_and_never_show_the_password() {
         let u = RedisUrl::parse("redis://127.0.0.1:6380/2").unwrap();
         assert_eq!(
-            (u.host.as_str(), u.port, u.db, u.username.as_deref()),
-            ("127.0.0.1", 6380, 2, None)
+            (u.host.as_str(), u.port, u.db, u.username.as_deref(), u.tls),
+            ("127.0.0.1", 6380, 2, None, false)
         );
         assert_eq!(u.to_string(), "redis://127.0.0.1:6380/2");
         let u = RedisUrl::parse("redis://cache.internal").unwrap();
@@ -932,6 +746,12 @@ pub(crate) mod tests {
         assert_eq!(u.username.as_deref(), Some("alice"));
         assert_eq!(u.to_string(), "redis://alice:***@[::1]:7000/3");
         assert!(!format!("{u:?}").contains("pw-xyz"));
+        // TLS keeps its scheme in messages.
+        let u = RedisUrl::parse("rediss://alice:pw-xyz@redis.internal:6380/1").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.to_string(), "rediss://alice:***@redis.internal:6380/1");
+        assert!(!format!("{u:?}").contains("pw-xyz"));
+        assert!(RedisUrl::parse("REDISS://h").unwrap().tls);
         // An empty password is no password.
         assert_eq!(RedisUrl::parse("redis://:@h").unwrap().password, None);
         for bad in [
@@ -941,7 +761,8 @@ pub(crate) mod tests {
             "redis://h:port",
             "redis://h/db",
             "redis://h?timeout=1",
-            "rediss://h",
+            "rediss://h?insecure",
+            "redisss://h",
             "http://h",
             "redis://user@h",
             "redis://[::1",
@@ -956,7 +777,7 @@ pub(crate) mod tests {
         }
         let e = RedisUrl::parse("redis://user@h:1:2").unwrap_err();
         assert!(!e.to_string().contains("user@h"), "{e}");
-        let e = RedisUrl::parse("rediss://:topsecret@h").unwrap_err();
+        let e = RedisUrl::parse("rediss://:topsecret@h?x").unwrap_err();
         assert!(!e.to_string().contains("topsecret"), "{e}");
     }
 
@@ -971,74 +792,203 @@ pub(crate) mod tests {
     #[test]
     fn connection_refused_is_an_operator_message() {
         // A port that was free a moment ago: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let port = free_port();
+        for scheme in ["redis", "rediss"] {
+            let url = RedisUrl::parse(&format!("{scheme}://:hunter2@127.0.0.1:{port}")).unwrap();
+            let e = RedisStore::open(url).err().unwrap();
+            let text = e.to_string();
+            assert_eq!(
+                text,
+                format!(
+                    "cannot reach Redis at 127.0.0.1:{port}: connection refused (check --state)"
+                )
+            );
+            assert!(!text.contains("hunter2"));
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
-        let url = RedisUrl::parse(&format!("redis://:hunter2@127.0.0.1:{port}")).unwrap();
-        let e = RedisStore::open(url).err().unwrap();
-        let text = e.to_string();
-        assert_eq!(
-            text,
-            format!("cannot reach Redis at 127.0.0.1:{port}: connection refused (check --state)")
-        );
-        assert!(!text.contains("hunter2"));
+            .port()
     }
 
     /// A `redis-server` child on a free loopback port, killed when dropped.
     pub(crate) struct RedisServer {
         child: Child,
         pub port: u16,
+        /// With TLS: the directory with `ca.crt`, removed when dropped.
+        pub tls_dir: Option<PathBuf>,
     }
 
     impl Drop for RedisServer {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
+            if let Some(d) = &self.tls_dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
         }
     }
 
+    /// Whether `program` runs (`program version_arg`); false (with a notice) when it does not
+    /// and `CI` is not set; with `CI` set a missing program fails the test, so CI cannot skip
+    /// these tests unnoticed.
+    fn installed(program: &str, version_arg: &str) -> bool {
+        let ok = Command::new(program)
+            .arg(version_arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{program} is not installed, and CI is set: install it (apt-get install redis-server openssl)"
+            );
+            eprintln!("NOTICE: {program} is not installed; skipping this Redis test");
+        }
+        ok
+    }
+
+    /// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it, made with the
+    /// `openssl` command (P-256 keys, valid two days), in `dir`.
+    pub(crate) fn make_certificates(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=slack-logs test CA",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+    }
+
     impl RedisServer {
-        /// Starts `redis-server` with the given extra arguments. `None` (with a notice) when it is
-        /// not installed, unless `CI` is set: CI must run these tests, so there it panics.
+        /// Starts `redis-server` with the given extra arguments.
         pub(crate) fn start(extra: &[&str]) -> Option<RedisServer> {
-            let installed = Command::new("redis-server")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !installed {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "redis-server is not installed, and CI is set: install it (apt-get install redis-server)"
-                );
-                eprintln!("NOTICE: redis-server is not installed; skipping this Redis test");
+            if !installed("redis-server", "--version") {
                 return None;
             }
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start redis-server");
-            let server = RedisServer { child, port };
+            Some(RedisServer::wait(child, port, None))
+        }
+
+        /// Starts `redis-server` serving TLS only, with a certificate from a CA made for it
+        /// (`tls_dir/ca.crt`), and the given extra arguments.
+        pub(crate) fn start_tls(extra: &[&str]) -> Option<RedisServer> {
+            if !installed("redis-server", "--version") || !installed("openssl", "version") {
+                return None;
+            }
+            let dir = std::env::temp_dir().join(format!(
+                "slack-logs-redis-tls-{}-{}",
+                std::process::id(),
+                free_port()
+            ));
+            make_certificates(&dir);
+            let port = free_port();
+            let path = |f: &str| dir.join(f).display().to_string();
+            let child = Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args([
+                    "--tls-cert-file",
+                    &path("server.crt"),
+                    "--tls-key-file",
+                    &path("server.key"),
+                ])
+                .args([
+                    "--tls-ca-cert-file",
+                    &path("ca.crt"),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            Some(RedisServer::wait(child, port, Some(dir)))
+        }
+
+        fn wait(child: Child, port: u16, tls_dir: Option<PathBuf>) -> RedisServer {
+            let server = RedisServer {
+                child,
+                port,
+                tls_dir,
+            };
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(
@@ -1047,7 +997,7 @@ pub(crate) mod tests {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Some(server)
+            server
         }
 
         pub(crate) fn url(&self, db: u32) -> RedisUrl {
@@ -1055,9 +1005,13 @@ pub(crate) mod tests {
         }
 
         /// A raw command on a fresh connection of its own (e.g. to kill our clients).
-        fn admin(&self, args: &[&[u8]]) -> Reply {
+        fn admin(&self, args: &[&[u8]]) -> Value {
             let mut conn = connect(&self.url(0)).unwrap();
-            conn.round_trip(args).unwrap()
+            let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            conn.req_command(&cmd).unwrap()
         }
     }
 
@@ -1087,14 +1041,14 @@ pub(crate) mod tests {
         // The key is namespaced, in the URL's database.
         assert_eq!(
             server.admin(&[b"EXISTS", b"slack-logs:default:empty"]),
-            Reply::Integer(0),
+            Value::Int(0),
             "db 0 is untouched"
         );
         let mut conn = connect(&server.url(1)).unwrap();
         assert_eq!(
-            conn.round_trip(&[b"EXISTS", b"slack-logs:default:empty"])
+            conn.req_command(redis::cmd("EXISTS").arg("slack-logs:default:empty"))
                 .unwrap(),
-            Reply::Integer(1)
+            Value::Int(1)
         );
     }
 
@@ -1142,7 +1096,7 @@ pub(crate) mod tests {
         kv.set("default", "k", b"v").unwrap();
         // Kill every other client: ours is now a dead connection.
         assert!(
-            matches!(server.admin(&[b"CLIENT", b"KILL", b"TYPE", b"normal"]), Reply::Integer(n) if n >= 1)
+            matches!(server.admin(&[b"CLIENT", b"KILL", b"TYPE", b"normal"]), Value::Int(n) if n >= 1)
         );
         assert_eq!(kv.get("default", "k").unwrap().as_deref(), Some(&b"v"[..]));
         // The server goes away for good: a typed error naming the address, no panic.
@@ -1177,5 +1131,123 @@ pub(crate) mod tests {
             RedisUrl::parse(&format!("redis://:sesame@127.0.0.1:{}/999", server.port)).unwrap();
         let e = RedisStore::open(no_db).err().unwrap();
         assert!(matches!(e, RedisError::Select { db: 999, .. }), "{e}");
+    }
+
+    /// `rediss://` against a TLS-only server whose certificate comes from a CA made here, with an
+    /// ACL user: refused while the CA is not trusted (the error says how to trust it), works once
+    /// `SSL_CERT_FILE` names the CA; a wrong password and a plaintext URL fail with their own
+    /// messages, none with the password in it.
+    #[test]
+    fn redis_over_tls_with_an_acl_user() {
+        let Some(server) = RedisServer::start_tls(&[
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "collector",
+            "on",
+            ">tls-s3cret-pw",
+            "~slack-logs:*",
+            "+@all",
+        ]) else {
+            return;
+        };
+        let ca = server.tls_dir.as_ref().unwrap().join("ca.crt");
+        let url = |auth: &str, host: &str| {
+            RedisUrl::parse(&format!("rediss://{auth}@{host}:{}/2", server.port)).unwrap()
+        };
+        // rustls-native-certs reads SSL_CERT_FILE on every connection; the variable is
+        // process-wide, so this test sets it only around its own connections.
+        let _env = EnvLock::set("SSL_CERT_FILE", Some(&ca));
+
+        // Trusted CA, right credentials, by IP and by name (both in the certificate).
+        for host in ["127.0.0.1", "localhost"] {
+            let kv = RedisStore::open(url("collector:tls-s3cret-pw", host)).unwrap();
+            kv.set("default", "k", b"over tls").unwrap();
+            assert_eq!(
+                kv.get("default", "k").unwrap().as_deref(),
+                Some(&b"over tls"[..])
+            );
+            assert_eq!(
+                kv.list_keys("default", None, 10).unwrap().0,
+                vec!["k".to_string()]
+            );
+        }
+        let e = RedisStore::open(url("collector:wrong-pw-xyz", "127.0.0.1"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, RedisError::Auth { .. }), "{e}");
+        assert!(!e.to_string().contains("wrong-pw-xyz"), "{e}");
+        let e = RedisStore::open(url("", "127.0.0.1")).err().unwrap();
+        assert!(matches!(e, RedisError::NoAuth { .. }), "{e}");
+        // Plain text to a TLS port: the server hangs up at the first command.
+        let plain = RedisUrl::parse(&format!(
+            "redis://collector:tls-s3cret-pw@127.0.0.1:{}",
+            server.port
+        ))
+        .unwrap();
+        let e = RedisStore::open(plain).err().unwrap();
+        assert!(!e.to_string().contains("tls-s3cret-pw"), "{e}");
+        drop(_env);
+
+        // Without the CA the certificate is not trusted: a TLS error that names SSL_CERT_FILE.
+        let other =
+            std::env::temp_dir().join(format!("slack-logs-other-ca-{}", std::process::id()));
+        make_certificates(&other);
+        let _env = EnvLock::set("SSL_CERT_FILE", Some(&other.join("ca.crt")));
+        let e = RedisStore::open(url("collector:tls-s3cret-pw", "127.0.0.1"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, RedisError::Tls { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("SSL_CERT_FILE") && text.contains("certificate"),
+            "{text}"
+        );
+        assert!(!text.contains("tls-s3cret-pw"), "{text}");
+        drop(_env);
+        let _ = std::fs::remove_dir_all(other);
+    }
+
+    /// Sets an environment variable for the guard's life; one at a time across this crate's
+    /// tests, which run in threads of one process.
+    pub(crate) struct EnvLock {
+        name: &'static str,
+        old: Option<std::ffi::OsString>,
+        _guard: std::sync::MutexGuard<'static, ()>,
+    }
+
+    static ENV: Mutex<()> = Mutex::new(());
+
+    impl EnvLock {
+        pub(crate) fn set(name: &'static str, value: Option<&Path>) -> EnvLock {
+            let guard = ENV.lock().unwrap_or_else(|p| p.into_inner());
+            let old = std::env::var_os(name);
+            // SAFETY: every test that touches the environment holds ENV, and nothing else in
+            // the test process reads these variables concurrently.
+            unsafe {
+                match value {
+                    Some(v) => std::env::set_var(name, v),
+                    None => std::env::remove_var(name),
+                }
+            }
+            EnvLock {
+                name,
+                old,
+                _guard: guard,
+            }
+        }
+    }
+
+    impl Drop for EnvLock {
+        fn drop(&mut self) {
+            // SAFETY: as in `set`.
+            unsafe {
+                match &self.old {
+                    Some(v) => std::env::set_var(self.name, v),
+                    None => std::env::remove_var(self.name),
+                }
+            }
+        }
     }
 }

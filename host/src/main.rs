@@ -44,12 +44,13 @@ mod config;
 mod demo;
 mod kv;
 mod kv_redis;
+mod pass_lock;
 mod reset;
 mod runtime;
 mod serve;
 mod sink;
 
-use runtime::{Outcome, PassReport, RunOptions, Runtime, StreamStatus};
+use runtime::{Outcome, PassReport, PassRun, RunOptions, Runtime, StreamStatus};
 use sink::{Sink, SinkSpec};
 
 const DEFAULT_STATE: &str = ".slack-logs/state.db";
@@ -77,11 +78,13 @@ Options (any command):
       --config FILE     A TOML file of flat `key = value` settings
       --state STATE     Where checkpoints live: a SQLite file PATH, or
                         redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] to share them
-                        between hosts [env SLACK_LOGS_STATE (keeps a password off
-                        the command line); default: .slack-logs/state.db]
-      --sink SPEC       Where records go: stdout | file:PATH | http:URL [default: stdout],
-                        or none: the component was composed with its own sink
-                        (as Spin does); its stdout passes through to ours
+                        between hosts (rediss://... for TLS; a private CA through
+                        SSL_CERT_FILE or SSL_CERT_DIR) [env SLACK_LOGS_STATE (keeps a
+                        password off the command line); default: .slack-logs/state.db]
+      --sink SPEC       Where records go: stdout | file:PATH | http:URL |
+                        s3://BUCKET/PREFIX [default: stdout], or none: the component
+                        was composed with its own sink (as Spin does); its stdout
+                        passes through to ours
   -v, --verbose         Also print debug lines
   -h, --help            Print help
   -V, --version         Print version
@@ -90,7 +93,10 @@ Settings come from the --config file, overridden by environment variables
 SLACK_LOGS_<KEY> (e.g. SLACK_LOGS_SLACK_TOKEN=xoxp-... sets `slack_token`).
 Tokens are never taken from the command line. The HTTP sink sends
 SLACK_LOGS_SINK_TOKEN as a bearer token when it is set; with --sink none it
-is handed to the component as `sink_token`, for its own sink.
+is handed to the component as `sink_token`, for its own sink. The S3 sink
+reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION
+(or AWS_DEFAULT_REGION), AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) and
+AWS_S3_FORCE_PATH_STYLE, as AWS's tools do.
 
 Exit status: 0 all streams fine, 2 a stream failed (or the config was refused), 1 host error.
 ";
@@ -99,7 +105,8 @@ const RUN_USAGE: &str = "\
 Usage: slack-logs run [--once | --every DURATION] [OPTIONS]
 
 Runs collection passes over the configured streams. After each pass, one line
-per stream goes to stderr; records go to the sink.
+per stream goes to stderr; records go to the sink. With a state file, a pass
+that finds another process running one on the same file is skipped (exit 0).
 
       --once            One pass, then exit [default]
       --every DURATION  A pass every DURATION (e.g. 30s, 5m, 1h) until Ctrl-C;
@@ -135,7 +142,7 @@ when that is set, which delivers records again, else from now, which skips
 what happened since the stream's watermark. Use it when a stream stops with
 checkpoint_unreadable. Stop running collectors that share the state first:
 a pass in progress would write its checkpoint back (reset refuses while a
-pass holds the stream's lease).
+pass runs on the state file, or, with Redis, holds the stream's lease).
 
 Status keys (totals, last error) are kept; the next pass updates them.
 
@@ -508,21 +515,8 @@ pub fn rfc3339(t: i64) -> String {
     )
 }
 
-/// `75` -> `1m15s`.
-pub fn human_secs(s: i64) -> String {
-    let (sign, s) = if s < 0 { ("-", -s) } else { ("", s) };
-    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    let out = if d > 0 {
-        format!("{d}d{h}h")
-    } else if h > 0 {
-        format!("{h}h{m}m")
-    } else if m > 0 {
-        format!("{m}m{sec}s")
-    } else {
-        format!("{sec}s")
-    };
-    format!("{sign}{out}")
-}
+/// `75` -> `1m15s`: the core's, which the status page uses too.
+pub use slack_logs_core::status::human_secs;
 
 pub fn outcome_name(o: Outcome) -> &'static str {
     match o {
@@ -541,9 +535,28 @@ pub struct Tally {
     pub records: u64,
     pub failures: u64,
     pub host_errors: u64,
+    /// Passes that did not run because another process was running one on the state file.
+    pub skipped: u64,
 }
 
 impl Tally {
+    /// Adds a pass that ran, or counts and reports one that did not (`number` is its place in
+    /// the command's sequence of passes).
+    pub fn add_run(&mut self, number: u64, run: &PassRun) {
+        match run {
+            PassRun::Ran(report) => {
+                self.add(report);
+                print_report(number, report);
+            }
+            PassRun::Busy(busy) => {
+                self.skipped += 1;
+                log_info!(
+                    "pass {number}: skipped: {busy}; that pass collects the same streams, and the next pass resumes where it stops"
+                );
+            }
+        }
+    }
+
     pub fn add(&mut self, report: &PassReport) {
         self.passes += 1;
         for s in &report.streams {
@@ -581,6 +594,12 @@ impl Tally {
             self.failures,
             if self.failures == 1 { "" } else { "s" },
         );
+        if self.skipped > 0 {
+            line.push_str(&format!(
+                ", {} skipped (another process was running a pass on the state file)",
+                self.skipped
+            ));
+        }
         if self.host_errors > 0 {
             line.push_str(&format!(", {} host error(s)", self.host_errors));
         }
@@ -660,9 +679,8 @@ async fn cmd_run(g: &Global, every: Option<Duration>, listen: Option<SocketAddr>
     let rt = Arc::new(setup.runtime(&component)?);
     let mut tally = Tally::default();
     let Some(every) = every else {
-        let report = rt.run_pass(&empty_run()).await?;
-        tally.add(&report);
-        print_report(1, &report);
+        let run = rt.run_pass(&empty_run()).await?;
+        tally.add_run(1, &run);
         log_info!("{}", tally.summary(rt.sink()));
         return Ok(tally.exit_code());
     };
@@ -694,10 +712,7 @@ async fn cmd_run(g: &Global, every: Option<Duration>, listen: Option<SocketAddr>
     loop {
         let started = Instant::now();
         match rt.run_pass(&empty_run()).await {
-            Ok(report) => {
-                tally.add(&report);
-                print_report(tally.passes, &report);
-            }
+            Ok(run) => tally.add_run(tally.passes + tally.skipped + 1, &run),
             // Keep the schedule going: the next pass resumes from the checkpoints.
             Err(e) => {
                 tally.host_errors += 1;
@@ -755,6 +770,7 @@ fn status_json(status: &[StreamStatus]) -> serde_json::Value {
                 "last_error_at": s.last_error_at,
                 "last_error": s.last_error,
                 "total_records": s.total_records,
+                "late_events": s.late_events,
                 "healthy": s.healthy,
                 "silent_for_seconds": s.silent_for_seconds,
             })
@@ -762,42 +778,15 @@ fn status_json(status: &[StreamStatus]) -> serde_json::Value {
         .collect()
 }
 
+/// The words come from the core (`StreamStatus::display_cells`), which the status page (`GET /`)
+/// shows too; this only lays them out in columns.
 fn status_table(status: &[StreamStatus]) -> String {
+    use slack_logs_core::status::{NO_STREAM_YET, STATUS_COLUMNS};
     if status.is_empty() {
-        return "no stream has run yet (run `slack-logs run` first)\n".into();
+        return format!("{NO_STREAM_YET} (run `slack-logs run` first)\n");
     }
-    let header = [
-        "STREAM",
-        "TEAM",
-        "WATERMARK",
-        "LAG",
-        "LAST SUCCESS",
-        "RECORDS",
-        "HEALTH",
-        "LAST ERROR",
-    ];
-    let rows: Vec<[String; 8]> = status
-        .iter()
-        .map(|s| {
-            [
-                s.stream.clone(),
-                s.team_id.clone().unwrap_or_else(|| "-".into()),
-                s.watermark.map_or("-".into(), rfc3339),
-                s.lag_seconds.map_or("-".into(), human_secs),
-                s.last_success.map_or("-".into(), rfc3339),
-                s.total_records.to_string(),
-                match s.silent_for_seconds {
-                    Some(q) if !s.healthy => format!("SILENT {}", human_secs(q)),
-                    _ => "ok".into(),
-                },
-                match (&s.last_error_at, &s.last_error) {
-                    (Some(at), Some(e)) => format!("{}: {e}", rfc3339(*at)),
-                    (None, Some(e)) => e.clone(),
-                    _ => "-".into(),
-                },
-            ]
-        })
-        .collect();
+    let header = STATUS_COLUMNS;
+    let rows: Vec<[String; 8]> = status.iter().map(|s| core_status(s).display_cells()).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -821,6 +810,23 @@ fn status_table(status: &[StreamStatus]) -> String {
         line(r.iter().map(String::as_str).collect());
     }
     out
+}
+
+/// The component's status (WIT) as the core's, for its display words. `healthy` is the silence
+/// alert not being raised, so `silent_for` is kept only while it is.
+fn core_status(s: &StreamStatus) -> slack_logs_core::StreamStatus {
+    slack_logs_core::StreamStatus {
+        stream: s.stream.clone(),
+        team_id: s.team_id.clone(),
+        watermark: s.watermark,
+        lag_seconds: s.lag_seconds,
+        last_success: s.last_success,
+        last_error_at: s.last_error_at,
+        last_error: s.last_error.clone(),
+        total_records: s.total_records,
+        stored: slack_logs_core::status::StoredStatus { total_late_events: s.late_events, ..Default::default() },
+        silent_for: if s.healthy { None } else { s.silent_for_seconds },
+    }
 }
 
 fn main() -> ExitCode {
@@ -1033,6 +1039,47 @@ mod tests {
         assert_eq!(human_secs(75), "1m15s");
         assert_eq!(human_secs(7260), "2h1m");
         assert_eq!(human_secs(90_000), "1d1h");
+    }
+
+    #[test]
+    fn status_table_words() {
+        assert_eq!(status_table(&[]), "no stream has run yet (run `slack-logs run` first)\n");
+        let row = |stream: &str, team: Option<&str>| StreamStatus {
+            stream: stream.into(),
+            team_id: team.map(Into::into),
+            watermark: None,
+            lag_seconds: None,
+            last_success: None,
+            last_error_at: None,
+            last_error: None,
+            total_records: 0,
+            late_events: 0,
+            healthy: true,
+            silent_for_seconds: None,
+        };
+        let audit = StreamStatus {
+            watermark: Some(1_709_210_096),
+            lag_seconds: Some(75),
+            last_success: Some(1_709_210_100),
+            total_records: 42,
+            late_events: 3,
+            ..row("audit", None)
+        };
+        let access = StreamStatus {
+            last_error_at: Some(1_709_210_000),
+            last_error: Some("Slack answered `token_revoked`: issue a new token".into()),
+            healthy: false,
+            silent_for_seconds: Some(10_800),
+            ..row("access", Some("T1"))
+        };
+        let config = StreamStatus { last_error: Some("bad key".into()), healthy: false, ..row("config", None) };
+        assert_eq!(
+            status_table(&[audit, access, config]),
+            "STREAM  TEAM  WATERMARK             LAG    LAST SUCCESS          RECORDS      HEALTH       LAST ERROR\n\
+             audit   -     2024-02-29T12:34:56Z  1m15s  2024-02-29T12:35:00Z  42 (3 late)  ok           -\n\
+             access  T1    -                     -      -                     0            SILENT 3h0m  2024-02-29T12:33:20Z: Slack answered `token_revoked`: issue a new token\n\
+             config  -     -                     -      -                     0            ok           bad key\n"
+        );
     }
 
     #[test]

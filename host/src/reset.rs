@@ -7,12 +7,17 @@
 //!
 //! Only `…/checkpoint` keys are deleted. The `…/status` key beside each (total records, last
 //! success, last error) is history rather than a position: it is kept, and the next pass updates
-//! it. Lease keys are left alone; a lease that is still live means a pass is walking the stream
-//! right now and would write its checkpoint back, so the reset refuses.
+//! it. With a SQLite state file, reset holds the file's lock as a pass does ([`pass_lock`]): a
+//! live pass on it makes the reset refuse, and with the lock held every lease is a dead pass's
+//! and is deleted with `--yes`. With Redis, a lease that is still live means a pass (on any host)
+//! is walking the stream right now and would write its checkpoint back, so the reset refuses.
 
 use std::process::ExitCode;
 
+use slack_logs_core::lease::is_lease_key;
+
 use crate::kv::{self, KvStore, StateSpec};
+use crate::pass_lock::{self, LockError};
 use crate::{config, rfc3339, Global};
 
 /// The streams that have checkpoints, as the component names them.
@@ -25,8 +30,6 @@ const KEY_ROOT: &str = "slack-logs/v1/";
 const CHECKPOINT_LEAF: &str = "checkpoint";
 /// The walk of a stream that is not per workspace (audit), or that runs without `team_ids`.
 const ORG: &str = "org";
-/// The lease a running pass holds on a walk, beside its checkpoint (core/src/lease.rs).
-const LEASE_LEAF: &str = "lease";
 
 /// What to reset, as given on the command line (already checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,20 +87,6 @@ fn checkpoint_team<'k>(stream: &str, key: &'k str) -> Option<&'k str> {
         .strip_prefix('/')?;
     let team = rest.strip_suffix(CHECKPOINT_LEAF)?.strip_suffix('/')?;
     (!team.is_empty() && !team.contains('/')).then_some(team)
-}
-
-/// Every key of the bucket the component uses.
-fn all_keys(kv: &KvStore) -> Result<Vec<String>, kv::KvError> {
-    let mut keys = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let (page, next) = kv.list_keys(kv::DEFAULT_STORE, cursor.as_deref(), kv::LIST_PAGE)?;
-        keys.extend(page);
-        match next {
-            Some(c) => cursor = Some(c),
-            None => return Ok(keys),
-        }
-    }
 }
 
 /// The watermark in a stored checkpoint, when it still parses that far (every stream's
@@ -184,8 +173,23 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
         }
     }
     let kv = KvStore::open(&spec)?;
+    // With a state file, reset holds its lock like a pass: no pass can start meanwhile, and any
+    // lease in the file was left by a pass that is gone. With Redis, a live lease is the only
+    // sign of a pass in progress (checked below).
+    let lock = match &spec {
+        StateSpec::Sqlite(path) => match pass_lock::try_lock(path) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Busy(busy)) => anyhow::bail!(
+                "{busy}, which would write its checkpoint back after the reset. Let it end (stop \
+                 `run --every` or `serve` using this state), then run reset again; nothing was \
+                 deleted"
+            ),
+            Err(e) => return Err(e.into()),
+        },
+        StateSpec::Redis(_) => None,
+    };
     let target = request.target();
-    let keys = all_keys(&kv)?;
+    let keys = pass_lock::all_keys(&kv)?;
     let found: Vec<(String, String)> = keys
         .iter()
         .filter_map(|k| {
@@ -222,8 +226,11 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    for (_, team) in &found {
-        let key = format!("{KEY_ROOT}{}/{team}/{LEASE_LEAF}", request.stream);
+    for (_, team) in found.iter().filter(|_| lock.is_none()) {
+        let Some(stream) = slack_logs_core::Stream::parse(request.stream) else {
+            continue;
+        };
+        let key = slack_logs_core::lease::lease_key(stream, Some(team));
         if let Some((owner, expires)) = kv
             .get(kv::DEFAULT_STORE, &key)?
             .and_then(|b| live_lease(&b, now))
@@ -274,6 +281,13 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::from(1));
     }
 
+    if lock.is_some() {
+        // Stale, with the lock held: a dead pass's lease must not hold the next pass back.
+        for key in keys.iter().filter(|k| is_lease_key(k)) {
+            kv.delete(kv::DEFAULT_STORE, key)?;
+            println!("deleted {key} (the lease of a pass that ended)");
+        }
+    }
     for (key, team, note) in &rows {
         kv.delete(kv::DEFAULT_STORE, key)?;
         println!("deleted {key} ({note})");

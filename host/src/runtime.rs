@@ -6,10 +6,13 @@
 
 use crate::config::ConfigMap;
 use crate::kv::{self, KvStore};
+use crate::pass_lock::{self, Busy, LockError, PassLock};
 use crate::sink::{Sink, SinkFailure};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
+use std::io::Read as _;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -177,7 +180,7 @@ impl wit_config::Host for HostState {
 impl wit_sink::Host for HostState {
     async fn write(&mut self, batch: SinkBatch) -> Result<(), SinkError> {
         let sink = self.sink.clone();
-        sink.write(&batch.stream, batch.count, batch.ndjson)
+        sink.write(&batch.stream, batch.count, batch.ndjson, &batch.batch_key)
             .await
             .map_err(|e| match e {
                 SinkFailure::Unavailable(m) => SinkError::Unavailable(m),
@@ -271,8 +274,25 @@ impl Runtime {
         Store::new(self.pre.engine(), state)
     }
 
-    /// One collection pass in its own store.
-    pub async fn run_pass(&self, options: &RunOptions) -> anyhow::Result<PassReport> {
+    /// What a pass holds while it runs. With a SQLite state file: its lock, taken without
+    /// waiting, after which the leases of passes that died are cleared ([`pass_lock`]); `Busy`
+    /// when a live pass holds it. With Redis: nothing, the leases in the store alone keep one
+    /// pass per walk across hosts.
+    pub fn guard_pass(&self) -> Result<Option<PassLock>, LockError> {
+        match &self.kv {
+            KvStore::Sqlite(s) => pass_lock::lock_and_clear_leases(s.path(), &self.kv, unix_now())
+                .map(|(l, _)| Some(l)),
+            KvStore::Redis(_) => Ok(None),
+        }
+    }
+
+    /// One collection pass in its own store, under [`Runtime::guard_pass`].
+    pub async fn run_pass(&self, options: &RunOptions) -> anyhow::Result<PassRun> {
+        let _guard = match self.guard_pass() {
+            Ok(guard) => guard,
+            Err(LockError::Busy(busy)) => return Ok(PassRun::Busy(busy)),
+            Err(e) => return Err(e.into()),
+        };
         let mut store = self.new_store();
         let instance = self.pre.instantiate_async(&mut store).await.map_err(wt)?;
         instance
@@ -281,6 +301,7 @@ impl Runtime {
             .await
             .map_err(wt)
             .context("the component failed during the pass (a trap, i.e. a bug in the component)")
+            .map(PassRun::Ran)
     }
 
     pub async fn status(&self) -> anyhow::Result<Vec<StreamStatus>> {
@@ -295,6 +316,20 @@ impl Runtime {
                 "the component failed reading the status (a trap, i.e. a bug in the component)",
             )
     }
+}
+
+/// How a pass went, from the host's side.
+#[derive(Debug)]
+pub enum PassRun {
+    Ran(PassReport),
+    /// Another live process runs a pass on the same state file; this one did not run.
+    Busy(Busy),
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Whether the component imports the host's sink, or was composed with a sink component of its
@@ -348,12 +383,98 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
         .collect()
 }
 
+/// Where a component came from, for the log and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Loaded {
+    /// Deserialized from the cache.
+    Cached,
+    /// Compiled now; `cached` says whether the result was written to the cache.
+    Compiled { cached: bool },
+}
+
+/// Why a cache directory or file is not trusted, if it is not: native code in it runs as this
+/// user, so it must be this user's and writable by nobody else. `None` when it is fine.
+fn untrusted(meta: &std::fs::Metadata) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Some(format!(
+            "it belongs to uid {}, not to this user (uid {me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (false, false) => None,
+        (group, other) => Some(format!(
+            "it is writable by {} (mode {mode:03o})",
+            match (group, other) {
+                (true, true) => "its group and by others",
+                (true, false) => "its group",
+                _ => "others",
+            }
+        )),
+    }
+}
+
+/// Creates the cache directory (0700) when missing and checks it (following a symbolic link to
+/// it, as the end-to-end tests use one: what matters is the directory the files are in).
+fn trusted_cache_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    match untrusted(&meta) {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+/// The cached artifact's bytes, read through one open file that was checked first (so the file
+/// cannot be swapped between the check and the read). `Ok(None)`: there is none.
+fn read_trusted_cache_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        // The host writes the artifact by rename, never as a link.
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("it is a symbolic link".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if let Some(why) = untrusted(&meta) {
+        return Err(why);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(Some(bytes))
+}
+
 /// Compile once, then deserialize the cached native code on later starts.
 fn load_component(
     engine: &Engine,
     wasm_path: &Path,
     cache_dir: &Path,
 ) -> anyhow::Result<Component> {
+    load_component_from_cache(engine, wasm_path, cache_dir).map(|(c, _)| c)
+}
+
+fn load_component_from_cache(
+    engine: &Engine,
+    wasm_path: &Path,
+    cache_dir: &Path,
+) -> anyhow::Result<(Component, Loaded)> {
     let wasm = std::fs::read(wasm_path)
         .with_context(|| format!("cannot read the component {}", wasm_path.display()))?;
     // Check the header first: a wrong file deserves a plain message, not a parser dump.
@@ -369,30 +490,56 @@ fn load_component(
         ),
     }
     let cached = cache_dir.join(format!("{}.cwasm", cache_key(engine, &wasm)));
-    if cached.is_file() {
-        let t = Instant::now();
-        // SAFETY: deserialize trusts its input to be wasmtime output. This file
-        // is written only below, by `Component::serialize`, into an owner-only
-        // directory, and wasmtime still checks its version and engine settings.
-        match unsafe { Component::deserialize_file(engine, &cached) } {
-            Ok(c) => {
-                crate::log_debug!(
-                    "loaded the compiled component from {} in {:.1} ms",
-                    cached.display(),
-                    t.elapsed().as_secs_f64() * 1e3
-                );
-                return Ok(c);
+    // An untrusted directory is not used at all: whoever can write it could swap in native code
+    // after we wrote ours. The component is compiled in memory instead, every start.
+    let dir_trusted = match trusted_cache_dir(cache_dir) {
+        Ok(()) => true,
+        Err(why) => {
+            crate::log_warn!(
+                "not using the compiled-component cache {}: {why}. Native code from it would run as this user, so it must be yours and writable only by you (chmod 700 it, or choose another --state); compiling in memory instead",
+                cache_dir.display()
+            );
+            false
+        }
+    };
+    if dir_trusted {
+        match read_trusted_cache_file(&cached) {
+            Ok(None) => {}
+            Ok(Some(bytes)) => {
+                let t = Instant::now();
+                // SAFETY: deserialize trusts its input to be wasmtime output. These bytes come
+                // from a file this user owns that nobody else can write, in a directory of the
+                // same kind, written only by `write_cache` below (`Component::serialize`); and
+                // wasmtime still checks its version and engine settings.
+                match unsafe { Component::deserialize(engine, &bytes) } {
+                    Ok(c) => {
+                        crate::log_debug!(
+                            "loaded the compiled component from {} in {:.1} ms",
+                            cached.display(),
+                            t.elapsed().as_secs_f64() * 1e3
+                        );
+                        return Ok((c, Loaded::Cached));
+                    }
+                    Err(e) => crate::log_warn!(
+                        "ignoring cache file {} ({e}); compiling again",
+                        cached.display()
+                    ),
+                }
             }
-            Err(e) => crate::log_warn!(
-                "ignoring cache file {} ({e}); compiling again",
+            Err(why) => crate::log_warn!(
+                "refusing the cached compiled component {}: {why}; native code from it would run as this user. Compiling again and replacing it",
                 cached.display()
             ),
         }
     }
     crate::log_info!(
-        "compiling {} to native code (once; cached under {})",
+        "compiling {} to native code{}",
         wasm_path.display(),
-        cache_dir.display()
+        if dir_trusted {
+            format!(" (once; cached under {})", cache_dir.display())
+        } else {
+            String::new()
+        }
     );
     let t = Instant::now();
     let component = Component::new(engine, &wasm).map_err(wt).with_context(|| {
@@ -402,31 +549,37 @@ fn load_component(
         )
     })?;
     crate::log_debug!("compiled in {:.1} s", t.elapsed().as_secs_f64());
+    if !dir_trusted {
+        return Ok((component, Loaded::Compiled { cached: false }));
+    }
     // The cache only saves time: failing to write it is a warning, not an error.
-    if let Err(e) = write_cache(&component, cache_dir, &cached) {
+    let written = write_cache(&component, cache_dir, &cached);
+    if let Err(e) = &written {
         crate::log_warn!(
             "could not cache the compiled component in {}: {e:#}",
             cache_dir.display()
         );
     }
-    Ok(component)
+    Ok((
+        component,
+        Loaded::Compiled {
+            cached: written.is_ok(),
+        },
+    ))
 }
 
 fn write_cache(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
     let bytes = component.serialize().map_err(wt)?;
-    // Write then rename, so a concurrent start never reads half a file.
+    // Write then rename, so a concurrent start never reads half a file; the rename also
+    // replaces a refused file (the directory is ours).
     let tmp: PathBuf = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     f.write_all(&bytes)?;
     f.sync_all()?;
@@ -444,6 +597,143 @@ fn write_cache(component: &Component, dir: &Path, path: &Path) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The smallest component there is: the header alone. It compiles in milliseconds.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "slack-logs-cache-test-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn cwasm_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_cache_is_used_when_it_is_ours() {
+        let engine = Engine::new(&Config::new()).unwrap();
+        let dir = scratch("ours");
+        let wasm = dir.join("c.wasm");
+        std::fs::write(&wasm, EMPTY_COMPONENT).unwrap();
+        let cache = dir.join("cache");
+        let (_, first) = load_component_from_cache(&engine, &wasm, &cache).unwrap();
+        assert_eq!(first, Loaded::Compiled { cached: true });
+        let mode = std::fs::metadata(&cache).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let (_, second) = load_component_from_cache(&engine, &wasm, &cache).unwrap();
+        assert_eq!(second, Loaded::Cached);
+        // Through a symbolic link to a directory of ours, as the end-to-end tests share one.
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&cache, &link).unwrap();
+        let (_, third) = load_component_from_cache(&engine, &wasm, &link).unwrap();
+        assert_eq!(third, Loaded::Cached);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A directory that group or others can write is not used: nothing is read from it and
+    /// nothing written to it, even a file that would otherwise be fine.
+    #[test]
+    fn a_cache_directory_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let engine = Engine::new(&Config::new()).unwrap();
+        let dir = scratch("shared-dir");
+        let wasm = dir.join("c.wasm");
+        std::fs::write(&wasm, EMPTY_COMPONENT).unwrap();
+        let cache = dir.join("cache");
+        load_component_from_cache(&engine, &wasm, &cache).unwrap();
+        assert_eq!(cwasm_files(&cache).len(), 1);
+        for mode in [0o777, 0o770, 0o702] {
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(mode)).unwrap();
+            let (_, loaded) = load_component_from_cache(&engine, &wasm, &cache).unwrap();
+            assert_eq!(loaded, Loaded::Compiled { cached: false }, "mode {mode:o}");
+            let why = trusted_cache_dir(&cache).unwrap_err();
+            assert!(
+                why.contains("writable by") && why.contains(&format!("{mode:03o}")),
+                "{why}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A cached artifact that is not this user's (planted by another local user), or is a link,
+    /// is not loaded: the component is compiled and the file replaced by ours.
+    #[test]
+    fn a_cache_file_of_another_user_or_a_link_is_refused() {
+        let engine = Engine::new(&Config::new()).unwrap();
+        let dir = scratch("planted-file");
+        let wasm = dir.join("c.wasm");
+        std::fs::write(&wasm, EMPTY_COMPONENT).unwrap();
+        let cache = dir.join("cache");
+        load_component_from_cache(&engine, &wasm, &cache).unwrap();
+        let file = cwasm_files(&cache).pop().unwrap();
+
+        // A link in place of the file, even to a good artifact.
+        let elsewhere = dir.join("elsewhere.cwasm");
+        std::fs::rename(&file, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        assert!(read_trusted_cache_file(&file)
+            .unwrap_err()
+            .contains("symbolic link"));
+        let (_, loaded) = load_component_from_cache(&engine, &wasm, &cache).unwrap();
+        assert_eq!(loaded, Loaded::Compiled { cached: true });
+        assert!(
+            !std::fs::symlink_metadata(&file)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "replaced"
+        );
+
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // As root (as CI runs), plant a file of `nobody`'s, bytes that would load fine.
+            std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+            let why = read_trusted_cache_file(&file).unwrap_err();
+            assert!(why.contains("uid 65534"), "{why}");
+            let (_, loaded) = load_component_from_cache(&engine, &wasm, &cache).unwrap();
+            assert_eq!(
+                loaded,
+                Loaded::Compiled { cached: true },
+                "not loaded, compiled"
+            );
+            assert_eq!(
+                std::fs::metadata(&file).unwrap().uid(),
+                0,
+                "and replaced by ours"
+            );
+            let (_, loaded) = load_component_from_cache(&engine, &wasm, &cache).unwrap();
+            assert_eq!(loaded, Loaded::Cached);
+        } else {
+            eprintln!(
+                "NOTICE: not root, so no file of another user can be planted; that case is skipped"
+            );
+        }
+        // A file others may write is refused the same way.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+            assert!(read_trusted_cache_file(&file)
+                .unwrap_err()
+                .contains("mode 666"));
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn linker_builds_and_cache_key_tracks_bytes() {

@@ -4,11 +4,13 @@
 //! the full request (method, path and query, headers, body) in and the
 //! response out.
 
+use crate::pass_lock::{Busy, LockError, PassLock};
 use crate::runtime::{wt, Runtime};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
+use slack_logs_collector::routes::Route;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,17 +26,20 @@ use wasmtime_wasi_http::WasiHttpView;
 pub enum Routes {
     /// Every route (`slack-logs serve`).
     All,
-    /// `GET /metrics`, `/status` and `/healthz` only (`run --every --listen`): passes run on
-    /// the schedule, not on request.
+    /// `GET /metrics`, `/status`, `/healthz` and the status page `/` only (`run --every
+    /// --listen`): passes run on the schedule, not on request.
     ReadOnly,
 }
 
 impl Routes {
+    /// By the component's own routing, so this listener and the component agree on what a path is
+    /// (the status page is any path ending in `/`, under any prefix).
     fn allows(self, method: &hyper::Method, path: &str) -> bool {
-        let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
         self == Routes::All
-            || ((method == hyper::Method::GET || method == hyper::Method::HEAD)
-                && matches!(last, "metrics" | "status" | "healthz"))
+            || matches!(
+                slack_logs_collector::routes::route(method.as_str(), path),
+                Route::Metrics | Route::Status | Route::Health | Route::StatusPage
+            )
     }
 }
 
@@ -47,11 +52,11 @@ pub async fn serve(rt: Arc<Runtime>, addr: SocketAddr, routes: Routes) -> anyhow
     let local = listener.local_addr()?;
     if routes == Routes::All {
         crate::log_info!(
-            "listening on http://{local}  (POST /collect, GET /status, GET /metrics, GET /healthz, GET /oauth/start; Ctrl-C stops)"
+            "listening on http://{local}  (GET / status page, POST /collect, GET /status, GET /metrics, GET /healthz, GET /oauth/start; Ctrl-C stops)"
         );
         crate::log_info!("records go to {}", rt.sink().describe());
     } else {
-        crate::log_info!("listening on http://{local}  (GET /metrics, GET /status, GET /healthz)");
+        crate::log_info!("listening on http://{local}  (GET / status page, GET /metrics, GET /status, GET /healthz)");
     }
     let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
@@ -97,10 +102,27 @@ async fn handle(
     if !routes.allows(req.method(), req.uri().path()) {
         return text_response(
             404,
-            "this listener (run --every --listen) serves GET /metrics, /status and /healthz; passes run on the schedule\n",
+            "this listener (run --every --listen) serves GET / (the status page), /metrics, /status and /healthz; passes run on the schedule\n",
         );
     }
-    let resp = match call_component(rt, req).await {
+    // A request that runs a pass holds the pass guard for as long as the component handles it
+    // (with a SQLite state: the state file's lock; see pass_lock.rs).
+    let guard = if runs_a_pass(req.method(), req.uri()) {
+        match rt.guard_pass() {
+            Ok(guard) => guard,
+            Err(LockError::Busy(busy)) => {
+                crate::log_info!("{line} -> 503: {busy}");
+                return busy_response(&busy);
+            }
+            Err(e) => {
+                crate::log_warn!("{line}: {e}");
+                return text_response(500, "internal error in the collector host; see its log\n");
+            }
+        }
+    } else {
+        None
+    };
+    let resp = match call_component(rt, req, guard).await {
         Ok(resp) => resp,
         Err(e) => {
             crate::log_warn!("{line}: {e:#}");
@@ -115,9 +137,39 @@ async fn handle(
     resp
 }
 
+/// Whether the component runs a pass for this request (`/collect`), by its own routing.
+fn runs_a_pass(method: &hyper::Method, uri: &hyper::Uri) -> bool {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    slack_logs_collector::routes::route(method.as_str(), path) == Route::Collect
+}
+
+/// Seconds a caller is asked to wait before trying `/collect` again while another pass runs.
+const BUSY_RETRY_AFTER_SECONDS: u32 = 10;
+
+/// `503` with `Retry-After`, in the JSON shape of the component's `/collect` answer.
+fn busy_response(busy: &Busy) -> hyper::Response<HyperOutgoingBody> {
+    let body = serde_json::json!({
+        "ok": false,
+        "error": format!("{busy}; this request ran no pass (that one collects the same streams)"),
+    });
+    let body = Full::new(Bytes::from(body.to_string()))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync();
+    let mut resp = hyper::Response::new(body);
+    *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = resp.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(hyper::header::RETRY_AFTER, BUSY_RETRY_AFTER_SECONDS.into());
+    resp
+}
+
 async fn call_component(
     rt: Arc<Runtime>,
     req: hyper::Request<hyper::body::Incoming>,
+    guard: Option<PassLock>,
 ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
     let mut store = rt.new_store();
     let req = store
@@ -135,6 +187,8 @@ async fn call_component(
     // A task of its own: the guest may keep streaming the body after it has
     // set the response head.
     let task = tokio::spawn(async move {
+        // Released when the guest is done, not when the response head is out.
+        let _guard = guard;
         let instance = pre.instantiate_async(&mut store).await?;
         instance
             .wasi_http_incoming_handler()
@@ -166,4 +220,24 @@ fn text_response(status: u16, text: &'static str) -> hyper::Response<HyperOutgoi
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_only_listener_serves_the_status_page_and_runs_no_pass() {
+        let get = hyper::Method::GET;
+        for path in ["/", "/slack-logs/", "/status", "/metrics", "/healthz/"] {
+            assert!(Routes::ReadOnly.allows(&get, path), "{path}");
+        }
+        assert!(Routes::ReadOnly.allows(&hyper::Method::HEAD, "/"));
+        assert!(!Routes::ReadOnly.allows(&hyper::Method::POST, "/"));
+        assert!(!Routes::ReadOnly.allows(&hyper::Method::POST, "/status"));
+        for path in ["/collect", "/oauth/start", "/oauth/callback", "/statusx"] {
+            assert!(!Routes::ReadOnly.allows(&get, path), "{path}");
+        }
+        assert!(Routes::All.allows(&hyper::Method::POST, "/collect"));
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! `ok` means durably accepted; the component moves its checkpoint only after
 //! it, so each target returns `ok` only once the bytes are safe: flushed to
-//! stdout, `fsync`ed to a file, or answered 2xx by an HTTP endpoint.
+//! stdout, `fsync`ed to a file, answered 2xx by an HTTP endpoint, or stored by
+//! S3 (every object of the batch answered 2xx).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +23,12 @@ pub enum SinkSpec {
     Stdout,
     File(PathBuf),
     Http(http::Uri),
+    /// `s3://BUCKET/PREFIX`: one gzip NDJSON object per batch (and UTC day), named by the batch
+    /// key; endpoint, region and credentials from AWS's environment variables (sinks/s3).
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
     /// The component brings its own sink (a sink component composed into it, as Spin does with
     /// a dependency): the host provides none and passes the component's stdout through.
     None,
@@ -34,8 +41,8 @@ impl fmt::Display for SinkSpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid --sink {}; use `stdout`, `file:PATH`, `http:URL` (e.g. http:https://siem.example.com/ingest) \
-             or `none` (for a component composed with its own sink)",
+            "invalid --sink {}; use `stdout`, `file:PATH`, `http:URL` (e.g. http:https://siem.example.com/ingest), \
+             `s3://BUCKET/PREFIX` or `none` (for a component composed with its own sink)",
             self.0
         )
     }
@@ -53,6 +60,17 @@ impl std::str::FromStr for SinkSpec {
         }
         if spec == "none" {
             return Ok(SinkSpec::None);
+        }
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            // The names are checked by sinks/s3 when the sink is built, with AWS's settings.
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("the bucket is missing (s3://BUCKET/PREFIX)"));
+            }
+            return Ok(SinkSpec::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+            });
         }
         if let Some(path) = spec.strip_prefix("file:") {
             if path.is_empty() {
@@ -114,6 +132,7 @@ enum Target {
     Stdout,
     File { path: PathBuf, file: Mutex<File> },
     Http(HttpSink),
+    S3(S3Sink),
     None,
 }
 
@@ -143,12 +162,26 @@ impl Sink {
             SinkSpec::Http(uri) => {
                 Target::Http(HttpSink::new(uri.clone(), token, RetryPolicy::default()))
             }
+            SinkSpec::S3 { bucket, prefix } => {
+                let settings = sink_s3::Settings::from_aws_env(bucket, prefix, |name| {
+                    std::env::var(name).ok()
+                });
+                Target::S3(S3Sink::new(&settings, RetryPolicy::default())?)
+            }
             SinkSpec::None => Target::None,
         };
         Ok(Sink {
             target,
             totals: Mutex::default(),
         })
+    }
+
+    #[cfg(test)]
+    fn s3_with_policy(settings: &sink_s3::Settings, retry: RetryPolicy) -> Sink {
+        Sink {
+            target: Target::S3(S3Sink::new(settings, retry).expect("valid S3 settings")),
+            totals: Mutex::default(),
+        }
     }
 
     #[cfg(test)]
@@ -165,6 +198,7 @@ impl Sink {
             Target::Stdout => "stdout".into(),
             Target::File { path, .. } => format!("file {}", path.display()),
             Target::Http(h) => h.display_url(),
+            Target::S3(s) => s.target.describe(),
             Target::None => {
                 "the component's own sink (--sink none; its stdout passes through)".into()
             }
@@ -187,11 +221,13 @@ impl Sink {
             .clone()
     }
 
+    /// `batch_key`: where the batch starts (the same when it is offered again after a crash).
     pub async fn write(
         &self,
         stream: &str,
         count: u32,
         ndjson: Vec<u8>,
+        batch_key: &str,
     ) -> Result<(), SinkFailure> {
         let len = ndjson.len() as u64;
         match &self.target {
@@ -203,11 +239,14 @@ impl Sink {
                 })?;
             }
             Target::Http(h) => h.post(Bytes::from(ndjson)).await?,
+            // The object store names each object by the batch key, so a batch offered again
+            // overwrites its first copy.
+            Target::S3(s) => s.put_batch(stream, batch_key, &ndjson).await?,
             // Runtime::new refuses a component that imports the sink under `--sink none`, so
             // this is only reached by a component that was swapped underneath us.
             Target::None => return Err(SinkFailure::Unavailable(
                 "the host has no sink (--sink none), but the component called the host's sink; \
-                     run it with --sink stdout|file:PATH|http:URL"
+                     run it with --sink stdout|file:PATH|http:URL|s3://BUCKET/PREFIX"
                     .into(),
             )),
         }
@@ -251,6 +290,17 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Upper bound on one attempt (connect + send + response).
     pub attempt_timeout: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `n` (from 1): `first_delay`, doubling, at most `max_delay`.
+    fn backoff(&self, n: u32) -> Duration {
+        let mut d = self.first_delay;
+        for _ in 1..n {
+            d = (d * 2).min(self.max_delay);
+        }
+        d.min(self.max_delay)
+    }
 }
 
 impl Default for RetryPolicy {
@@ -365,64 +415,30 @@ impl HttpSink {
         if let Some(token) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let body = Full::new(body).map_err(|never: Infallible| match never {});
-        let req = match req.body(body) {
+        let req = match req.body(request_body(body)) {
             Ok(r) => r,
             // Only an invalid header value can get here: the token.
             Err(_) => return failed("SLACK_LOGS_SINK_TOKEN is not a valid header value".into()),
         };
-        // The same client (hyper + rustls + webpki roots) the component's own requests use.
-        let options = wasmtime_wasi_http::RequestOptions {
-            connect_timeout: Some(Duration::from_secs(10)),
-            first_byte_timeout: Some(Duration::from_secs(30)),
-            between_bytes_timeout: Some(Duration::from_secs(30)),
-        };
-        let exchange = async {
-            let (resp, io) = wasmtime_wasi_http::default_send_request(req, Some(options)).await?;
-            // Drive the connection while we read the body.
-            let io = tokio::spawn(io);
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes());
-            io.abort();
-            Ok::<_, wasmtime_wasi_http::Error>((status, retry_after, body.unwrap_or_default()))
-        };
-        let (status, retry_after, body) = match tokio::time::timeout(
-            self.retry.attempt_timeout,
-            exchange,
-        )
-        .await
-        {
-            Err(_) => {
+        let (status, retry_after, body) = match exchange(req, self.retry.attempt_timeout).await {
+            Exchange::Answered {
+                status,
+                retry_after,
+                body,
+            } => (status, retry_after, body),
+            Exchange::TimedOut => {
                 return Attempt::Retry {
                     why: format!("no answer within {}s", self.retry.attempt_timeout.as_secs()),
                     retry_after: None,
                 };
             }
-            // A certificate or host-name problem will not fix itself in seconds.
-            Ok(Err(ref e @ wasmtime_wasi_http::Error::Tls(ref io)))
-                if io.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                return failed(format!(
-                        "{}: {e}; the endpoint needs a certificate from a public CA (webpki roots) for its host name",
-                        self.display_url()
-                    ));
-            }
-            Ok(Err(e @ wasmtime_wasi_http::Error::InvalidDnsNameError(_))) => {
-                return failed(format!("{}: {e}", self.display_url()));
-            }
-            Ok(Err(e)) => {
+            Exchange::Refused(why) => return failed(format!("{}: {why}", self.display_url())),
+            Exchange::Failed(why) => {
                 return Attempt::Retry {
-                    why: format!("request failed: {e}"),
+                    why: format!("request failed: {why}"),
                     retry_after: None,
                 }
             }
-            Ok(Ok(x)) => x,
         };
         let snippet = snippet(&body, self.token.as_deref());
         match classify(status) {
@@ -441,6 +457,225 @@ impl HttpSink {
             )),
         }
     }
+}
+
+/// `--sink s3://BUCKET/PREFIX`: the object layout, signing and the reading of S3's answers are
+/// sinks/s3's (shared with the S3 sink component, so both write the same objects); this sends.
+struct S3Sink {
+    target: sink_s3::Target,
+    retry: RetryPolicy,
+}
+
+impl S3Sink {
+    fn new(settings: &sink_s3::Settings, retry: RetryPolicy) -> anyhow::Result<S3Sink> {
+        let target = sink_s3::Target::from_settings(settings, sink_s3::Origin::HostEnv)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(S3Sink { target, retry })
+    }
+
+    /// Every object of the batch (one per UTC day of its records), each PUT retried on its own;
+    /// `ok` only when S3 stored them all.
+    async fn put_batch(
+        &self,
+        stream: &str,
+        batch_key: &str,
+        ndjson: &[u8],
+    ) -> Result<(), SinkFailure> {
+        let objects = self
+            .target
+            .plan(stream, batch_key, ndjson)
+            .map_err(s3_failure)?;
+        for object in &objects {
+            self.put(object).await?;
+        }
+        Ok(())
+    }
+
+    async fn put(&self, object: &sink_s3::PlannedObject) -> Result<(), SinkFailure> {
+        let shown = self.target.describe_object(&object.key);
+        let mut last = String::new();
+        let tries = self.retry.tries.max(1);
+        for attempt in 1..=tries {
+            match self.attempt(object).await {
+                sink_s3::Attempt::Accepted => {
+                    crate::log_debug!("sink: {shown}: {} records stored", object.records);
+                    return Ok(());
+                }
+                sink_s3::Attempt::Failed(f) => return Err(s3_failure(f)),
+                sink_s3::Attempt::Retry { why } => {
+                    last = why;
+                    if attempt >= tries {
+                        break;
+                    }
+                    let wait = self.retry.backoff(attempt);
+                    crate::log_warn!(
+                        "sink {shown}: {last}; retrying in {:.1}s (attempt {attempt} of {tries})",
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Err(SinkFailure::Unavailable(format!(
+            "S3 sink: {last} (gave up after {tries} tries)"
+        )))
+    }
+
+    async fn attempt(&self, object: &sink_s3::PlannedObject) -> sink_s3::Attempt {
+        let failed = |m: String| sink_s3::Attempt::Failed(sink_s3::Failure::Unavailable(m));
+        let shown = self.target.describe_object(&object.key);
+        // Signed for each attempt: the signature is valid for minutes, a retry may come later.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let put = match self.target.sign_put(object, now) {
+            Ok(p) => p,
+            Err(f) => return sink_s3::Attempt::Failed(f),
+        };
+        let scheme = if put.https { "https" } else { "http" };
+        let uri: http::Uri =
+            match format!("{scheme}://{}{}", put.authority, put.path_with_query).parse() {
+                Ok(u) => u,
+                Err(_) => {
+                    return failed(format!(
+                        "S3 sink: PUT {shown}: the signed URL does not parse"
+                    ))
+                }
+            };
+        // The Host header is signed: it must be exactly the signed authority.
+        let mut req = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(uri)
+            .header(http::header::HOST, put.authority.as_str());
+        for (name, value) in &put.headers {
+            req = req.header(*name, value.as_str());
+        }
+        let req = match req.body(request_body(Bytes::from(object.body.clone()))) {
+            Ok(r) => r,
+            Err(_) => {
+                return failed(format!(
+                    "S3 sink: PUT {shown}: a request header was refused"
+                ))
+            }
+        };
+        match exchange(req, self.retry.attempt_timeout).await {
+            Exchange::Answered { status, body, .. } => {
+                self.target.answered(&object.key, status.as_u16(), &body)
+            }
+            Exchange::TimedOut => sink_s3::Attempt::Retry {
+                why: format!(
+                    "PUT {shown}: no answer within {}s",
+                    self.retry.attempt_timeout.as_secs()
+                ),
+            },
+            // Transport errors name the host and the kind of failure, never the query string;
+            // redacted all the same.
+            Exchange::Refused(why) => failed(self.target.redact(&format!(
+                "S3 sink: PUT {shown}: {why}; check AWS_ENDPOINT_URL"
+            ))),
+            Exchange::Failed(why) => sink_s3::Attempt::Retry {
+                why: self.target.redact(&format!("PUT {shown}: {why}")),
+            },
+        }
+    }
+}
+
+fn s3_failure(f: sink_s3::Failure) -> SinkFailure {
+    match f {
+        sink_s3::Failure::Unavailable(m) => SinkFailure::Unavailable(m),
+        sink_s3::Failure::Rejected(m) => SinkFailure::Rejected(m),
+    }
+}
+
+/// What one HTTP exchange of a sink came to.
+enum Exchange {
+    Answered {
+        status: http::StatusCode,
+        retry_after: Option<Duration>,
+        /// Empty for a 2xx answer; else the start of the body.
+        body: Vec<u8>,
+    },
+    /// No answer within the attempt's time.
+    TimedOut,
+    /// A certificate or host-name problem: it will not fix itself in seconds.
+    Refused(String),
+    /// Connection refused, reset, …: worth another attempt.
+    Failed(String),
+}
+
+type RequestBody =
+    http_body_util::combinators::MapErr<Full<Bytes>, fn(Infallible) -> wasmtime_wasi_http::Error>;
+
+fn request_body(bytes: Bytes) -> RequestBody {
+    fn never(e: Infallible) -> wasmtime_wasi_http::Error {
+        match e {}
+    }
+    Full::new(bytes).map_err(never as fn(Infallible) -> wasmtime_wasi_http::Error)
+}
+
+/// Sends `req` with the same client (hyper + rustls + webpki roots) the component's own requests
+/// use, within `attempt_timeout`. A 2xx answer's body is not read at all; of an error answer only
+/// the start is (an endpoint, or whatever answers in its place, may send an endless body).
+async fn exchange(req: http::Request<RequestBody>, attempt_timeout: Duration) -> Exchange {
+    let options = wasmtime_wasi_http::RequestOptions {
+        connect_timeout: Some(Duration::from_secs(10)),
+        first_byte_timeout: Some(Duration::from_secs(30)),
+        between_bytes_timeout: Some(Duration::from_secs(30)),
+    };
+    let exchange = async {
+        let (resp, io) = wasmtime_wasi_http::default_send_request(req, Some(options)).await?;
+        // Drive the connection while we read the body.
+        let io = tokio::spawn(io);
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = if classify(status) == StatusClass::Accepted {
+            Vec::new()
+        } else {
+            read_prefix(resp.into_body(), MAX_ERROR_BODY).await
+        };
+        io.abort();
+        Ok::<_, wasmtime_wasi_http::Error>((status, retry_after, body))
+    };
+    match tokio::time::timeout(attempt_timeout, exchange).await {
+        Err(_) => Exchange::TimedOut,
+        Ok(Err(ref e @ wasmtime_wasi_http::Error::Tls(ref io))) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Exchange::Refused(format!("{e}; the endpoint needs a certificate from a public CA (webpki roots) for its host name"))
+        }
+        Ok(Err(e @ wasmtime_wasi_http::Error::InvalidDnsNameError(_))) => Exchange::Refused(e.to_string()),
+        Ok(Err(e)) => Exchange::Failed(e.to_string()),
+        Ok(Ok((status, retry_after, body))) => Exchange::Answered { status, retry_after, body },
+    }
+}
+
+/// How much of an error answer is read, for the message; the rest is never read. The same as
+/// the HTTP sink component's (sinks/http).
+pub const MAX_ERROR_BODY: usize = 4096;
+
+/// At most `limit` bytes from the start of `body`; stops reading there, and at the first error
+/// (the start is only for a message, so a broken body just ends it).
+async fn read_prefix<B>(body: B, limit: usize) -> Vec<u8>
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let take = data.len().min(limit - out.len());
+                    out.extend_from_slice(&data[..take]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    out
 }
 
 /// The start of an error body, for the operator; bodies can be large. An
@@ -491,6 +726,20 @@ mod tests {
             SinkSpec::Http(_)
         ));
         assert_eq!("none".parse::<SinkSpec>().unwrap(), SinkSpec::None);
+        assert_eq!(
+            "s3://logs/slack/audit".parse::<SinkSpec>().unwrap(),
+            SinkSpec::S3 {
+                bucket: "logs".into(),
+                prefix: "slack/audit".into()
+            }
+        );
+        assert_eq!(
+            "s3://logs".parse::<SinkSpec>().unwrap(),
+            SinkSpec::S3 {
+                bucket: "logs".into(),
+                prefix: String::new()
+            }
+        );
         for bad in [
             "",
             "file:",
@@ -500,6 +749,8 @@ mod tests {
             "http:https://",
             "http:https://u:p@h/",
             "http:https://a b/",
+            "s3://",
+            "s3:///prefix",
         ] {
             let e = bad.parse::<SinkSpec>().unwrap_err();
             assert!(e.to_string().contains("--sink"), "{bad}: {e}");
@@ -534,13 +785,13 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         std::fs::write(&path, b"{\"old\":1}\n").unwrap();
         let sink = Sink::new(&SinkSpec::File(path.clone()), None).unwrap();
-        sink.write("audit", 2, b"{\"a\":1}\n{\"a\":2}\n".to_vec())
+        sink.write("audit", 2, b"{\"a\":1}\n{\"a\":2}\n".to_vec(), "key")
             .await
             .unwrap();
-        sink.write("audit", 1, b"{\"a\":3}\n".to_vec())
+        sink.write("audit", 1, b"{\"a\":3}\n".to_vec(), "key")
             .await
             .unwrap();
-        sink.write("access", 1, b"{\"b\":1}\n".to_vec())
+        sink.write("access", 1, b"{\"b\":1}\n".to_vec(), "key")
             .await
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -575,6 +826,18 @@ mod tests {
     fn script_server(
         script: Vec<u16>,
     ) -> (String, Arc<AtomicUsize>, Arc<Mutex<(String, Vec<u8>)>>) {
+        script_server_with_bodies(
+            script
+                .into_iter()
+                .map(|s| (s, "nope".to_string()))
+                .collect(),
+        )
+    }
+
+    /// [`script_server`] answering each request with the next status and body of `script`.
+    fn script_server_with_bodies(
+        script: Vec<(u16, String)>,
+    ) -> (String, Arc<AtomicUsize>, Arc<Mutex<(String, Vec<u8>)>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/ingest", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
@@ -603,9 +866,10 @@ mod tests {
                 reader.read_exact(&mut body).unwrap();
                 let n = h.fetch_add(1, Ordering::SeqCst);
                 *l.lock().unwrap() = (head, body);
-                let status = script.get(n).copied().unwrap_or(200);
+                let (status, text) = script.get(n).cloned().unwrap_or((200, String::new()));
                 let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope"
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
                 );
                 let _ = conn.write_all(reply.as_bytes());
             }
@@ -626,7 +890,7 @@ mod tests {
     async fn http_sink_posts_ndjson_with_bearer_token() {
         let (url, hits, last) = script_server(vec![200]);
         let sink = Sink::http_with_policy(url.parse().unwrap(), Some("s3cret".into()), fast());
-        sink.write("audit", 1, b"{\"id\":\"x\"}\n".to_vec())
+        sink.write("audit", 1, b"{\"id\":\"x\"}\n".to_vec(), "key")
             .await
             .unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -647,11 +911,15 @@ mod tests {
     async fn http_sink_retries_5xx_429_408_then_succeeds() {
         let (url, hits, _) = script_server(vec![503, 429, 200]);
         let sink = Sink::http_with_policy(url.parse().unwrap(), None, fast());
-        sink.write("audit", 1, b"{}\n".to_vec()).await.unwrap();
+        sink.write("audit", 1, b"{}\n".to_vec(), "key")
+            .await
+            .unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 3);
         let (url, hits, _) = script_server(vec![408, 200]);
         let sink = Sink::http_with_policy(url.parse().unwrap(), None, fast());
-        sink.write("audit", 1, b"{}\n".to_vec()).await.unwrap();
+        sink.write("audit", 1, b"{}\n".to_vec(), "key")
+            .await
+            .unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 
@@ -659,7 +927,10 @@ mod tests {
     async fn http_sink_gives_up_as_unavailable() {
         let (url, hits, _) = script_server(vec![500, 502, 503, 504, 500]);
         let sink = Sink::http_with_policy(url.parse().unwrap(), None, fast());
-        let e = sink.write("audit", 1, b"{}\n".to_vec()).await.unwrap_err();
+        let e = sink
+            .write("audit", 1, b"{}\n".to_vec(), "key")
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, SinkFailure::Unavailable(m) if m.contains("3 tries")),
             "{e:?}"
@@ -672,12 +943,94 @@ mod tests {
     async fn http_sink_rejects_4xx_at_once() {
         let (url, hits, _) = script_server(vec![413, 200]);
         let sink = Sink::http_with_policy(url.parse().unwrap(), None, fast());
-        let e = sink.write("audit", 1, b"{}\n".to_vec()).await.unwrap_err();
+        let e = sink
+            .write("audit", 1, b"{}\n".to_vec(), "key")
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, SinkFailure::Rejected(m) if m.contains("413")),
             "{e:?}"
         );
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// A server that answers every request with `status` and a body that never ends (chunks
+    /// until the client goes away); returns its URL, a request counter and the body bytes it
+    /// managed to send.
+    fn endless_body_server(status: u16) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (h, sent2) = (hits.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                h.fetch_add(1, Ordering::SeqCst);
+                let sent = sent2.clone();
+                std::thread::spawn(move || {
+                    // The request is not read: the answer starts at once.
+                    let head = format!("HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\n\r\n");
+                    if conn.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let chunk = format!("10000\r\n{}\r\n", "e".repeat(0x10000));
+                    while conn.write_all(chunk.as_bytes()).is_ok() {
+                        sent.fetch_add(0x10000, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        (url, hits, sent)
+    }
+
+    /// An endless error body: the message comes from its start, at once, and reading stops
+    /// there (it used to be read whole, until the attempt timed out, held in memory).
+    #[tokio::test]
+    async fn http_sink_reads_only_the_start_of_an_error_answer() {
+        let (url, hits, sent) = endless_body_server(503);
+        let policy = RetryPolicy { tries: 1, ..fast() };
+        let sink = Sink::http_with_policy(url.parse().unwrap(), None, policy);
+        let started = std::time::Instant::now();
+        let e = sink
+            .write("audit", 1, b"{}\n".to_vec(), "key")
+            .await
+            .unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("HTTP 503") && message.contains("eeee"),
+            "{message}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}: {message}",
+            started.elapsed()
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = sent.load(Ordering::SeqCst);
+        assert!(
+            sent < 32 << 20,
+            "the server could send {sent} bytes: the body was read on"
+        );
+    }
+
+    /// A 2xx answer is an acknowledgement whatever its body: accepted at once, not retried (an
+    /// endless body used to time the attempt out, and the batch was sent again).
+    #[tokio::test]
+    async fn http_sink_does_not_read_the_body_of_a_2xx_answer() {
+        let (url, hits, _) = endless_body_server(200);
+        let sink = Sink::http_with_policy(url.parse().unwrap(), None, fast());
+        let started = std::time::Instant::now();
+        sink.write("audit", 1, b"{}\n".to_vec(), "key")
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "sent once");
     }
 
     #[test]
@@ -707,7 +1060,134 @@ mod tests {
             .port();
         let url = format!("http://127.0.0.1:{port}/x");
         let sink = Sink::http_with_policy(url.parse().unwrap(), None, fast());
-        let e = sink.write("audit", 1, b"{}\n".to_vec()).await.unwrap_err();
+        let e = sink
+            .write("audit", 1, b"{}\n".to_vec(), "key")
+            .await
+            .unwrap_err();
         assert!(matches!(e, SinkFailure::Unavailable(_)), "{e:?}");
+    }
+
+    const S3_SECRET: &str = "s3-secret/key+Kq7Zw2Rf";
+    const S3_TOKEN: &str = "s3-session/token+Vb3Xn8Tm==";
+    const BATCH_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn s3_settings(endpoint: &str) -> sink_s3::Settings {
+        sink_s3::Settings::from_aws_env("logs", "slack", |name| match name {
+            "AWS_ENDPOINT_URL" => Some(endpoint.to_string()),
+            "AWS_REGION" => Some("eu-west-1".into()),
+            "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some(S3_SECRET.into()),
+            "AWS_SESSION_TOKEN" => Some(S3_TOKEN.into()),
+            _ => None,
+        })
+    }
+
+    fn endpoint_of(url: &str) -> String {
+        url.trim_end_matches("/ingest").to_string()
+    }
+
+    #[tokio::test]
+    async fn s3_sink_puts_a_signed_gzip_object_named_by_the_batch_key() {
+        let (url, hits, last) = script_server(vec![503, 200]);
+        let sink = Sink::s3_with_policy(&s3_settings(&endpoint_of(&url)), fast());
+        let ndjson =
+            b"{\"id\":\"a\",\"time\":1700000000}\n{\"id\":\"b\",\"time\":1700000001}\n".to_vec();
+        sink.write("audit", 2, ndjson, BATCH_KEY).await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "the 503 was retried");
+        let (head, body) = last.lock().unwrap().clone();
+        let lower = head.to_ascii_lowercase();
+        let path = format!("put /logs/slack/stream%3daudit/date%3d2023-11-14/{BATCH_KEY}.ndjson.gz?x-amz-algorithm=aws4-hmac-sha256");
+        assert!(lower.starts_with(&path), "{head}");
+        for h in [
+            "content-encoding: gzip",
+            "content-type: application/x-ndjson",
+            "content-md5: ",
+            "host: 127.0.0.1:",
+            "x-amz-security-token=",
+        ] {
+            assert!(lower.contains(h), "{h} in {head}");
+        }
+        assert!(!head.contains("Kq7Zw2Rf"), "the secret key is never sent");
+        assert_eq!(&body[..2], &[0x1f, 0x8b], "a gzip body");
+        assert!(
+            lower.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        assert_eq!(sink.totals()["audit"].records, 2);
+        assert!(
+            sink.describe()
+                .starts_with("s3://logs/slack/ at http://127.0.0.1:"),
+            "{}",
+            sink.describe()
+        );
+    }
+
+    #[tokio::test]
+    async fn s3_sink_says_what_to_fix_and_never_shows_a_secret() {
+        let echo = format!(
+            "<Error><Code>SignatureDoesNotMatch</Code><Message>expected {S3_TOKEN} {S3_SECRET}</Message>\
+             <CanonicalRequest>X-Amz-Security-Token={}</CanonicalRequest></Error>",
+            url_encoded(S3_TOKEN)
+        );
+        let (url, hits, _) = script_server_with_bodies(vec![(403, echo.clone()), (503, echo)]);
+        let sink = Sink::s3_with_policy(&s3_settings(&endpoint_of(&url)), fast());
+        let e = sink
+            .write("audit", 1, b"{\"time\":1}\n".to_vec(), BATCH_KEY)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SinkFailure::Unavailable(m) if m.contains("AWS_SECRET_ACCESS_KEY")),
+            "{e:?}"
+        );
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "a signature problem is not retried"
+        );
+        let shown = e.to_string();
+        for piece in ["Kq7Zw2Rf", "Vb3Xn8Tm"] {
+            assert!(!shown.contains(piece), "{shown}");
+        }
+        // A batch without a key (a collector older than the sink) cannot name its object.
+        let e = sink
+            .write("audit", 1, b"{}\n".to_vec(), "")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SinkFailure::Rejected(m) if m.contains("batch key")),
+            "{e:?}"
+        );
+        // Missing credentials stop the host before anything is collected.
+        let mut settings = s3_settings("http://127.0.0.1:9");
+        settings.secret_access_key = None;
+        let e = S3Sink::new(&settings, fast()).err().unwrap().to_string();
+        assert!(e.contains("AWS_SECRET_ACCESS_KEY"), "{e}");
+    }
+
+    fn url_encoded(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retry_backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy::default();
+        let waits: Vec<Duration> = (1..=4).map(|n| p.backoff(n)).collect();
+        assert_eq!(
+            waits,
+            [
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(2)
+            ]
+        );
     }
 }

@@ -160,23 +160,34 @@ fn reset_deletes_only_the_chosen_checkpoints_and_says_what_happens_next() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// With a state file, "a pass is running" is the state file's lock (`state.db.lock`), held by
+/// every pass: reset refuses while another process holds it. A lease without a live holder is
+/// a dead pass's and no obstacle: reset deletes it with the checkpoint.
 #[test]
-fn reset_refuses_while_a_pass_holds_the_stream_lease() {
+fn reset_refuses_while_a_pass_holds_the_state_file_and_clears_a_dead_passs_lease() {
     let dir = scratch("reset-lease");
     let state = fixture(&dir);
     let in_a_minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 60;
     let lease = format!(r#"{{"owner":"pass-abc","expires":{in_a_minute}}}"#);
     state_file(&state, &[("slack-logs/v1/audit/org/lease", lease.as_bytes())]);
+
+    // A live pass: this test process holds the lock, as a running host would.
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("state.db.lock")).unwrap();
+    lock.lock().unwrap();
     let out = isolated(&dir).args(["--state", &state.display().to_string(), "reset", "audit", "--yes"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("pass-abc") && stderr.contains("nothing was deleted"), "{stderr}");
+    assert!(stderr.contains("running a pass on the state file") && stderr.contains("nothing was deleted"), "{stderr}");
     assert!(keys(&state).contains(&AUDIT.to_string()));
-    // An expired lease is no obstacle.
-    state_file(&state, &[("slack-logs/v1/audit/org/lease", br#"{"owner":"pass-abc","expires":1}"#)]);
+    drop(lock);
+
+    // No live holder: the unexpired lease was left by a pass that died, and goes with the reset.
     let out = isolated(&dir).args(["--state", &state.display().to_string(), "reset", "audit", "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!keys(&state).contains(&AUDIT.to_string()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("deleted slack-logs/v1/audit/org/lease"), "{stdout}");
+    let left = keys(&state);
+    assert!(!left.contains(&AUDIT.to_string()) && !left.contains(&"slack-logs/v1/audit/org/lease".to_string()), "{left:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

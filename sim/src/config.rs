@@ -3,7 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Which `team.accessLogs` field orders rows and is compared with `before` (Q23).
+/// Which `team.accessLogs` field orders rows (Q23) and, unless `access_filter_key` says
+/// otherwise, is compared with `before`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AccessSortKey {
     #[default]
@@ -123,6 +124,16 @@ pub struct SimConfig {
     /// Classic accessLogs requests for this page or later fail with `fatal_error`
     /// (Slack's "use cursor pagination if you get 500/fatal_error" case).
     pub access_classic_fatal_from_page: Option<u32>,
+    /// Which field accessLogs' `before` is compared with; `None`: the sort key (what Slack's
+    /// "time travel" advice implies). The other field is the undocumented alternative.
+    pub access_filter_key: Option<AccessSortKey>,
+    /// accessLogs cursors hold a position number in the listing (an offset) instead of the
+    /// last row served, so rows leaving the listing shift the unread ones past the cursor.
+    pub access_offset_cursor: bool,
+    /// Every this many accessLogs requests (0: never), `access_touch_rows` random rows are used
+    /// again at the simulator's now before the answer: rows changing while a walk pages.
+    pub access_touch_every: usize,
+    pub access_touch_rows: usize,
     /// Apply the classic caps to integrationLogs too (Q38).
     pub integration_caps: bool,
     /// integrationLogs answers `paid_only` on free plans too.
@@ -130,6 +141,9 @@ pub struct SimConfig {
     pub integration_unknown_change_type: UnknownChangeType,
     pub integration_paging_count: IntegrationPagingCount,
     pub integration_order: IntegrationOrder,
+    /// Percent of generated integration entries followed by byte-identical copies (one or two,
+    /// same second), as a script that re-adds an app twice in a second makes. 0: none.
+    pub integration_identical_percent: u32,
 
     // ---- OAuth install flow (`/oauth/v2/authorize`, `oauth.v2.access`) ----
     /// The simulated app's Client ID and Client Secret.
@@ -183,11 +197,16 @@ impl Default for SimConfig {
             access_max_limit: 999,
             access_cursor_paging: false,
             access_classic_fatal_from_page: None,
+            access_filter_key: None,
+            access_offset_cursor: false,
+            access_touch_every: 0,
+            access_touch_rows: 0,
             integration_caps: true,
             integration_paid_only: false,
             integration_unknown_change_type: UnknownChangeType::Reject,
             integration_paging_count: IntegrationPagingCount::Returned,
             integration_order: IntegrationOrder::NewestFirst,
+            integration_identical_percent: 0,
             oauth_client_id: "1000000001.2000000002".to_string(),
             oauth_client_secret: "sim-client-secret-0123456789abcdef".to_string(),
             tier2_per_minute: 20,

@@ -157,6 +157,13 @@ impl Simulator {
         self.sim.set_now(now);
     }
 
+    /// Runs Slack's clock `seconds` off the wall clock (negative: behind it), as seen in every
+    /// answer's `Date` header and in what counts as "the future" (`invalid_range`). Stands in for
+    /// a collector host whose clock is off.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.sim.set_clock_offset(seconds);
+    }
+
     /// What the simulated admin does on the next visits to `/oauth/v2/authorize`.
     pub fn set_oauth_consent(&self, consent: OAuthConsent) {
         lock(&self.sim.oauth).consent = consent;
@@ -228,6 +235,12 @@ impl Simulator {
         write(&self.sim.access).add(&self.sim.world, n, from, to.max(from));
     }
 
+    /// Adds `n` new combinations, each one row with exactly `date_first` and `date_last`: a tie
+    /// of `n` rows under either sort key.
+    pub fn add_access_tie(&self, n: usize, date_first: i64, date_last: i64) {
+        write(&self.sim.access).add_tie(&self.sim.world, n, date_first, date_last);
+    }
+
     /// Adds `n` entries whose `date` lies in `[from, to]`.
     pub fn add_integration_entries(&self, n: usize, from: i64, to: i64) {
         write(&self.sim.integration).add(&self.sim.world, n, from, to.max(from));
@@ -283,6 +296,12 @@ impl Simulator {
             .collect()
     }
 
+    /// Every state any access row has had (as added, then after each use), oldest first.
+    pub fn access_history(&self) -> Vec<AccessRowTruth> {
+        let store = read(&self.sim.access);
+        store.history.iter().map(|r| store.truth(&self.sim.world, r)).collect()
+    }
+
     /// Every integration entry exactly as served, in serving order.
     pub fn integration_truth(&self) -> Vec<serde_json::Value> {
         let store = read(&self.sim.integration);
@@ -320,6 +339,29 @@ impl Simulator {
     /// Sleep this long before answering each request (zero turns it off).
     pub fn set_response_delay(&self, d: Duration) {
         *lock(&self.sim.response_delay) = d;
+    }
+
+    /// Adds `n` workspaces to the org (ids `T0SIMW0001`, …): org-level tokens are granted them and
+    /// `auth.teams.list` lists them. Their logs are the org's shared data, with their own ids.
+    pub fn add_workspaces(&self, n: usize) -> Vec<String> {
+        let mut tokens = write(&self.sim.tokens);
+        let start = tokens
+            .values()
+            .map(|t| t.granted_teams.len())
+            .max()
+            .unwrap_or(0);
+        let ids: Vec<String> = (start..start + n).map(|i| format!("T0SIMW{i:04}")).collect();
+        for spec in tokens.values_mut() {
+            if spec.level == InstallLevel::Org {
+                spec.granted_teams.extend(ids.iter().cloned());
+            }
+        }
+        ids
+    }
+
+    /// `team.*` answers for workspace `team_id` take `d` longer (a busy workspace).
+    pub fn set_team_delay(&self, team_id: &str, d: Duration) {
+        lock(&self.sim.team_delays).insert(team_id.to_string(), d);
     }
 
     /// Every request served so far, oldest first.

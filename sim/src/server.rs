@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::faults::Fault;
 use crate::http::{self, ReadError, Request, Response};
@@ -109,7 +109,12 @@ fn serve_requests(reader: &mut BufReader<TcpStream>, writer: &mut BufWriter<TcpS
         }
         let keep_alive = req.keep_alive();
         match dispatch(sim, &req) {
-            Outcome::Respond(resp) => {
+            Outcome::Respond(mut resp) => {
+                // Slack's clock, as every answer of Slack's carries it (RFC 9110 §6.6.1).
+                if !resp.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
+                    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(sim.now()).unwrap_or(0));
+                    resp.headers.push(("Date".into(), httpdate::fmt_http_date(at)));
+                }
                 if http::write_response(writer, &resp, req.method == "HEAD", keep_alive).is_err()
                     || !keep_alive
                 {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub(crate) struct Sim {
     pub config: SimConfig,
     pub world: World,
     now_override: Mutex<Option<i64>>,
+    /// Seconds Slack's clock is off the wall clock (negative: behind it).
+    clock_offset: AtomicI64,
     pub audit: RwLock<AuditStore>,
     pub access: RwLock<AccessStore>,
     pub integration: RwLock<IntegrationStore>,
@@ -51,6 +53,8 @@ pub(crate) struct Sim {
     pub log: Mutex<Vec<RecordedRequest>>,
     pub request_count: AtomicUsize,
     pub response_delay: Mutex<Duration>,
+    /// Extra delay of `team.*` answers for one workspace: a busy workspace whose walks are slow.
+    pub team_delays: Mutex<HashMap<String, Duration>>,
     pub shutdown: AtomicBool,
     pub connections: Mutex<HashMap<u64, TcpStream>>,
     pub next_connection: AtomicU64,
@@ -68,10 +72,11 @@ impl Sim {
         audit.insert(events);
         let mut access = AccessStore::new(config.seed, config.access_sort_key);
         access.add(&world, config.access_rows, from, to);
-        let mut integration = IntegrationStore::new(config.seed);
+        let mut integration = IntegrationStore::new(config.seed, config.integration_identical_percent);
         integration.add(&world, config.integration_entries, from, to);
         Sim {
             now_override: Mutex::new(config.now),
+            clock_offset: AtomicI64::new(0),
             config,
             world,
             audit: RwLock::new(audit),
@@ -85,6 +90,7 @@ impl Sim {
             log: Mutex::new(Vec::new()),
             request_count: AtomicUsize::new(0),
             response_delay: Mutex::new(Duration::ZERO),
+            team_delays: Mutex::new(HashMap::new()),
             shutdown: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
@@ -93,7 +99,12 @@ impl Sim {
 
     /// The simulated "now" in unix seconds.
     pub(crate) fn now(&self) -> i64 {
-        lock(&self.now_override).unwrap_or_else(wall_clock)
+        lock(&self.now_override)
+            .unwrap_or_else(|| wall_clock() + self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_clock_offset(&self, seconds: i64) {
+        self.clock_offset.store(seconds, Ordering::Relaxed);
     }
 
     pub(crate) fn set_now(&self, now: Option<i64>) {

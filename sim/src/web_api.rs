@@ -1,6 +1,7 @@
 //! The Web API methods `team.accessLogs` and `team.integrationLogs` (reference §1–3, §7.2–7.3).
 //! Errors are HTTP 200 `{"ok":false,"error":…}`, except `ratelimited` (429).
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::bearer;
@@ -14,7 +15,7 @@ use crate::json::{push_str, Obj};
 use crate::server::error_body;
 use crate::state::Sim;
 use crate::tokens::{InstallLevel, Plan, TokenKind, WORKSPACE_IDS};
-use crate::{lock, read};
+use crate::{lock, read, write};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Method {
@@ -185,6 +186,10 @@ fn authorize(sim: &Sim, req: &Request, method: Method, args: &Args) -> Result<St
             }))
         }
     };
+    let busy = lock(&sim.team_delays).get(&team).copied();
+    if let Some(d) = busy {
+        sim.sleep(d);
+    }
     if cfg.rate_limit {
         let key = format!("{}:{team}", method.name());
         if let Err(wait) = lock(&sim.limiter).take(&key, cfg.tier2_per_minute, cfg.tier2_burst) {
@@ -266,6 +271,15 @@ fn logins_array(sim: &Sim, rows: &[AccessRow], positions: &[usize]) -> String {
     out
 }
 
+/// The position an offset cursor holds (`SimConfig::access_offset_cursor`): how many rows of
+/// the listing were served, whatever has changed in it since.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessOffset {
+    offset: usize,
+    issued: u64,
+}
+
 fn access_logs(sim: &Sim, args: &Args) -> Result<Response, Response> {
     let cfg = &sim.config;
     let before = match args.get("before") {
@@ -280,9 +294,18 @@ fn access_logs(sim: &Sim, args: &Args) -> Result<Response, Response> {
         return Err(fail("invalid_limit"));
     }
     let cursor = args.get("cursor");
+    if cfg.access_touch_every > 0 {
+        // Rows used again while a walk pages through them.
+        let mut store = write(&sim.access);
+        store.served += 1;
+        if store.served.is_multiple_of(cfg.access_touch_every) {
+            store.touch(cfg.access_touch_rows, sim.now());
+        }
+    }
     let store = read(&sim.access);
-    let len = store.order.len();
-    let start = store.first_at_or_before(before);
+    let filter = cfg.access_filter_key.unwrap_or(cfg.access_sort_key);
+    let listing = store.listing(before, filter);
+    let len = listing.len();
     let mut body = String::new();
     let mut o = Obj::new(&mut body);
     o.bool("ok", true);
@@ -299,23 +322,29 @@ fn access_logs(sim: &Sim, args: &Args) -> Result<Response, Response> {
                 error_body("fatal_error"),
             ));
         }
-        let from = (start + (page - 1) * count).min(len);
+        let from = ((page - 1) * count).min(len);
         let to = (from + count).min(len);
-        o.raw(
-            "logins",
-            &logins_array(sim, &store.rows, &store.order[from..to]),
-        );
-        write_paging(&mut o, count, len - start, page, count);
+        o.raw("logins", &logins_array(sim, &store.rows, &listing[from..to]));
+        write_paging(&mut o, count, len, page, count);
     } else {
-        // cursor mode: keyset on (sort key, row id)
+        // cursor mode: keyset on (sort key, row id), or an offset into the listing
         let limit = if limit == 0 { 100 } else { limit as usize };
-        let mut from = start;
+        let mut from = 0;
         if let Some(c) = cursor {
-            let pos: AccessPosition = sim.cursors.decode(c).map_err(|_| fail("invalid_cursor"))?;
+            let issued = if cfg.access_offset_cursor {
+                let pos: AccessOffset =
+                    sim.cursors.decode(c).map_err(|_| fail("invalid_cursor"))?;
+                from = pos.offset.min(len);
+                pos.issued
+            } else {
+                let pos: AccessPosition =
+                    sim.cursors.decode(c).map_err(|_| fail("invalid_cursor"))?;
+                from = store.first_after(&listing, pos.before_key, pos.before_row);
+                pos.issued
+            };
             sim.cursors
-                .check(pos.issued, cfg.cursor_ttl)
+                .check(issued, cfg.cursor_ttl)
                 .map_err(|_| fail("invalid_cursor"))?;
-            from = from.max(store.first_after(pos.before_key, pos.before_row));
         }
         let page_size = if cfg.short_pages && from % 3 == 1 {
             (limit / 2).max(1)
@@ -323,21 +352,22 @@ fn access_logs(sim: &Sim, args: &Args) -> Result<Response, Response> {
             limit
         };
         let to = (from + page_size).min(len);
-        o.raw(
-            "logins",
-            &logins_array(sim, &store.rows, &store.order[from..to]),
-        );
+        o.raw("logins", &logins_array(sim, &store.rows, &listing[from..to]));
         if cfg.access_cursor_paging {
-            write_paging(&mut o, limit, len - start, 1, limit);
+            write_paging(&mut o, limit, len, 1, limit);
         }
         let next = (to > from && to < len).then(|| {
-            let last = &store.rows[store.order[to - 1]];
-            let position = AccessPosition {
-                before_key: store.key(last),
-                before_row: last.row_id,
-                issued: sim.cursors.issue(),
-            };
-            sim.cursors.encode(&position)
+            let issued = sim.cursors.issue();
+            if cfg.access_offset_cursor {
+                sim.cursors.encode(&AccessOffset { offset: to, issued })
+            } else {
+                let last = &store.rows[listing[to - 1]];
+                sim.cursors.encode(&AccessPosition {
+                    before_key: store.key(last),
+                    before_row: last.row_id,
+                    issued,
+                })
+            }
         });
         write_next_cursor(&mut o, next, cfg.web_end_form);
     }

@@ -76,7 +76,7 @@ fn ensure_wasm_target() {
 }
 
 /// The sink components Spin plugs into the collector's `sink` import (spin.toml's dependencies).
-const SINK_PACKAGES: &[&str] = &["sink-stdout", "sink-http"];
+const SINK_PACKAGES: &[&str] = &["sink-stdout", "sink-http", "sink-s3"];
 
 fn build_component() {
     ensure_wasm_target();
@@ -89,7 +89,7 @@ fn build_component() {
     }
     status(
         &mut cmd,
-        "building the collector and sink components (target/wasm32-wasip2/release/{slack_logs_collector,sink_stdout,sink_http}.wasm)",
+        "building the collector and sink components (target/wasm32-wasip2/release/{slack_logs_collector,sink_stdout,sink_http,sink_s3}.wasm)",
     );
 }
 

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::env::{HttpResponse, RecordSink, SinkBatch, SinkError, Transport, TransportError};
 use crate::fetch::{Deadline, FetchStats};
+use crate::record::content_id;
 use crate::synthetic::parse_query;
 use crate::testutil::{MemStore, ScriptedTransport, TestClock, VecSink};
 
@@ -29,14 +30,13 @@ struct Row {
 impl Row {
     /// The record id from its definition, computed here rather than by the code under test.
     fn state_id(&self) -> String {
-        let h = fnv1a64(&[
+        content_id(&[
             self.user.as_bytes(),
             self.ip.as_deref().unwrap_or("").as_bytes(),
             self.ua.as_bytes(),
             self.df.to_string().as_bytes(),
             self.dl.to_string().as_bytes(),
-        ]);
-        format!("{h:016x}")
+        ])
     }
 
     /// Spaced JSON with fields the collector does not read, to check bytes travel unchanged.
@@ -63,6 +63,10 @@ enum ModelSort {
 struct Model {
     rows: Vec<Row>,
     sort: ModelSort,
+    /// The field `before` compares with; `None`: the sort key.
+    filter: Option<ModelSort>,
+    /// Cursors hold a position number in the listing instead of the last row served.
+    offset_cursor: bool,
     next_id: u64,
     /// Time of the mutations the model makes on its own (`touch_at`).
     now: i64,
@@ -111,6 +115,8 @@ impl Model {
         Model {
             rows: Vec::new(),
             sort,
+            filter: None,
+            offset_cursor: false,
             next_id: 1,
             now: T0,
             history: Vec::new(),
@@ -166,15 +172,14 @@ impl Model {
             )
         };
         // One row per user+IP+UA+date_first, as Slack aggregates.
-        let df = if self
+        let mut df = df;
+        while self
             .rows
             .iter()
             .any(|r| r.user == user && r.ip == ip && r.ua == ua && r.df == df)
         {
-            df - 1
-        } else {
-            df
-        };
+            df -= 1;
+        }
         let row = Row {
             id,
             user,
@@ -205,6 +210,25 @@ impl Model {
         self.history.push(r.clone());
     }
 
+    /// `n` new combinations all first and last seen at `t`: a tie under either order.
+    fn add_tie(&mut self, n: usize, t: i64) {
+        for k in 0..n {
+            let id = self.next_id;
+            self.next_id += 1;
+            let row = Row {
+                id,
+                user: format!("U{:03}", k % 7),
+                ip: Some(format!("198.51.{}.{}", (k / 250) % 256, k % 250)),
+                ua: format!("Slack/4.{k} tie"),
+                df: t,
+                dl: t,
+                count: 1,
+            };
+            self.history.push(row.clone());
+            self.rows.push(row);
+        }
+    }
+
     fn key(&self, r: &Row) -> i64 {
         match self.sort {
             ModelSort::DateFirst | ModelSort::RowId => r.df,
@@ -212,9 +236,23 @@ impl Model {
         }
     }
 
-    /// Rows with `sort key <= before`, newest first, ties by row id (descending).
+    /// The value `before` is compared with.
+    fn filtered(&self, r: &Row) -> i64 {
+        match self.filter {
+            None => self.key(r),
+            Some(ModelSort::DateLast) => r.dl,
+            Some(_) => r.df,
+        }
+    }
+
+    /// Rows with `before`'s field `<= before`, newest first by the sort key, ties by row id
+    /// (descending).
     fn listing(&self, before: i64) -> Vec<&Row> {
-        let mut v: Vec<&Row> = self.rows.iter().filter(|r| self.key(r) <= before).collect();
+        let mut v: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| self.filtered(r) <= before)
+            .collect();
         match self.sort {
             ModelSort::RowId => v.sort_by_key(|r| r.id),
             _ => v.sort_by(|a, b| self.key(b).cmp(&self.key(a)).then(b.id.cmp(&a.id))),
@@ -260,10 +298,13 @@ impl Model {
                 let Some((key, id)) = decode_cursor(c) else {
                     return fail("invalid_cursor");
                 };
-                from = all
-                    .iter()
-                    .position(|r| (self.key(r), r.id) < (key, id))
-                    .unwrap_or(all.len());
+                from = if self.offset_cursor {
+                    usize::try_from(id).unwrap_or(usize::MAX).min(all.len())
+                } else {
+                    all.iter()
+                        .position(|r| (self.key(r), r.id) < (key, id))
+                        .unwrap_or(all.len())
+                };
             }
             let size = if self.short_pages && all.len() - from > 1 {
                 (limit / 2).max(1)
@@ -273,6 +314,8 @@ impl Model {
             let to = (from + size).min(all.len());
             let next = if self.repeat_cursor && get("cursor").is_some() {
                 get("cursor").unwrap_or_default().to_string()
+            } else if to < all.len() && to > from && self.offset_cursor {
+                encode_cursor(-1, to as u64)
             } else if to < all.len() && to > from {
                 encode_cursor(self.key(all[to - 1]), all[to - 1].id)
             } else {
@@ -414,6 +457,8 @@ fn config(mode: &str, sort_key: &str, page_size: u32, extra: &[(&str, &str)]) ->
         ("access_page_size", &page),
         ("max_run_seconds", "60"),
         ("request_timeout_seconds", "5"),
+        // One second, as the walks of these tests were planned; the lag has its own tests.
+        ("access_lag_seconds", "1"),
     ];
     for (k, v) in extra {
         pairs.retain(|(pk, _)| pk != k);
@@ -578,7 +623,11 @@ impl Run {
             "checkpoint size {}",
             stored.encode().len()
         );
-        let w_final = stored.watermark;
+        // A walk in progress delivers up to its bound.
+        let w_final = stored
+            .walk
+            .as_ref()
+            .map_or(stored.watermark, |w| w.before.max(stored.watermark));
         let emitted: BTreeSet<String> = self.sink.ids.iter().cloned().collect();
         let repeats = self.sink.ids.len() - emitted.len();
         assert!(
@@ -663,11 +712,10 @@ fn churn(run: &mut Run, rng: &mut Lcg, touches: usize, adds: usize) {
 #[test]
 fn record_id_hashes_the_five_fields_and_null_ip_as_empty() {
     let id = record_id("U1", Some("10.0.0.1"), "ua", 5, 7);
-    assert_eq!(id.len(), 16);
-    assert_eq!(
-        id,
-        format!("{:016x}", fnv1a64(&[b"U1", b"10.0.0.1", b"ua", b"5", b"7"]))
-    );
+    assert_eq!(id.len(), 32);
+    assert_eq!(id, content_id(&[b"U1", b"10.0.0.1", b"ua", b"5", b"7"]));
+    // Fields are length-prefixed: moving bytes from the user agent into the IP changes the id.
+    assert_ne!(id, record_id("U1", Some("10.0.0.1u"), "a", 5, 7));
     assert_eq!(
         record_id("U1", None, "ua", 5, 7),
         record_id("U1", Some(""), "ua", 5, 7)
@@ -779,40 +827,54 @@ fn checkpoint_round_trips_and_refuses_corrupt_or_newer_formats() {
         "no history"
     );
     let cp = AccessCheckpoint {
-        v: 1,
+        v: 2,
         watermark: 5,
         order: Some(SortOrder::DateLast),
+        before_spares_date_last: true,
         walk: Some(AccessWalk {
             before: 9,
             mode: WalkMode::NewOnly,
             order: None,
             classic: true,
             refused_limit: Some(999),
+            classic_failed: true,
             position: Position {
                 date_first: Some(7),
-                first_keys: [u64::MAX, 3].into(),
+                first_keys: [u64::MAX, 3].into_iter().collect(),
+                first_forgotten: 12,
                 date_last: Some(8),
-                last_keys: BTreeSet::new(),
+                last_keys: KeyWindow::default(),
+                last_forgotten: 0,
+                witness: Some(7),
             },
             ahead: [4].into(),
+            listing: Listing {
+                anchor: Some(8),
+                served: 2_000,
+                reached: 9_000,
+                cursor: Some("dXNlcjpVMDYxTkZUVDI=".into()),
+                page: Some(3),
+                total: Some(40_000),
+            },
+            reread_at: Some((7, 8)),
         }),
         ahead: [1, 2].into(),
     };
     assert_eq!(AccessCheckpoint::decode(&cp.encode()).unwrap(), cp);
     assert_eq!(
-        AccessCheckpoint::decode(br#"{"v":1,"watermark":3}"#)
+        AccessCheckpoint::decode(br#"{"v":2,"watermark":3}"#)
             .unwrap()
             .walk,
         None
     );
     assert!(matches!(
-        AccessCheckpoint::decode(br#"{"v":2,"watermark":3}"#),
-        Err(CheckpointError::NewerVersion(2))
+        AccessCheckpoint::decode(br#"{"v":3,"watermark":3}"#),
+        Err(CheckpointError::NewerVersion(3))
     ));
     for bad in [
         &b"{not json"[..],
-        br#"{"v":1}"#,
-        br#"{"v":1,"watermark":"x"}"#,
+        br#"{"v":2}"#,
+        br#"{"v":2,"watermark":"x"}"#,
         b"",
     ] {
         let e = AccessCheckpoint::decode(bad).unwrap_err();
@@ -974,7 +1036,7 @@ fn requests_carry_the_fixed_before_limit_team_id_and_an_encoded_cursor() {
         &mut stats,
     );
     assert_eq!(end, WalkEnd::CaughtUp);
-    assert_eq!(cp.watermark, T0 - SETTLE_SECONDS);
+    assert_eq!(cp.watermark, T0 - 1, "access_lag_seconds = 1 behind now");
     assert!(store
         .map
         .contains_key("slack-logs/v1/access/T0TEAM/checkpoint"));
@@ -989,8 +1051,8 @@ fn requests_carry_the_fixed_before_limit_team_id_and_an_encoded_cursor() {
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(
             get("before"),
-            Some((T0 - 1).to_string()),
-            "before is fixed for the walk: {url}"
+            None,
+            "no `before`: the listing no row leaves (the walk applies its bound itself): {url}"
         );
         assert_eq!(get("limit").as_deref(), Some("3"));
         assert_eq!(get("team_id").as_deref(), Some("T0TEAM"));
@@ -1375,17 +1437,11 @@ fn invalid_cursor_mid_walk_resumes_from_the_position_without_loss_or_repeat() {
         run.check(true);
         let stored = run.stored().unwrap();
         assert_eq!(stored.walk, None);
-        // After a rejected cursor the next request has none, and `before` is the position.
+        // After a rejected cursor the next request has none: classic page numbers go on in
+        // the same listing (3 pages of 4 rows served: page 1 of 1000).
         let after = &run.model.requests[3];
         assert!(!after.contains("cursor="), "{after}");
-        let before: i64 = parse_query(after)
-            .into_iter()
-            .find(|(k, _)| k == "before")
-            .unwrap()
-            .1
-            .parse()
-            .unwrap();
-        assert!(before < T0 - 1, "resumed below the top: {before}");
+        assert!(after.contains("count=1000&page=1"), "{after}");
         assert!(run
             .logs
             .borrow()
@@ -1538,27 +1594,30 @@ fn classic_fallback_and_fatal_error_switch_back_to_cursor_paging() {
     );
 }
 
+/// Classic paging (cursor paging refused) over more rows than the page cap: the walk lowers
+/// `before` to its position, goes through a tie larger than a page by page number, and steps back
+/// when `paging.total` shows rows left (here a tie row used again, which leaves a listing filtered
+/// on date_last).
 #[test]
-fn classic_ties_larger_than_a_page_use_page_numbers_and_reread_when_rows_leave() {
+fn classic_walks_past_the_page_cap_and_step_back_in_a_tie_when_rows_leave() {
     let mut m = Model::new(ModelSort::DateLast);
     let mut rng = Lcg(3);
     for i in 0..8 {
         m.add_row(&mut rng, T0 - 2800 + i, T0 - 2800 + i);
     }
-    for _ in 0..13 {
-        m.add_row(&mut rng, T0 - 900, T0 - 500);
-    }
+    m.add_tie(13, T0 - 500); // ids 9..=21
     for i in 0..8 {
         m.add_row(&mut rng, T0 - 2000 + i, T0 - 200 + i);
     }
     m.max_limit = 0;
     m.max_count = 5;
     m.max_page = 4;
-    // Requests: 1 is refused (`limit`), 2 and 3 read the newest rows, 4 reads page 1 of the tie
-    // at T0-500 (ids 21..17); before page 2 the first of them (index 20) is used again: it leaves
-    // the listing and the rest shift up, so page 2 as asked would skip id 16.
-    m.touch_at = [(5, vec![20])].into();
-    let mut run = Run::new(config("activity", "auto", 10, &[]), m);
+    // Requests: 1 is refused (`limit`); 2..=5 are pages 1..=4 of the listing without `before`
+    // (29 rows: past the cap; 8 newer rows and 12 of the tie read); 6 is page 1 of
+    // before=T0-500 (tie ids 21..=17, all read); before 7 (its page 2), id 21 is used again: it
+    // leaves the listing and the rest shift up, so page 2 as asked would skip id 16.
+    m.touch_at = [(7, vec![20])].into();
+    let mut run = Run::new(config("activity", "date_last", 10, &[]), m);
     run.limits = Limits {
         classic_count: 5,
         classic_max_page: 4,
@@ -1579,18 +1638,17 @@ fn classic_ties_larger_than_a_page_use_page_numbers_and_reread_when_rows_leave()
             .filter(|u| u.contains(&tie))
             .count(),
         2,
-        "re-read from page 1 after the shift"
+        "stepped back to page 1 after the shift: {:#?}",
+        run.model.requests
     );
     assert!(
-        run.model.requests.iter().any(|u| u.contains("page=3")),
-        "the tie spans pages"
+        run.model.requests.iter().all(|u| !u.contains("page=5")),
+        "never past the cap"
     );
 
     // More rows in one second than classic paging can reach: a clear failure, not a loop.
     let mut m = Model::new(ModelSort::DateLast);
-    for _ in 0..25 {
-        m.add_row(&mut rng, T0 - 900, T0 - 500);
-    }
+    m.add_tie(25, T0 - 500);
     m.max_limit = 0;
     m.max_count = 5;
     m.max_page = 4;
@@ -1601,10 +1659,11 @@ fn classic_ties_larger_than_a_page_use_page_numbers_and_reread_when_rows_leave()
     };
     let (end, _) = run.pass();
     assert!(
-        matches!(&end, WalkEnd::Failed { code, message } if code == "over_pagination_limit" && message.contains("share") || message.contains("sort at")),
+        matches!(&end, WalkEnd::Failed { code, message } if code == "over_pagination_limit" && message.contains("cursor paging")),
         "{end:?}"
     );
     assert!(run.model.requests.iter().all(|u| !u.contains("page=5")));
+    assert!(run.model.requests.len() < 12, "{:#?}", run.model.requests);
 }
 
 #[test]
@@ -1683,6 +1742,14 @@ struct Plan {
     faults: Vec<(u8, usize)>,
     churn: Vec<(u8, u8)>,
     tick_ms: u64,
+    /// `before` filters on the field Slack does not sort by.
+    filter_other: bool,
+    /// Cursors are position numbers.
+    offset_cursor: bool,
+    /// Rows sharing one second (0: none).
+    tie: usize,
+    /// Classic paging fails (as an error in a 200 body).
+    classic_fails: bool,
 }
 
 fn plan() -> impl Strategy<Value = Plan> {
@@ -1700,6 +1767,12 @@ fn plan() -> impl Strategy<Value = Plan> {
         prop::collection::vec((0u8..6, 1usize..30), 0..6),
         prop::collection::vec((0u8..4, 0u8..3), 1..5),
         prop_oneof![Just(0u64), Just(600u64), Just(900u64)],
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![Just(0usize), 5usize..40, 100usize..400],
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
@@ -1709,6 +1782,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                 faults,
                 churn,
                 tick_ms,
+                (filter_other, offset_cursor, tie, classic_fails),
             )| Plan {
                 seed,
                 activity,
@@ -1721,6 +1795,10 @@ fn plan() -> impl Strategy<Value = Plan> {
                 faults,
                 churn,
                 tick_ms,
+                filter_other,
+                offset_cursor,
+                tie,
+                classic_fails,
             },
         )
 }
@@ -1736,11 +1814,26 @@ proptest! {
         let cfg = config(mode, sort_key, p.page, &[("max_run_seconds", "10")]);
         let mut run = Run::new(cfg, Model::generated(sort, p.seed, p.rows, T0 - 3500, T0 - 100));
         run.model.short_pages = p.short_pages;
+        if p.filter_other {
+            run.model.filter = Some(if p.sort_last { ModelSort::DateFirst } else { ModelSort::DateLast });
+        }
+        run.model.offset_cursor = p.offset_cursor;
+        // Classic paging reaches 4 pages of a listing here: a larger tie could not be passed.
+        let tie = if p.classic { p.tie.min(3 * (p.page as usize + 1)) } else { p.tie };
+        if tie > 0 {
+            run.model.add_tie(tie, T0 - 1000 - (p.seed % 2000) as i64);
+        }
+        if p.classic_fails && !p.classic {
+            run.model.classic_fatal = Some(200);
+        }
         if p.classic {
+            // Sorted by date_first with `before` on date_last, nothing lets classic paging past
+            // its cap (that failure has its own test): no cap then.
+            let cap = if p.filter_other && !p.sort_last { 100 } else { 4 };
             run.model.max_limit = 0;
             run.model.max_count = p.page + 1;
-            run.model.max_page = 4;
-            run.limits = Limits { classic_count: p.page + 1, classic_max_page: 4 };
+            run.model.max_page = cap;
+            run.limits = Limits { classic_count: p.page + 1, classic_max_page: cap };
         }
         for (kind, at) in &p.faults {
             match kind {
@@ -1755,12 +1848,22 @@ proptest! {
         let mut rng = Lcg(p.seed ^ 0x5eed);
         let mut now = T0;
         let mut changes = p.churn.iter();
+        let mut waits_for_cursor_paging = false;
         for _ in 0..60 {
             run.set_now(now);
             let (end, _) = run.pass();
             if let WalkEnd::Failed { code, message } = &end {
+                if code == "over_pagination_limit" {
+                    // Classic paging only (Slack refused cursors), past its cap of 4 tiny pages:
+                    // where no lower `before` is proven safe, or the rows at the position fill
+                    // the cap, the walk waits rather than risk hiding rows. What completed must
+                    // still be right.
+                    prop_assert!(p.classic, "{}", message);
+                    waits_for_cursor_paging = true;
+                    break;
+                }
                 // Injected faults only; anything else is a bug.
-                prop_assert!(["sink_unavailable", "store_error"].contains(&code.as_str()), "{} {}", code, message);
+                prop_assert!(["sink_unavailable", "store_error", "invalid_cursor"].contains(&code.as_str()), "{} {}", code, message);
                 prop_assert!(!message.contains(TOKEN));
                 run.sink.fail_at = None;
             }
@@ -1778,7 +1881,9 @@ proptest! {
         run.store.fail_set_at = None;
         run.set_now(now + 100);
         let (end, _) = run.pass();
-        prop_assert_eq!(end, WalkEnd::CaughtUp);
+        if !waits_for_cursor_paging {
+            prop_assert_eq!(end, WalkEnd::CaughtUp);
+        }
         run.check(false);
     }
 }
@@ -1791,10 +1896,456 @@ fn a_cursor_that_comes_back_stops_the_walk_and_the_next_pass_resumes() {
     );
     run.model.repeat_cursor = true;
     let (end, _) = run.pass();
-    assert!(matches!(&end, WalkEnd::Failed { code, .. } if code == "cursor_loop"), "{end:?}");
-    assert!(run.model.requests.len() <= 3, "stopped at once: {} requests", run.model.requests.len());
+    assert!(
+        matches!(&end, WalkEnd::Failed { code, .. } if code == "cursor_loop"),
+        "{end:?}"
+    );
+    assert!(
+        run.model.requests.len() <= 3,
+        "stopped at once: {} requests",
+        run.model.requests.len()
+    );
     // Slack pages properly again: everything arrives, nothing twice.
     run.model.repeat_cursor = false;
     run.pass_until_caught_up(1);
     run.check(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listings Slack may page in any of its undocumented ways, big ties, the lag, the old format.
+
+fn model_name(s: ModelSort) -> &'static str {
+    match s {
+        ModelSort::DateFirst => "date_first",
+        ModelSort::DateLast => "date_last",
+        ModelSort::RowId => "row id",
+    }
+}
+
+/// Every combination of the field Slack sorts by and the field `before` filters on, with keyset
+/// and offset cursors, rows used again before nearly every request, and cursors rejected (so the
+/// walk resumes by page number) or rejected with classic paging failing too (so it resumes by a
+/// lowered `before`, where that is safe, or from the start): nothing lost, nothing repeated.
+#[test]
+fn every_sort_key_filter_field_and_cursor_kind_loses_nothing_while_rows_change() {
+    for sort in [ModelSort::DateFirst, ModelSort::DateLast] {
+        for filter in [ModelSort::DateFirst, ModelSort::DateLast] {
+            for offset in [false, true] {
+                for mode in ["activity", "new-only"] {
+                    for resume in 0..3 {
+                        let label = format!(
+                            "sorted by {}, before on {}, {} cursor, {mode}, resume {resume}",
+                            model_name(sort),
+                            model_name(filter),
+                            if offset { "offset" } else { "keyset" }
+                        );
+                        let mut m = Model::generated(sort, 40 + resume, 80, T0 - 2900, T0 - 100);
+                        m.filter = Some(filter);
+                        m.offset_cursor = offset;
+                        // Rows used again before most requests, at the pass's now (past `before`).
+                        m.touch_at = (1..400).map(|n| (n, vec![n * 13 + 5, n * 7])).collect();
+                        if resume == 1 {
+                            m.invalid_cursor_at = (1..400).filter(|n| n % 11 == 0).collect();
+                        }
+                        if resume == 2 {
+                            // Without classic paging a rejected cursor may mean reading again
+                            // from the start: rarer, or no walk could finish.
+                            m.invalid_cursor_at = [6, 29, 61, 140].into();
+                            m.classic_fatal = Some(200);
+                        }
+                        let mut run =
+                            Run::new(config(mode, "auto", 4, &[("max_run_seconds", "600")]), m);
+                        let mut rng = Lcg(7);
+                        for round in 0..4 {
+                            run.set_now(T0 + round * 300);
+                            match run.pass().0 {
+                                WalkEnd::CaughtUp => {}
+                                e => {
+                                    panic!("{label} round {round}: {e:?}\n{:#?}", run.logs.borrow())
+                                }
+                            }
+                            churn(&mut run, &mut rng, 3, 2);
+                        }
+                        run.model.touch_at.clear();
+                        run.set_now(T0 + 2_000);
+                        run.pass_until_caught_up(1);
+                        run.check(false);
+                        assert!(!run.must.is_empty() || !run.must_rows.is_empty(), "{label}");
+                        if resume > 0 {
+                            assert!(
+                                run.logs
+                                    .borrow()
+                                    .iter()
+                                    .any(|l| l.contains("invalid_cursor")),
+                                "{label}: cursors were rejected"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The rows of a tie, in the model, by id.
+fn tie_ids(run: &Run, t: i64) -> BTreeSet<String> {
+    run.model
+        .rows
+        .iter()
+        .filter(|r| r.df == t && r.dl == t)
+        .map(Row::state_id)
+        .collect()
+}
+
+/// Passes until the walk the first pass starts has completed (the watermark reached its bound), at
+/// most `max`; returns how many it took. Every checkpoint saved on the way stays small.
+fn passes_until_complete(
+    run: &mut Run,
+    max: usize,
+    before_each: impl Fn(&mut Run, usize),
+) -> usize {
+    let mut target = None;
+    for pass in 1..=max {
+        before_each(run, pass);
+        let n0 = run.model.requests.len();
+        let (end, _) = run.pass();
+        if std::env::var_os("ACCESS_TRACE").is_some() {
+            eprintln!(
+                "pass {pass}: {end:?} {} requests, {} records; last {:?}",
+                run.model.requests.len() - n0,
+                run.sink.ids.len(),
+                run.model.requests.last()
+            );
+        }
+        let cp = run.stored().unwrap();
+        let size = cp.encode().len();
+        assert!(size < 120_000, "pass {pass}: checkpoint of {size} bytes");
+        if let Some(w) = &cp.walk {
+            assert!(w.position.first_keys.len() <= MAX_TIE_KEYS);
+            assert!(w.position.last_keys.len() <= MAX_TIE_KEYS);
+            target.get_or_insert(w.before);
+        }
+        match end {
+            WalkEnd::CaughtUp | WalkEnd::Budget(_) => {}
+            e => panic!("pass {pass}: {e:?}\n{:#?}", run.logs.borrow()),
+        }
+        if target.is_none_or(|t| cp.watermark >= t) {
+            return pass;
+        }
+    }
+    panic!("the walk did not complete in {max} passes");
+}
+
+/// 5,000 rows in one second, more than a checkpoint keeps keys of, read over passes of about ten
+/// pages: each pass goes on where the last one stopped, with the saved cursor or (when Slack
+/// rejects it) classic page numbers, so the tie is passed in a bounded number of passes, nothing
+/// is delivered twice, and every checkpoint stays small.
+#[test]
+fn a_tie_larger_than_a_pass_is_passed_in_bounded_passes_without_repeats() {
+    for sort in [ModelSort::DateFirst, ModelSort::DateLast] {
+        for reject_saved_cursor in [false, true] {
+            let label = format!("{sort:?} reject_saved_cursor={reject_saved_cursor}");
+            let mut m = Model::generated(sort, 5, 30, T0 - 2900, T0 - 1000);
+            m.add_tie(5_000, T0 - 600);
+            let mut run = Run::new(
+                config("activity", "auto", 50, &[("max_run_seconds", "8")]),
+                m,
+            );
+            run.clock.tick.set(Duration::from_millis(400));
+            // Classic pages of 200 rows, so resuming by page number also takes several passes.
+            run.limits = Limits {
+                classic_count: 200,
+                classic_max_page: 100,
+            };
+            let passes = passes_until_complete(&mut run, 60, |run, pass| {
+                run.set_now(T0 + pass as i64);
+                if reject_saved_cursor {
+                    // The first request of a pass carries the saved cursor: Slack rejects it.
+                    let next = run.model.n + 1;
+                    run.model.invalid_cursor_at.insert(next);
+                }
+            });
+            run.check(false);
+            assert_eq!(run.interrupted, 0);
+            assert_eq!(
+                run.sink.ids.len(),
+                run.sink.ids.iter().collect::<BTreeSet<_>>().len(),
+                "{label}: no repeat"
+            );
+            assert!(
+                tie_ids(&run, T0 - 600).is_subset(&run.sink.ids.iter().cloned().collect()),
+                "{label}"
+            );
+            // About 100 pages of 50 (fewer of 1000 once classic pages resume), ten a pass.
+            assert!(passes <= 16, "{label}: {passes} passes");
+            let requests = run.model.requests.len();
+            assert!(
+                requests <= 5_030 / 50 + 3 * passes + 2,
+                "{label}: {requests} requests"
+            );
+            if reject_saved_cursor {
+                let resumed = run
+                    .model
+                    .requests
+                    .iter()
+                    .filter(|u| u.contains("count=200&page="))
+                    .count();
+                assert!(resumed >= 10, "{label}: {resumed} classic pages");
+            }
+        }
+    }
+}
+
+/// The same tie when Slack gives no way to resume inside it (the saved cursor rejected, classic
+/// paging failing): the walk re-reads the tie from its start once, offering again only rows of it
+/// delivered before (a bounded repeat, logged); when that pass cannot get through either, the
+/// stream stops with advice instead of repeating them again, and goes on once classic paging works.
+#[test]
+fn a_tie_with_no_way_to_resume_inside_is_re_read_once_then_stops_with_advice() {
+    let mut m = Model::generated(ModelSort::DateFirst, 5, 30, T0 - 2900, T0 - 1000);
+    m.add_tie(5_000, T0 - 600);
+    let mut run = Run::new(
+        config("activity", "date_first", 100, &[("max_run_seconds", "8")]),
+        m,
+    );
+    run.clock.tick.set(Duration::from_millis(400));
+    // Three passes with working cursors: about 3,000 rows of the tie delivered (window: 2,048).
+    for pass in 1..=3 {
+        run.set_now(T0 + pass);
+        assert!(matches!(run.pass().0, WalkEnd::Budget(_)), "pass {pass}");
+    }
+    let delivered_before = run.sink.ids.len();
+    let cp = run.stored().unwrap();
+    assert!(
+        cp.walk.as_ref().unwrap().position.forgotten() > 0,
+        "more of the tie delivered than remembered"
+    );
+    // From now on Slack rejects every saved cursor and classic paging fails.
+    run.model.classic_fatal = Some(200);
+    let mut stuck = None;
+    for pass in 4..=6 {
+        run.set_now(T0 + pass);
+        let next = run.model.n + 1;
+        run.model.invalid_cursor_at.insert(next);
+        match run.pass().0 {
+            WalkEnd::Budget(_) => {}
+            WalkEnd::Failed { code, message } => {
+                assert_eq!(code, "access_tie_stuck");
+                assert!(
+                    message.contains("max_run_seconds") && message.contains("Nothing was lost"),
+                    "{message}"
+                );
+                stuck = Some(pass);
+                break;
+            }
+            e => panic!("pass {pass}: {e:?}"),
+        }
+    }
+    assert_eq!(stuck, Some(5), "the second re-read stops the stream");
+    let logs = run.logs.borrow().join("\n");
+    assert!(
+        logs.contains("may be offered again (same ids), once"),
+        "{logs}"
+    );
+    drop(logs);
+    let repeats = run.sink.ids.len() - run.sink.ids.iter().collect::<BTreeSet<_>>().len();
+    assert!(
+        repeats > 0 && repeats <= delivered_before,
+        "{repeats} repeats of {delivered_before}"
+    );
+    let after_stop = run.sink.ids.len();
+    // Classic paging works again: the walk resumes by page number and finishes, repeating nothing
+    // more.
+    run.model.classic_fatal = None;
+    run.interrupted = repeats;
+    let passes = passes_until_complete(&mut run, 30, |run, pass| {
+        run.set_now(T0 + 10 + pass as i64);
+        let next = run.model.n + 1;
+        run.model.invalid_cursor_at.insert(next);
+    });
+    assert!(passes <= 8, "{passes}");
+    run.check(false);
+    let new: Vec<&String> = run.sink.ids[after_stop..].iter().collect();
+    let earlier: BTreeSet<&String> = run.sink.ids[..after_stop].iter().collect();
+    assert!(
+        new.iter().all(|id| !earlier.contains(id)),
+        "nothing offered a second time after the stop"
+    );
+}
+
+/// Activity Slack records late (here 30 s after it happened, within the 60 s default lag) is
+/// collected: the walk's bound stays `access_lag_seconds` behind now. With a one-second lag
+/// (the old fixed settle time) the same activity lands behind the watermark and is lost.
+#[test]
+fn activity_recorded_late_within_the_lag_is_collected() {
+    for (lag, collected) in [("60", true), ("1", false)] {
+        let mut run = Run::new(
+            config("activity", "auto", 10, &[("access_lag_seconds", lag)]),
+            Model::generated(ModelSort::DateLast, 9, 40, T0 - 2900, T0 - 1000),
+        );
+        run.pass_until_caught_up(1);
+        let w = run.stored().unwrap().watermark;
+        assert_eq!(w, T0 - lag.parse::<i64>().unwrap());
+        // Used at T0 - 30, recorded by Slack after the pass at T0.
+        run.model.touch(3, T0 - 30);
+        let late = run.model.rows[3].state_id();
+        run.set_now(T0 + 120);
+        run.pass_until_caught_up(1);
+        assert_eq!(run.sink.ids.contains(&late), collected, "lag {lag}");
+        if collected {
+            run.check(true);
+        }
+    }
+}
+
+/// A format-1 checkpoint (FNV-1a keys) in the middle of a walk: the walk goes on from its position,
+/// offers the rows at the position again once with their new ids, loses nothing, and says so.
+#[test]
+fn a_format_1_checkpoint_mid_walk_is_upgraded_and_loses_nothing() {
+    let m = Model::generated(ModelSort::DateFirst, 12, 40, T0 - 2900, T0 - 100);
+    let mut run = Run::new(config("activity", "date_first", 4, &[]), m);
+    // A walk of format 1 that delivered the rows with date_first above a value, keyed by FNV.
+    let mut rows: Vec<&Row> = run.model.rows.iter().collect();
+    rows.sort_by(|a, b| b.df.cmp(&a.df).then(b.id.cmp(&a.id)));
+    let done = &rows[..15];
+    let f = done.last().unwrap().df;
+    let l = done.iter().map(|r| r.dl).min().unwrap();
+    let fnv = |r: &Row| {
+        crate::record::fnv1a64(&[
+            r.user.as_bytes(),
+            r.ip.as_deref().unwrap_or("").as_bytes(),
+            r.ua.as_bytes(),
+            r.df.to_string().as_bytes(),
+            r.dl.to_string().as_bytes(),
+        ])
+    };
+    let first_keys: Vec<u64> = done.iter().filter(|r| r.df == f).map(|r| fnv(r)).collect();
+    let last_keys: Vec<u64> = done.iter().filter(|r| r.dl == l).map(|r| fnv(r)).collect();
+    let v1 = serde_json::json!({
+        "v": 1,
+        "watermark": T0 - 3001,
+        "order": "date_first",
+        "walk": {
+            "before": T0 - 1,
+            "mode": "activity",
+            "order": "date_first",
+            "classic": false,
+            "position": {"date_first": f, "first_keys": first_keys, "date_last": l, "last_keys": last_keys},
+            "ahead": [7, 8]
+        },
+        "ahead": [1, 2, 3]
+    });
+    run.store
+        .map
+        .insert(run.key(), serde_json::to_vec(&v1).unwrap());
+    let delivered: BTreeSet<String> = done.iter().map(|r| r.state_id()).collect();
+    let again: BTreeSet<String> = done
+        .iter()
+        .filter(|r| r.df == f || r.dl == l)
+        .map(|r| r.state_id())
+        .collect();
+    run.w_init = T0 - 3001;
+    run.pass_until_caught_up(1);
+    let logs = run.logs.borrow().join("\n");
+    assert!(
+        logs.contains("checkpoint format 1 upgraded to 2") && logs.contains("SHA-256"),
+        "{logs}"
+    );
+    drop(logs);
+    assert_eq!(run.stored().unwrap().v, 2);
+    // Everything not delivered before is delivered now; of what was, only the rows at the
+    // position come again.
+    let emitted: BTreeSet<String> = run.sink.ids.iter().cloned().collect();
+    let expected: BTreeSet<String> = run
+        .model
+        .rows
+        .iter()
+        .map(Row::state_id)
+        .filter(|id| !delivered.contains(id) || again.contains(id))
+        .collect();
+    assert_eq!(emitted, expected);
+    assert!(!again.is_empty());
+}
+
+/// The largest checkpoint the stream can write stays well under the portable 400 KB.
+#[test]
+fn the_largest_checkpoint_stays_well_under_the_portable_limit() {
+    let full = |base: u64| -> KeyWindow {
+        (0..MAX_TIE_KEYS as u64 + 50)
+            .map(|k| u64::MAX - base - k)
+            .collect()
+    };
+    let cp = AccessCheckpoint {
+        v: 2,
+        watermark: i64::MAX,
+        order: Some(SortOrder::DateLast),
+        before_spares_date_last: true,
+        walk: Some(AccessWalk {
+            before: i64::MAX,
+            mode: WalkMode::Activity,
+            order: Some(SortOrder::DateLast),
+            classic: true,
+            refused_limit: Some(u32::MAX),
+            classic_failed: true,
+            position: Position {
+                date_first: Some(i64::MIN),
+                first_keys: full(0),
+                first_forgotten: u64::MAX,
+                date_last: Some(i64::MIN),
+                last_keys: full(1 << 32),
+                last_forgotten: u64::MAX,
+                witness: Some(i64::MIN),
+            },
+            ahead: (0..MAX_AHEAD as u64).map(|k| u64::MAX - k).collect(),
+            listing: Listing {
+                anchor: Some(i64::MIN),
+                served: u64::MAX,
+                reached: u64::MAX,
+                cursor: Some("c".repeat(2_048)),
+                page: Some(u32::MAX),
+                total: Some(u64::MAX),
+            },
+            reread_at: Some((i64::MIN, i64::MIN)),
+        }),
+        ahead: (0..MAX_AHEAD as u64).map(|k| u64::MAX / 2 - k).collect(),
+    };
+    let size = cp.encode().len();
+    assert!(size < 256_000, "{size} bytes");
+    assert!(size < crate::env::MAX_VALUE_BYTES);
+    assert_eq!(AccessCheckpoint::decode(&cp.encode()).unwrap(), cp);
+}
+
+/// Under date_first order, `before` may only be lowered once the data proved it does not filter
+/// on date_last: with a date_last filter the probe finds no row used after its `before`, is not
+/// used, and the walk re-reads from the start (losing nothing); with a date_first filter the
+/// probe proves it and the walk resumes from its position.
+#[test]
+fn a_lowered_before_is_used_only_once_the_data_proved_it_safe() {
+    for filter in [ModelSort::DateLast, ModelSort::DateFirst] {
+        let mut m = Model::generated(ModelSort::DateFirst, 31, 60, T0 - 2900, T0 - 100);
+        m.filter = Some(filter);
+        m.classic_fatal = Some(200);
+        m.invalid_cursor_at = [4].into();
+        let mut run = Run::new(config("activity", "date_first", 5, &[]), m);
+        run.pass_until_caught_up(1);
+        run.set_now(T0 + 100);
+        run.pass_until_caught_up(1);
+        run.check(true);
+        let logs = run.logs.borrow().join("\n");
+        let proven = run.stored().unwrap().before_spares_date_last;
+        match filter {
+            ModelSort::DateLast => {
+                assert!(!proven);
+                assert!(logs.contains("may filter on date_last"), "{logs}");
+                assert!(
+                    logs.contains("re-reading the walk's listing from its start"),
+                    "{logs}"
+                );
+            }
+            _ => {
+                assert!(proven, "{logs}");
+                assert!(!logs.contains("re-reading"), "{logs}");
+            }
+        }
+    }
 }

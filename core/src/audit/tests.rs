@@ -110,6 +110,7 @@ fn pass(
         sink,
         clock,
         log: &|_| {},
+        random: &crate::testutil::test_random,
     };
     run_pass(cfg, &mut env, &RunOptions::default())
 }
@@ -163,12 +164,19 @@ fn bursts_across_page_edges_arrive_once_with_oldest_on_every_page() {
     for i in 0..20 {
         events.push(event(&format!("e{i}"), T0 - 3000 + i * 97));
     }
-    let cfg = config(&[("audit_page_size", "2")]);
+    // No pacing: the look-back re-scan reads the last hour again in the same pass (and must
+    // deliver nothing of it twice).
+    let cfg = config(&[("audit_page_size", "2"), ("audit_requests_per_minute", "0")]);
     let mut t = Faulty::new(events.clone());
     let (mut store, mut sink, clock) =
         (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    assert!(
+        t.model.requests.iter().filter(|u| !u.contains("cursor=")).count() >= 2,
+        "a forward window and a re-scan: {:?}",
+        t.model.requests
+    );
     let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
     assert_eq!(got.len(), sink.ids.len(), "no repeats");
     assert_eq!(got, truth(&events, T0 - 60));
@@ -369,13 +377,15 @@ fn entries_with_wrong_types_are_errors_not_panics() {
 }
 
 #[test]
-fn absorb_skips_the_delivered_boundary() {
+fn absorb_skips_what_the_ledger_or_the_order_says_was_delivered() {
     let w = AuditWindow {
         oldest: 10,
         latest: 100,
         boundary: Some(50),
-        boundary_ids: ["a".to_string()].into(),
+        boundary_ids: BTreeSet::new(),
     };
+    let mut ledger = ledger::Ledger::default();
+    ledger.insert(50, ledger::digest("a"));
     let raw = serde_json::value::RawValue::from_string("{}".into()).unwrap();
     let e = |id: &'static str, t: i64| AuditEntry {
         id: id.into(),
@@ -388,17 +398,21 @@ fn absorb_skips_the_delivered_boundary() {
         e("b", 50),
         e("c", 40),
         e("d", 40),
+        e("d", 40),
         e("x", 5),
     ];
-    let got = w.absorb(&page);
-    assert_eq!(got.emit, vec![2, 3, 4]);
+    let emitted = |a: &Absorbed| a.emit.iter().map(|&(i, _)| i).collect::<Vec<_>>();
+    // The whole window is within the look-back span: the ledger decides, so an event above the
+    // boundary that it does not hold (indexed after the walk passed its second) is delivered,
+    // and so is one Slack sent outside the range. A repeat on the page is delivered once.
+    let got = w.absorb(&page, &ledger, 0);
+    assert_eq!(emitted(&got), vec![0, 2, 3, 4, 6]);
     assert_eq!(got.duplicates, 2);
     assert_eq!(got.out_of_window, 1);
     assert_eq!(got.next.boundary, Some(40));
-    assert_eq!(
-        got.next.boundary_ids,
-        ["c".to_string(), "d".to_string()].into()
-    );
+    // Below the span the ledger keeps (`record_from`), above the boundary is delivered by order.
+    let got = w.absorb(&page, &ledger, 100);
+    assert_eq!(emitted(&got), vec![2, 3, 4, 6]);
     // The window itself is unchanged until the caller commits.
     assert_eq!(w.boundary, Some(50));
 }
@@ -691,7 +705,7 @@ fn a_lease_taken_over_mid_walk_stops_before_the_next_sink_write() {
     let mut t = Faulty::new(events.clone());
     let mut store = TakenOver { inner: MemStore::default(), after_sets: 1, checkpoint_sets: 0, struck: false };
     let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
-    let mut env = Env { transport: &mut t, store: &mut store, sink: &mut sink, clock: &clock, log: &|_| {} };
+    let mut env = Env { transport: &mut t, store: &mut store, sink: &mut sink, clock: &clock, log: &|_| {}, random: &crate::testutil::test_random };
     let r = run_pass(&cfg, &mut env, &RunOptions::default());
     assert_eq!(r.streams[0].outcome, Outcome::HeldElsewhere, "{r:?}");
     assert_eq!(r.streams[0].records, 3, "one page, then the rival's: {r:?}");
@@ -715,7 +729,7 @@ fn a_walk_that_cannot_start_is_counted_and_raises_the_silence_alert() {
     let lines = std::cell::RefCell::new(Vec::<String>::new());
     let log = |l: &str| lines.borrow_mut().push(l.to_string());
     let mut run = |store: &mut MemStore, sink: &mut VecSink| {
-        let mut env = Env { transport: &mut t, store, sink, clock: &clock, log: &log };
+        let mut env = Env { transport: &mut t, store, sink, clock: &clock, log: &log, random: &crate::testutil::test_random };
         run_pass(&cfg, &mut env, &RunOptions::default())
     };
     let r = run(&mut store, &mut sink);
@@ -760,4 +774,288 @@ fn a_page_that_repeats_the_previous_one_delivers_nothing_twice() {
     let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
     assert_eq!(got.len(), sink.ids.len(), "no repeats");
     assert_eq!(got, truth(&events, T0));
+}
+
+/// A Slack-like audit id (36 characters, as Slack's are).
+fn uuid_like(i: usize) -> String {
+    format!("{i:08x}-0000-4000-8000-{:012x}", i * 7919)
+}
+
+#[test]
+fn the_look_back_re_scan_delivers_events_slack_indexed_late_once() {
+    let mut events: Vec<_> = (0..10).map(|i| event(&format!("e{i}"), T0 - 3000 + i * 100)).collect();
+    let cfg = config(&[("audit_requests_per_minute", "0")]);
+    let mut t = Faulty::new(events.clone());
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    assert_eq!(r.streams[0].watermark, Some(T0 - 60));
+    assert_eq!(r.streams[0].late_events, 0);
+    // Slack indexes two events late: one 10 minutes below the watermark (inside the hour the
+    // re-scan reads again), one two hours below it (beyond the look-back: the documented limit).
+    let late = event("late-in-lookback", T0 - 660);
+    let too_late = event("late-beyond-lookback", T0 - 7260);
+    t.model.source.0.push(late.clone());
+    t.model.source.0.push(too_late.clone());
+    events.push(late);
+    clock.now.set(T0 + 30);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    assert_eq!(r.streams[0].late_events, 1, "{r:?}");
+    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("indexed late"), "{r:?}");
+    let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+    assert_eq!(got.len(), sink.ids.len(), "no repeats: {:?}", sink.ids);
+    assert_eq!(got, truth(&events, T0 - 30));
+    let stored = crate::status::load(&mut store, crate::Stream::Audit, None);
+    assert_eq!(stored.total_late_events, 1);
+    // Later passes re-read the hour again and deliver nothing twice.
+    clock.now.set(T0 + 90);
+    let before = sink.ids.len();
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!((r.streams[0].records, sink.ids.len()), (0, before), "{r:?}");
+}
+
+#[test]
+fn no_look_back_with_audit_lookback_seconds_0() {
+    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_lookback_seconds", "0")]);
+    let mut t = Faulty::new(vec![event("a", T0 - 3000)]);
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    t.model.source.0.push(event("late", T0 - 600));
+    clock.now.set(T0 + 30);
+    let requests = t.model.requests.len();
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(sink.ids, vec!["a"]);
+    assert_eq!(t.model.requests.len(), requests + 1, "one forward window, no re-scan");
+}
+
+#[test]
+fn a_25000_event_burst_in_one_second_fits_a_store_with_400_kb_values() {
+    // Bulk deprovisioning: 25,000 events in one second, between ordinary ones. Format 1 kept
+    // every id of the boundary second in the checkpoint (about 1 MB here): the save failed and
+    // every pass delivered the burst again.
+    let burst_at = T0 - 2000;
+    let mut events: Vec<_> = (0..25_000).map(|i| event(&uuid_like(i), burst_at)).collect();
+    events.extend((0..5).map(|i| event(&format!("before-{i}"), burst_at - 10 - i)));
+    events.extend((0..5).map(|i| event(&format!("after-{i}"), burst_at + 10 + i)));
+    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_page_size", "1000")]);
+    let mut t = Faulty::new(events.clone());
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    for (k, v) in &store.map {
+        assert!(v.len() <= crate::env::MAX_VALUE_BYTES, "{k}: {} bytes", v.len());
+    }
+    let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+    assert_eq!(got.len(), sink.ids.len(), "no repeats");
+    assert_eq!(got, truth(&events, T0 - 60));
+    let cp = AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY]).unwrap();
+    assert!(store.map[CHECKPOINT_KEY].len() < 4096, "the checkpoint stays small: {cp:?}");
+    // Passes later, nothing of the burst comes again.
+    clock.now.set(T0 + 60);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].records, 0, "{r:?}");
+}
+
+#[test]
+fn a_resume_inside_a_big_burst_after_a_crash_repeats_at_most_that_batch() {
+    // The pass is cut (a store failure = a crash) right after the burst page reached the sink;
+    // the next pass resumes from the checkpoint before it and may deliver that batch again, but
+    // nothing else, and loses nothing.
+    let burst_at = T0 - 2000;
+    let mut events: Vec<_> = (0..12_000).map(|i| event(&uuid_like(i), burst_at)).collect();
+    events.extend((0..30).map(|i| event(&format!("o{i}"), burst_at - 300 + i * 20)));
+    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_page_size", "7")]);
+    for fail_at in 2..8 {
+        let mut t = Faulty::new(events.clone());
+        let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+        store.fail_set_at = Some(fail_at);
+        pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+        store.fail_set_at = None;
+        let first = sink.ids.len();
+        clock.now.set(T0 + 1);
+        let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+        assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+        let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+        assert_eq!(got, truth(&events, T0 - 59), "fail at set {fail_at}");
+        let repeats = sink.ids.len() - got.len();
+        assert!(repeats <= 12_007, "fail at set {fail_at}: {repeats} repeats after {first} delivered");
+    }
+}
+
+#[test]
+fn a_host_clock_ahead_of_slack_neither_stalls_nor_loses() {
+    // Our clock runs 300 s ahead of Slack's. Slack refuses a `latest` in its future
+    // (invalid_range): planning from our clock alone failed every pass.
+    let slack_now = T0 - 300;
+    let mut events: Vec<_> = (0..10).map(|i| event(&format!("e{i}"), slack_now - 3000 + i * 250)).collect();
+    let cfg = config(&[("audit_requests_per_minute", "0")]);
+    let mut t = Faulty::new(events.clone());
+    t.model.now = Some(slack_now);
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    // Slack's now minus the lag (less the second a Date header's rounding may hide).
+    assert_eq!(r.streams[0].watermark, Some(slack_now - 59), "Slack's now minus the lag");
+    // An event Slack writes at its now − 30 s (after our first pass): our clock would have
+    // called that second settled long ago; Slack's does not, so it is still collected.
+    let e = event("just-in", slack_now - 30);
+    t.model.source.0.push(e.clone());
+    events.push(e);
+    t.model.now = Some(slack_now + 100);
+    clock.now.set(T0 + 100);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+    assert_eq!(got.len(), sink.ids.len(), "no repeats");
+    assert_eq!(got, truth(&events, slack_now + 40));
+    for url in &t.model.requests {
+        let latest: i64 = parse_query(url).into_iter().find(|(k, _)| k == "latest").unwrap().1.parse().unwrap();
+        assert!(latest <= slack_now + 100, "never past Slack's clock after the first answer: {url}");
+    }
+}
+
+#[test]
+fn a_clock_ahead_of_a_slack_that_accepts_the_future_still_loses_nothing() {
+    // The same, with a Slack that answers a future `latest` (its Date header tells the skew).
+    struct Accepting(AuditApiModel<EventList>, i64);
+    impl Transport for Accepting {
+        fn get(&mut self, url: &str, b: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+            self.0.now = None;
+            let mut r = self.0.get(url, b, t)?;
+            r.date = Some(httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(self.1 as u64)));
+            Ok(r)
+        }
+    }
+    let slack_now = T0 - 300;
+    let cfg = config(&[("audit_requests_per_minute", "0")]);
+    let mut t = Accepting(AuditApiModel::new(EventList(vec![event("a", slack_now - 1000)])), slack_now);
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].watermark, Some(slack_now - 59), "{r:?}");
+    t.0.source.0.push(event("b", slack_now - 30));
+    t.1 = slack_now + 100;
+    clock.now.set(T0 + 100);
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(sink.ids, vec!["a", "b"]);
+}
+
+#[test]
+fn a_format_1_checkpoint_resumes_inside_its_window_without_repeats() {
+    // Written by the previous release: inside a window, boundary ids in the checkpoint.
+    let events: Vec<_> = (0..6).map(|i| event(&format!("e{i}"), T0 - 3000 + i * 100)).collect();
+    let v1 = serde_json::json!({
+        "v": 1, "watermark": T0 - 3601, "filters": "", "group": 0,
+        "window": {"oldest": T0 - 3600, "latest": T0 - 60, "boundary": T0 - 2700, "boundary_ids": ["e3"]}
+    });
+    let cfg = config(&[("audit_requests_per_minute", "0")]);
+    let mut t = Faulty::new(events.clone());
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    store.map.insert(CHECKPOINT_KEY.into(), serde_json::to_vec(&v1).unwrap());
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    // e4, e5 were delivered before the boundary (e3 at it): only e0..e2 remain, and the look-back
+    // does not deliver what format 1 delivered.
+    assert_eq!(sink.ids, vec!["e2", "e1", "e0"]);
+    let cp = AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY]).unwrap();
+    assert_eq!(cp.v, 2);
+    assert!(!String::from_utf8_lossy(&store.map[CHECKPOINT_KEY]).contains("boundary_ids"));
+}
+
+#[test]
+fn entries_slack_sends_outside_the_range_are_delivered_once() {
+    // A Slack that adds one event from outside the asked range to its first answer.
+    struct Stray(AuditApiModel<EventList>, bool);
+    impl Transport for Stray {
+        fn get(&mut self, url: &str, b: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+            let mut r = self.0.get(url, b, t)?;
+            if !self.1 {
+                self.1 = true;
+                let text = String::from_utf8(r.body).unwrap();
+                let stray = event("stray", T0 + 5000).json;
+                let sep = if text.starts_with("{\"entries\":[]") { "" } else { "," };
+                r.body = text.replacen("{\"entries\":[", &format!("{{\"entries\":[{stray}{sep}"), 1).into_bytes();
+            }
+            Ok(r)
+        }
+    }
+    let cfg = config(&[("audit_requests_per_minute", "0")]);
+    let mut t = Stray(AuditApiModel::new(EventList(vec![event("a", T0 - 3000)])), false);
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("outside the requested range"), "{r:?}");
+    assert_eq!(sink.ids, vec!["stray", "a"]);
+    // When its own window comes, the stray is not delivered again.
+    t.0.source.0.push(event("stray", T0 + 5000));
+    clock.now.set(T0 + 6000);
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(sink.ids, vec!["stray", "a"]);
+}
+
+/// A store where, right after our first checkpoint after a page, a rival that had stalled past
+/// its own lease (so it never saw ours) writes its newer checkpoint.
+struct StaleRival {
+    inner: MemStore,
+    rival: Option<Vec<u8>>,
+}
+
+impl crate::env::KvStore for StaleRival {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, crate::env::StoreError> {
+        self.inner.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), crate::env::StoreError> {
+        self.inner.set(key, value)?;
+        let after_a_page = key == CHECKPOINT_KEY && String::from_utf8_lossy(value).contains("\"boundary\":1");
+        if after_a_page {
+            if let Some(rival) = self.rival.take() {
+                self.inner.map.insert(key.to_string(), rival);
+            }
+        }
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<(), crate::env::StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_pass_never_sets_back_a_checkpoint_another_pass_wrote() {
+    let events: Vec<_> = (0..12).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let cfg = config(&[("audit_page_size", "3"), ("audit_requests_per_minute", "0")]);
+    let mut rival = AuditCheckpoint::initial(&cfg, T0);
+    rival.watermark = T0 - 100;
+    rival.ledger.complete_from = T0 - 99;
+    let rival_bytes = rival.encode();
+    let mut t = Faulty::new(events);
+    let mut store = StaleRival { inner: MemStore::default(), rival: Some(rival_bytes.clone()) };
+    let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
+    let mut env = Env { transport: &mut t, store: &mut store, sink: &mut sink, clock: &clock, log: &|_| {}, random: &crate::testutil::test_random };
+    let r = run_pass(&cfg, &mut env, &RunOptions::default());
+    assert_eq!(r.streams[0].outcome, Outcome::HeldElsewhere, "{r:?}");
+    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("another pass wrote this walk's checkpoint"), "{r:?}");
+    assert_eq!(store.inner.map[CHECKPOINT_KEY], rival_bytes, "the newer checkpoint stays");
+    // We stopped at the save after our second page: at most that page went out twice.
+    assert_eq!(sink.ids.len(), 6, "{:?}", sink.ids);
+}
+
+#[test]
+fn an_old_clock_offset_is_refreshed_rather_than_trusted_for_ever() {
+    // A pass saw Slack's clock 4 h behind ours; later Slack's clock is right again. Planning
+    // from the stored offset alone would find nothing due, every pass (with no look-back to
+    // make a request that brings a fresh Date).
+    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_lookback_seconds", "0")]);
+    let mut t = Faulty::new(vec![event("a", T0 - 3000), event("b", T0 - 100)]);
+    t.model.now = Some(T0);
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let mut cp = AuditCheckpoint::initial(&cfg, T0);
+    cp.clock_offset = Some(-4 * 3600);
+    cp.watermark = T0 - 3600;
+    cp.ledger.complete_from = T0 - 3599;
+    store.map.insert(CHECKPOINT_KEY.into(), cp.encode());
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+    assert_eq!(sink.ids, vec!["b", "a"], "{r:?}");
+    let cp = AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY]).unwrap();
+    assert_eq!(cp.watermark, T0 - 60, "planned by the fresh offset");
+    assert!(cp.clock_offset.is_some_and(|o| o.abs() <= 1), "{:?}", cp.clock_offset);
 }

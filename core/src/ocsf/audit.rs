@@ -6,14 +6,15 @@
 //! `context.ip_address` → `src_endpoint.ip`, `context.ua` → `http_request.user_agent` (IAM
 //! classes), and the entity (keyed by its type) → the class's target (`user`, `group`, `entity`,
 //! `file`, …). `context.location` gives `metadata.tenant_uid` and stays in `unmapped`, with
-//! `details` and every other field without an OCSF home.
+//! `details` and every other field without an OCSF home. The `anomaly` action (Slack's security
+//! detections) becomes a Detection Finding, built in `finding.rs`.
 
 use serde_json::{json, Map, Value};
 
 use super::{
     action_row, scalar_string, ActionRow, Base, Ctx, Mapped, Outcome, Src, ACCOUNT_CHANGE,
-    AUTHENTICATION, BASE_EVENT, ENTITY_MANAGEMENT, FILE_HOSTING, GROUP_MANAGEMENT, OTHER,
-    USER_ACCESS,
+    AUTHENTICATION, BASE_EVENT, DETECTION_FINDING, ENTITY_MANAGEMENT, FILE_HOSTING,
+    GROUP_MANAGEMENT, OTHER, USER_ACCESS,
 };
 
 /// Membership actions whose actor is the member (Slack: "the actor parameter describes the user
@@ -80,6 +81,24 @@ pub(super) fn map(ev: &Value, ctx: &Ctx) -> Outcome {
     if src.peek(&["date_create"]).and_then(Value::as_i64) == Some(ctx.time) {
         src.mark(&["date_create"]);
     }
+    if row.class_uid == DETECTION_FINDING {
+        // A finding has its own attributes (no src_endpoint or http_request) and its severity
+        // comes from Slack's reasons, not from the action.
+        let (attrs, severity_id) = super::finding::anomaly(&mut src, ctx);
+        return Outcome::Mapped(
+            Mapped {
+                class_uid: row.class_uid,
+                activity_id: row.activity_id,
+                source_activity: (row.activity_id == OTHER).then(|| action.to_string()),
+                severity_id,
+                status_id: None,
+                attrs,
+                event_code: Some(action.to_string()),
+                tenant_uid,
+            },
+            src.into_used(),
+        );
+    }
     let built = match row.class_uid {
         AUTHENTICATION => authentication(&mut src),
         ACCOUNT_CHANGE => account_change(&mut src),
@@ -143,7 +162,7 @@ fn common(src: &mut Src, class_uid: u32, attrs: &mut Map<String, Value>) {
     }
 }
 
-fn actor(src: &mut Src) -> Map<String, Value> {
+pub(super) fn actor(src: &mut Src) -> Map<String, Value> {
     let mut a = Map::new();
     if let Some(user) = src.user_at(&["actor", "user"]) {
         if src.peek(&["actor", "type"]).and_then(Value::as_str) == Some("user") {
@@ -170,14 +189,14 @@ fn actor(src: &mut Src) -> Map<String, Value> {
 }
 
 /// The entity's type and object (`{"type": T, T: {…}}`), when well-formed.
-fn entity<'a>(src: &Src<'a>) -> Option<(&'a str, &'a Map<String, Value>)> {
+pub(super) fn entity<'a>(src: &Src<'a>) -> Option<(&'a str, &'a Map<String, Value>)> {
     let kind = src.peek(&["entity", "type"])?.as_str()?;
     let obj = src.peek(&["entity", kind])?.as_object()?;
     Some((kind, obj))
 }
 
 /// The entity as an OCSF user, if it is a user.
-fn entity_user(src: &mut Src) -> Option<Map<String, Value>> {
+pub(super) fn entity_user(src: &mut Src) -> Option<Map<String, Value>> {
     match entity(src) {
         Some(("user", _)) => {
             let u = src.user_at(&["entity", "user"])?;
@@ -189,7 +208,7 @@ fn entity_user(src: &mut Src) -> Option<Map<String, Value>> {
 }
 
 /// `{uid, name, type}` of the entity (name falls back to title); marks what it used.
-fn entity_ref(src: &mut Src, kind: &str) -> Option<Map<String, Value>> {
+pub(super) fn entity_ref(src: &mut Src, kind: &str) -> Option<Map<String, Value>> {
     let mut r = Map::new();
     if let Some(id) = src.take_str(&["entity", kind, "id"]) {
         r.insert("uid".into(), json!(id));

@@ -198,8 +198,8 @@ fn fixtures_map_to_their_class_and_validate() {
             "audit",
             1673631531,
             DOC_ANOMALY.into(),
-            0,
-            99,
+            2004,
+            1,
         ),
         // audit: one or more per class
         f(
@@ -509,7 +509,7 @@ fn fixtures_map_to_their_class_and_validate() {
         }
         classes_seen.insert(fx.class);
     }
-    let all: HashSet<u32> = [0, 3001, 3002, 3004, 3005, 3006, 6006].into();
+    let all: HashSet<u32> = [0, 2004, 3001, 3002, 3004, 3005, 3006, 6006].into();
     assert_eq!(classes_seen, all, "a fixture for every class");
 }
 
@@ -586,19 +586,304 @@ fn documented_audit_examples_keep_the_right_fields() {
     );
     assert_eq!(file["unmapped"]["entity"]["file"]["title"], "image.png");
 
-    let anomaly_in: Value = serde_json::from_str(DOC_ANOMALY).unwrap();
     let anomaly = audit(
         "16f5fb41-c67c-4cf5-a5c4-d90cb58dd5f9",
         1673631531,
-        anomaly_in.clone(),
+        serde_json::from_str(DOC_ANOMALY).unwrap(),
     );
-    assert_eq!(anomaly["activity_name"], "anomaly");
-    assert_eq!(anomaly["severity_id"], 3);
     assert_eq!(
-        anomaly["unmapped"], anomaly_in,
-        "a Base Event keeps the whole entry"
+        anomaly,
+        readme_anomaly_finding(),
+        "README.md's example finding is what the mapping makes of Slack's documented anomaly"
     );
-    assert!(anomaly["message"].as_str().unwrap().contains("anomaly"));
+}
+
+/// The example finding in README's OCSF section: DOC_ANOMALY mapped (collected at COLLECTED_AT).
+fn readme_anomaly_finding() -> Value {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .find("### Security detections: Detection Finding 2004")
+        .expect("README.md has the Detection Finding section");
+    let block = &readme[section..];
+    let open = block
+        .find("```json\n")
+        .expect("a JSON example in that section")
+        + 8;
+    let close = block[open..].find("\n```").expect("the JSON example ends") + open;
+    serde_json::from_str(&block[open..close]).expect("README's example finding is JSON")
+}
+
+/// An `anomaly` entry like the simulator's, with the given details.
+fn anomaly_entry(details: Option<Value>) -> Value {
+    entry("anomaly", user_entity("W2"), details)
+}
+
+#[test]
+fn anomaly_reasons_give_title_types_and_severity() {
+    struct Case {
+        reason: Value,
+        severity: u32,
+        title: &'static str,
+        types: Value,
+    }
+    let cases = [
+        Case {
+            reason: json!(["tor"]),
+            severity: 4,
+            title: "Slack anomaly: Access from a Tor exit node",
+            types: json!(["tor"]),
+        },
+        Case {
+            reason: json!(["ip_address"]),
+            severity: 2,
+            title: "Slack anomaly: Unusual IP address",
+            types: json!(["ip_address"]),
+        },
+        Case {
+            reason: json!(["asn", "ip_address"]),
+            severity: 3,
+            title: "Slack anomaly: Suspicious ASN, Unusual IP address",
+            types: json!(["asn", "ip_address"]),
+        },
+        Case {
+            reason: json!(["ip_address", "session_fingerprint", "excessive_downloads"]),
+            severity: 4,
+            title: "Slack anomaly: Unusual IP address, Unexpected session fingerprint, Excessive downloads",
+            types: json!(["ip_address", "session_fingerprint", "excessive_downloads"]),
+        },
+        // Two spellings of one detection give one title.
+        Case {
+            reason: json!(["ua", "user_agent"]),
+            severity: 3,
+            title: "Slack anomaly: Unexpected user agent",
+            types: json!(["ua", "user_agent"]),
+        },
+        // A reason the table does not know: its code as the title, the default severity, and
+        // it is not graded down by a known Low one.
+        Case {
+            reason: json!(["brand_new_detection_2031"]),
+            severity: 3,
+            title: "Slack anomaly: brand_new_detection_2031",
+            types: json!(["brand_new_detection_2031"]),
+        },
+        Case {
+            reason: json!(["ip_address", "brand_new_detection_2031"]),
+            severity: 3,
+            title: "Slack anomaly: Unusual IP address, brand_new_detection_2031",
+            types: json!(["ip_address", "brand_new_detection_2031"]),
+        },
+        // `reason` as one string, and as a comma-separated string.
+        Case {
+            reason: json!("tor"),
+            severity: 4,
+            title: "Slack anomaly: Access from a Tor exit node",
+            types: json!(["tor"]),
+        },
+        Case {
+            reason: json!("asn, ip_address"),
+            severity: 3,
+            title: "Slack anomaly: Suspicious ASN, Unusual IP address",
+            types: json!(["asn", "ip_address"]),
+        },
+    ];
+    for c in cases {
+        let id = format!("an-{}", c.reason);
+        let v = audit(
+            &id,
+            1_700_000_000,
+            anomaly_entry(Some(json!({"reason": c.reason.clone()}))),
+        );
+        assert_eq!(v["class_uid"], 2004, "{}\n{v:#}", c.reason);
+        assert_eq!(v["activity_id"], 1);
+        assert_eq!(v["severity_id"], c.severity, "{}", c.reason);
+        assert_eq!(v["finding_info"]["uid"], id.as_str());
+        assert_eq!(v["finding_info"]["title"], c.title);
+        assert_eq!(v["finding_info"]["types"], c.types);
+        assert!(
+            v.get("unmapped").and_then(|u| u.get("details")).is_none(),
+            "{}: the reason has its home\n{v:#}",
+            c.reason
+        );
+        assert_eq!(v["actor"]["user"]["uid"], "W1");
+        assert_eq!(v["actor"]["session"]["uid"], "555");
+        assert_eq!(v["metadata"]["profiles"], json!(["host"]));
+        assert_eq!(v["metadata"]["event_code"], "anomaly");
+        assert!(
+            v.get("status_id").is_none(),
+            "a Finding's status is the consumer's"
+        );
+    }
+}
+
+#[test]
+fn anomaly_without_details_or_with_odd_ones_is_still_a_finding() {
+    // No details at all: the default severity, a plain title, seen when Slack logged it.
+    let v = audit("an-1", 1_700_000_000, anomaly_entry(None));
+    assert_eq!(v["class_uid"], 2004);
+    assert_eq!(v["severity_id"], finding::DEFAULT_SEVERITY);
+    assert_eq!(v["finding_info"]["title"], "Slack anomaly");
+    assert!(v["finding_info"].get("types").is_none());
+    for k in ["created_time", "first_seen_time", "last_seen_time"] {
+        assert_eq!(v["finding_info"][k], 1_700_000_000_000_i64, "{k}");
+    }
+    assert_eq!(v["evidences"][0]["src_endpoint"]["ip"], "203.0.113.7");
+    assert_eq!(v["evidences"][0]["user"]["uid"], "W2");
+    assert_eq!(
+        v["evidences"][0]["data"],
+        json!({"observation": "current", "user_agent": "Mozilla/5.0"})
+    );
+    assert_eq!(
+        v["evidences"].as_array().map(Vec::len),
+        Some(1),
+        "no previous"
+    );
+
+    // Reasons of other types: the strings count, the field stays in unmapped.
+    let v = audit(
+        "an-2",
+        1_700_000_000,
+        anomaly_entry(Some(json!({"reason": [7, "tor", null]}))),
+    );
+    assert_eq!(v["finding_info"]["types"], json!(["tor"]));
+    assert_eq!(v["severity_id"], 4);
+    assert_eq!(v["unmapped"]["details"]["reason"], json!([7, "tor", null]));
+    for reason in [
+        json!(42),
+        json!({"code": "tor"}),
+        json!([]),
+        json!(""),
+        Value::Null,
+    ] {
+        let v = audit(
+            "an-3",
+            1_700_000_000,
+            anomaly_entry(Some(json!({"reason": reason.clone()}))),
+        );
+        assert_eq!(v["class_uid"], 2004, "{reason}");
+        assert_eq!(v["severity_id"], finding::DEFAULT_SEVERITY, "{reason}");
+        assert_eq!(v["finding_info"]["title"], "Slack anomaly", "{reason}");
+    }
+
+    // Nothing but the action: still a valid finding, no evidence to show.
+    let v = audit("an-4", 1_700_000_000, json!({"action": "anomaly"}));
+    assert_eq!(v["class_uid"], 2004);
+    assert_eq!(v["finding_info"]["uid"], "an-4");
+    assert!(v.get("evidences").is_none());
+    assert!(v.get("actor").is_none());
+    assert!(v.get("metadata").unwrap().get("profiles").is_none());
+
+    // An app as the entity is the affected resource; an address that is no IP stays unmapped.
+    let mut e = entry(
+        "anomaly",
+        app_entity(),
+        Some(
+            json!({"reason": ["unexpected_scraping"], "previous_ip_address": "1.23.45.678", "previous_ua": "curl/8.0"}),
+        ),
+    );
+    e["context"]["ip_address"] = json!("");
+    e["context"].as_object_mut().unwrap().remove("ua");
+    let v = audit("an-5", 1_700_000_000, e);
+    assert_eq!(
+        v["resources"],
+        json!([{"uid": "A1", "name": "Helper", "type": "app"}])
+    );
+    assert_eq!(
+        v["evidences"],
+        json!([{"data": {"observation": "previous", "user_agent": "curl/8.0"}}]),
+        "no current observation; the previous user agent without a valid address"
+    );
+    assert_eq!(
+        v["unmapped"]["details"]["previous_ip_address"],
+        "1.23.45.678"
+    );
+    assert_eq!(v["severity_id"], 4);
+}
+
+#[test]
+fn anomaly_action_timestamp_in_milliseconds_or_seconds() {
+    let created = 1_673_631_531_i64;
+    let seen = |ts: Value| -> (Value, Value, Value) {
+        let mut e: Value = serde_json::from_str(DOC_ANOMALY).unwrap();
+        e["details"]["action_timestamp"] = ts;
+        let v = audit("16f5fb41-c67c-4cf5-a5c4-d90cb58dd5f9", created, e);
+        let fi = &v["finding_info"];
+        let left = v
+            .get("unmapped")
+            .and_then(|u| u.pointer("/details/action_timestamp"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        (
+            fi["first_seen_time"].clone(),
+            fi["last_seen_time"].clone(),
+            left,
+        )
+    };
+    let ms = created * 1000;
+    // 13 digits, after date_create (the documented example): first = created, last = action.
+    assert_eq!(
+        seen(json!(1_673_631_621_862_i64)),
+        (json!(ms), json!(1_673_631_621_862_i64), Value::Null)
+    );
+    // 13 digits before date_create: the earlier one is first.
+    assert_eq!(
+        seen(json!(1_673_631_500_123_i64)),
+        (json!(1_673_631_500_123_i64), json!(ms), Value::Null)
+    );
+    // 10 digits are seconds.
+    assert_eq!(
+        seen(json!(1_673_631_600)),
+        (json!(ms), json!(1_673_631_600_000_i64), Value::Null)
+    );
+    // A string of digits.
+    assert_eq!(
+        seen(json!("1673631621862")),
+        (json!(ms), json!(1_673_631_621_862_i64), Value::Null)
+    );
+    // Negative, absurd or not a number: not a time; it stays in unmapped.
+    for bad in [
+        json!(-5),
+        json!(i64::MAX),
+        json!(99_999_999_999_999_999_i64),
+        json!("soon"),
+        json!(1.5),
+    ] {
+        assert_eq!(
+            seen(bad.clone()),
+            (json!(ms), json!(ms), bad.clone()),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        finding::timestamp_ms(1_673_631_621_862),
+        Some(1_673_631_621_862)
+    );
+    assert_eq!(
+        finding::timestamp_ms(1_673_631_621),
+        Some(1_673_631_621_000)
+    );
+    assert_eq!(finding::timestamp_ms(i64::MIN), None);
+}
+
+/// The reason table is shown in the README and the module doc exactly as the code has it.
+#[test]
+fn anomaly_reason_table_is_documented() {
+    let table = anomaly_reason_table_markdown();
+    assert!(table.contains("| `tor` | Access from a Tor exit node | High (4) |"));
+    let readme = include_str!("../../../README.md");
+    assert!(
+        readme.contains(&table),
+        "README.md's OCSF section must show the anomaly reason table as \
+         slack_logs_core::ocsf::anomaly_reason_table_markdown() gives it:\n{table}"
+    );
+    let module_doc: String = include_str!("../ocsf.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! ").or_else(|| l.strip_prefix("//!")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        module_doc.contains(&table),
+        "core/src/ocsf.rs's module doc must show the anomaly reason table:\n{table}"
+    );
 }
 
 #[test]
@@ -922,7 +1207,12 @@ fn every_action_in_the_table_has_a_class_and_valid_ids() {
         .filter(|r| r.class_uid == 0)
         .map(|r| r.action)
         .collect();
-    assert_eq!(base, ["native_dlp_rule_action_applied", "anomaly"]);
+    assert_eq!(base, ["native_dlp_rule_action_applied"]);
+    assert_eq!(
+        action_row("anomaly").map(|r| (r.class_uid, r.severity_id)),
+        Some((DETECTION_FINDING, finding::DEFAULT_SEVERITY)),
+        "anomaly is a Detection Finding; its table severity is the one for no known reason"
+    );
     // The published catalogue as transcribed: 441 distinct actions.
     assert_eq!(rows.iter().filter(|r| r.source == "docs").count(), 441);
     for a in [
@@ -1092,6 +1382,7 @@ fn audit_entry() -> impl Strategy<Value = Value> {
             "app_installed",
             "role_change_to_owner",
             "pref.allow_calls",
+            "anomaly",
             "nope",
         ]
         .map(String::from),
@@ -1134,6 +1425,9 @@ fn audit_entry() -> impl Strategy<Value = Value> {
                 "target_user",
                 "channel",
                 "url_private",
+                "action_timestamp",
+                "previous_ip_address",
+                "previous_ua",
             ]),
             prop_oneof![scalar(), slack_object()],
             0..4,
@@ -1183,6 +1477,20 @@ proptest! {
     }
 
     #[test]
+    fn any_anomaly_entry_is_a_valid_detection_finding(e in audit_entry()) {
+        let mut e = e;
+        e["action"] = json!("anomaly");
+        let text = map_record("audit", "p-1", None, 1_700_000_000, 1, &e.to_string()).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        prop_assert!(validate(&v).is_ok(), "{:#?}\n{e:#}\n{v:#}", validate(&v));
+        prop_assert_eq!(&v["class_uid"], 2004);
+        prop_assert_eq!(&v["finding_info"]["uid"], "p-1");
+        let first = v["finding_info"]["first_seen_time"].as_i64();
+        let last = v["finding_info"]["last_seen_time"].as_i64();
+        prop_assert!(first.is_some() && first <= last, "{v:#}");
+    }
+
+    #[test]
     fn any_access_or_integration_entry_maps_to_a_valid_event(
         access in flat_entry(vec!["user_id", "username", "ip", "country", "region", "isp", "user_agent", "count", "date_first", "date_last"]),
         integration in flat_entry(vec!["service_id", "service_type", "app_id", "app_type", "user_id", "user_name", "channel", "scope", "reason", "date"]),
@@ -1211,7 +1519,7 @@ fn validator_rejects_broken_events() {
         1650415188,
         serde_json::from_str(DOC_CHANNEL_CREATED).unwrap(),
     );
-    let broken: Vec<(&str, Value, fn(&mut Value))> = vec![
+    let mut broken: Vec<(&str, Value, fn(&mut Value))> = vec![
         ("type_uid", good.clone(), |v| v["type_uid"] = json!(600601)),
         ("activity out of range", good.clone(), |v| {
             v["activity_id"] = json!(17);
@@ -1270,6 +1578,58 @@ fn validator_rejects_broken_events() {
             v.as_object_mut().unwrap().remove("entity");
         }),
     ];
+    let finding = audit(
+        "v-3",
+        1673631531,
+        serde_json::from_str(DOC_ANOMALY).unwrap(),
+    );
+    broken.extend::<Vec<(&str, Value, fn(&mut Value))>>(vec![
+        ("finding_info required", finding.clone(), |v| {
+            v.as_object_mut().unwrap().remove("finding_info");
+        }),
+        ("finding_info.title required", finding.clone(), |v| {
+            v["finding_info"].as_object_mut().unwrap().remove("title");
+        }),
+        (
+            "finding status from the global enum",
+            finding.clone(),
+            |v| {
+                v["status_id"] = json!(1);
+                v["status"] = json!("Success");
+            },
+        ),
+        ("finding status out of its enum", finding.clone(), |v| {
+            v["status_id"] = json!(5);
+        }),
+        ("finding has no src_endpoint", finding.clone(), |v| {
+            v["src_endpoint"] = json!({"ip": "81.2.69.143"});
+        }),
+        ("empty evidence", finding.clone(), |v| {
+            v["evidences"] = json!([{}]);
+        }),
+        ("analytic type_id", finding.clone(), |v| {
+            v["finding_info"]["analytic"]["type_id"] = json!(12);
+        }),
+        (
+            "finding actor needs the host profile",
+            finding.clone(),
+            |v| {
+                v["metadata"].as_object_mut().unwrap().remove("profiles");
+            },
+        ),
+        ("finding activity", finding, |v| {
+            v["activity_id"] = json!(4);
+            v["type_uid"] = json!(200404);
+        }),
+    ]);
+    let mut status_new = audit(
+        "v-4",
+        1673631531,
+        serde_json::from_str(DOC_ANOMALY).unwrap(),
+    );
+    status_new["status_id"] = json!(1);
+    status_new["status"] = json!("New");
+    assert_eq!(validate(&status_new), Ok(()), "a Finding's own status enum");
     for (what, mut v, break_it) in broken {
         break_it(&mut v);
         assert!(validate(&v).is_err(), "{what}: not caught");

@@ -1,6 +1,7 @@
 //! Test-only validation of an OCSF event against the schema facts in `schema.json`: the class
 //! exists, category/activity/severity/status ids are in range, `type_uid = class_uid * 100 +
-//! activity_id`, captions agree with the ids, required attributes and at-least-one constraints
+//! activity_id`, captions agree with the ids (a class's own enum, such as a Finding's `status_id`,
+//! replaces the global one), required attributes and at-least-one constraints
 //! hold (for the event and each nested object), every attribute belongs to its class or object
 //! (profile attributes only with the profile named in `metadata.profiles`), and every value has
 //! its attribute's type (integers, strings, IP addresses, e-mail addresses, arrays, objects).
@@ -64,9 +65,12 @@ fn check_event(event: &Value, errs: &mut Vec<String>) {
         ("status_id", "status_id", "status"),
     ] {
         if let Some(v) = ev.get(id_key) {
-            let cap = v
-                .as_u64()
-                .and_then(|id| facts["enums"][enum_key][id.to_string()].as_str());
+            // A class may define its own enum (Findings: status New, In Progress, …).
+            let values = class
+                .get("enums")
+                .and_then(|e| e.get(enum_key))
+                .unwrap_or(&facts["enums"][enum_key]);
+            let cap = v.as_u64().and_then(|id| values[id.to_string()].as_str());
             match cap {
                 None => errs.push(format!("{id_key} {v} is not in its enum")),
                 Some(c) => {

@@ -21,6 +21,10 @@ pub(crate) struct IntegrationStore {
     pub entries: Vec<IntegrationEntry>,
     next_seq: u64,
     rng: Rng,
+    /// `SimConfig::integration_identical_percent`, drawn from a stream of its own so that the
+    /// entries of a seed are the same with copies as without.
+    identical_percent: u32,
+    copies_rng: Rng,
 }
 
 /// (service_type, service_id, channel-bound scope)
@@ -52,17 +56,41 @@ const REASONS: &[&str] = &[
 ];
 
 impl IntegrationStore {
-    pub(crate) fn new(seed: u64) -> IntegrationStore {
+    pub(crate) fn new(seed: u64, identical_percent: u32) -> IntegrationStore {
         IntegrationStore {
             entries: Vec::new(),
             next_seq: 1,
             rng: Rng::stream(seed, 4),
+            identical_percent,
+            copies_rng: Rng::stream(seed, 5),
         }
     }
 
+    /// Adds `n` entries, each followed by one or two byte-identical copies with
+    /// `identical_percent` chance (the copies are extra).
     pub(crate) fn add(&mut self, world: &World, n: usize, from: i64, to: i64) {
         for _ in 0..n {
             let entry = self.make(world, from, to);
+            let copies = if self.identical_percent > 0
+                && self.copies_rng.percent(u64::from(self.identical_percent))
+            {
+                1 + self.copies_rng.below(2)
+            } else {
+                0
+            };
+            for _ in 0..copies {
+                let copy = IntegrationEntry {
+                    seq: self.next_seq,
+                    date: entry.date,
+                    value: entry.value.clone(),
+                    user_id: entry.user_id.clone(),
+                    app_id: entry.app_id.clone(),
+                    service_id: entry.service_id.clone(),
+                    change_type: entry.change_type,
+                };
+                self.next_seq += 1;
+                self.entries.push(copy);
+            }
             self.entries.push(entry);
         }
         self.entries

@@ -312,3 +312,220 @@ fn touched_rows_change_and_move_with_date_last_sort() {
     assert_eq!(sim.access_truth().len(), 310);
     assert_eq!(access(&sim, "").json()["paging"]["total"], 310);
 }
+
+fn logins(v: &Value) -> Vec<(String, String, String, i64)> {
+    v["logins"].as_array().unwrap().iter().map(key).collect()
+}
+
+fn next_cursor(v: &Value) -> String {
+    v["response_metadata"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn before_can_filter_on_the_field_other_than_the_sort_key() {
+    for (sort, filter) in [
+        (AccessSortKey::DateFirst, AccessSortKey::DateLast),
+        (AccessSortKey::DateLast, AccessSortKey::DateFirst),
+    ] {
+        let sim = start(SimConfig {
+            access_sort_key: sort,
+            access_filter_key: Some(filter),
+            ..config()
+        });
+        let truth = sim.access_truth();
+        let pivot = truth[120].date_last.min(truth[120].date_first + 3_000);
+        let field = |r: &crate::AccessRowTruth, k: AccessSortKey| match k {
+            AccessSortKey::DateFirst => r.date_first,
+            AccessSortKey::DateLast => r.date_last,
+        };
+        let expected: Vec<_> = truth
+            .iter()
+            .filter(|r| field(r, filter) <= pivot)
+            .map(|r| {
+                (
+                    r.user_id.clone(),
+                    r.ip.clone(),
+                    r.user_agent.clone(),
+                    r.date_first,
+                )
+            })
+            .collect();
+        assert!(
+            expected.len() > 10 && expected.len() < truth.len(),
+            "{sort:?}: a real filter"
+        );
+        let v = access(&sim, &format!("before={pivot}&count=1000")).json();
+        assert_eq!(logins(&v), expected, "{sort:?} sorted, {filter:?} filtered");
+        assert_eq!(
+            v["paging"]["total"].as_u64().unwrap() as usize,
+            expected.len()
+        );
+        // Cursor pages list the same rows.
+        let mut rows = Vec::new();
+        let mut v = access(&sim, &format!("before={pivot}&limit=33")).json();
+        loop {
+            rows.extend(logins(&v));
+            let c = next_cursor(&v);
+            if c.is_empty() {
+                break;
+            }
+            v = access(&sim, &format!("before={pivot}&limit=33&cursor={}", enc(&c))).json();
+        }
+        assert_eq!(rows, expected);
+    }
+}
+
+/// With date_last filtering, rows used again leave a listing whose `before` is in the past. A
+/// keyset cursor still continues after the last row served; an offset cursor continues at the
+/// same position number, so the rows that moved up into the page already served are skipped.
+#[test]
+fn offset_cursors_shift_when_rows_leave_the_listing_and_keyset_cursors_do_not() {
+    for offset in [false, true] {
+        let sim = start(SimConfig {
+            access_sort_key: AccessSortKey::DateLast,
+            access_offset_cursor: offset,
+            access_rows: 40,
+            ..config()
+        });
+        let before = NOW - 1;
+        let first = access(&sim, &format!("before={before}&limit=10")).json();
+        let served = logins(&first);
+        let c = next_cursor(&first);
+        // Every row is used again but the last ten: 30 rows leave the listing.
+        let truth = sim.access_truth();
+        let untouched: Vec<_> = truth[30..]
+            .iter()
+            .map(|r| {
+                (
+                    r.user_id.clone(),
+                    r.ip.clone(),
+                    r.user_agent.clone(),
+                    r.date_first,
+                )
+            })
+            .collect();
+        let mut n = 0;
+        while sim
+            .access_truth()
+            .iter()
+            .filter(|r| r.date_last <= before)
+            .count()
+            > 10
+        {
+            sim.touch_access_rows(1, NOW);
+            n += 1;
+            assert!(n < 10_000);
+        }
+        let left: Vec<_> = sim
+            .access_truth()
+            .into_iter()
+            .filter(|r| r.date_last <= before)
+            .map(|r| (r.user_id, r.ip, r.user_agent, r.date_first))
+            .collect();
+        let second = access(
+            &sim,
+            &format!("before={before}&limit=10&cursor={}", enc(&c)),
+        )
+        .json();
+        if offset {
+            assert!(
+                logins(&second).is_empty(),
+                "offset 10 of a listing of 10: past its end"
+            );
+            assert_eq!(next_cursor(&second), "");
+        } else {
+            let after: Vec<_> = left
+                .iter()
+                .filter(|r| !served.contains(r))
+                .cloned()
+                .collect();
+            assert_eq!(logins(&second), after, "the rows after the last one served");
+        }
+        assert!(untouched.len() == 10 && !left.is_empty());
+    }
+}
+
+#[test]
+fn rows_touched_between_requests_and_the_history_of_states() {
+    let sim = start(SimConfig {
+        access_touch_every: 2,
+        access_touch_rows: 3,
+        access_rows: 50,
+        ..config()
+    });
+    assert_eq!(sim.access_history().len(), 50);
+    for _ in 0..4 {
+        assert_eq!(access(&sim, "limit=5").status, 200);
+    }
+    let history = sim.access_history();
+    assert_eq!(
+        history.len(),
+        50 + 2 * 3,
+        "two of four requests touched three rows each"
+    );
+    let touched = &history[50..];
+    assert!(touched.iter().all(|r| r.date_last == NOW));
+    assert_eq!(
+        sim.access_truth()
+            .iter()
+            .filter(|r| r.date_last == NOW)
+            .count(),
+        touched
+            .iter()
+            .map(|r| (&r.user_id, &r.ip, &r.user_agent))
+            .collect::<HashSet<_>>()
+            .len()
+    );
+
+    // Activity recorded late never moves date_last back.
+    let r = sim.access_truth()[0].clone();
+    sim.touch_access_rows(50, r.date_last - 10_000);
+    let again = sim.access_truth();
+    let same = again
+        .iter()
+        .find(|x| {
+            x.user_id == r.user_id
+                && x.ip == r.ip
+                && x.user_agent == r.user_agent
+                && x.date_first == r.date_first
+        })
+        .unwrap();
+    assert_eq!(same.date_last, r.date_last);
+    assert_eq!(same.count, r.count + 1);
+}
+
+#[test]
+fn a_big_tie_is_distinct_combinations_at_one_second() {
+    let sim = start(SimConfig {
+        access_rows: 10,
+        ..config()
+    });
+    sim.add_access_tie(3_000, NOW - 500, NOW - 500);
+    let truth = sim.access_truth();
+    let tie: Vec<_> = truth.iter().filter(|r| r.date_first == NOW - 500).collect();
+    assert_eq!(tie.len(), 3_000);
+    assert!(tie.iter().all(|r| r.date_last == NOW - 500 && r.count == 1));
+    let combos: HashSet<_> = tie
+        .iter()
+        .map(|r| (&r.user_id, &r.ip, &r.user_agent))
+        .collect();
+    assert_eq!(
+        combos.len(),
+        3_000,
+        "no two rows of one combination and second"
+    );
+    let v = access(&sim, &format!("before={}&count=1000&page=3", NOW - 500)).json();
+    assert_eq!(
+        v["paging"]["total"], 3_010,
+        "the tie and the ten older rows"
+    );
+    assert_eq!(v["logins"].as_array().unwrap().len(), 1_000);
+    assert!(v["logins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["date_first"] == NOW - 500));
+}

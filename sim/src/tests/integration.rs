@@ -144,3 +144,31 @@ fn filters_and_errors() {
     sim.add_integration_entries(5, NOW - 10, NOW - 1);
     assert_eq!(integration(&sim, "").json()["paging"]["total"], 125);
 }
+
+#[test]
+fn identical_copies_are_served_side_by_side() {
+    let plain = start(SimConfig {
+        integration_entries: 200,
+        ..config()
+    });
+    let sim = start(SimConfig {
+        integration_entries: 200,
+        integration_identical_percent: 30,
+        ..config()
+    });
+    let truth = sim.integration_truth();
+    // The same entries as without copies (the copies come from a stream of their own), plus
+    // byte-identical copies right after them.
+    let mut distinct = truth.clone();
+    distinct.dedup();
+    assert_eq!(distinct, plain.integration_truth());
+    let copies = truth.len() - distinct.len();
+    assert!((30..=130).contains(&copies), "{copies} copies");
+    assert!(truth.windows(3).any(|w| w[0] == w[1] && w[1] == w[2]), "some come twice over");
+    // Served as they are: each copy is a log entry of its own.
+    let v = integration(&sim, "count=1000").json();
+    assert_eq!(v["logs"].as_array().unwrap(), &truth);
+    assert_eq!(v["paging"]["total"].as_u64(), Some(truth.len() as u64));
+    sim.add_integration_entries(50, NOW - 10, NOW - 1);
+    assert!(sim.integration_truth().len() >= truth.len() + 50);
+}
