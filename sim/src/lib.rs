@@ -277,22 +277,7 @@ impl Simulator {
         store
             .order
             .iter()
-            .map(|&i| {
-                let r = &store.rows[i];
-                let u = &self.sim.world.users[r.user];
-                AccessRowTruth {
-                    user_id: u.id.clone(),
-                    username: u.handle.clone(),
-                    ip: r.ip.clone(),
-                    user_agent: r.user_agent.clone(),
-                    date_first: r.date_first,
-                    date_last: r.date_last,
-                    count: r.count,
-                    isp: r.isp.clone(),
-                    country: r.country.clone(),
-                    region: r.region.clone(),
-                }
-            })
+            .map(|&i| store.truth(&self.sim.world, &store.rows[i]))
             .collect()
     }
 
