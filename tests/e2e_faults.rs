@@ -481,6 +481,11 @@ fn history(rng: &mut Rng) -> (i64, i64, i64) {
 
 // ---- audit
 
+/// The audit lag of every case.
+const LAG: i64 = 3;
+/// `audit_lookback_seconds` of every case.
+const AUDIT_LOOKBACK: i64 = 10;
+
 struct Audit {
     sim_settings: Vec<(&'static str, String)>,
     backfill: i64,
@@ -530,11 +535,14 @@ impl Model for Audit {
             trace.push(format!("audit: Slack's clock {off} s off ours"));
         }
         let window = [600, 1800, 3600, 7200][rng.below(4) as usize];
-        let lag = 3;
+        let lag = LAG;
         let mut s = base_settings(sim, "audit", backfill);
         s.push(("audit_page_size", page.to_string()));
         s.push(("audit_window_seconds", window.to_string()));
         s.push(("audit_lag_seconds", lag.to_string()));
+        // A look-back short enough for the case's few seconds: each second is read again once it
+        // is this old (the default, an hour, would outlast the case).
+        s.push(("audit_lookback_seconds", AUDIT_LOOKBACK.to_string()));
         trace.push(format!(
             "audit: {} events in [{}, {}], backfill {backfill}, page {page}, window {window}s, lag {lag}s, short_pages {}, ttl {:?}",
             sim.audit_len(),
@@ -590,12 +598,21 @@ impl Model for Audit {
         }
         if rng.chance(30) {
             // Indexed late beyond the lag: dated below what the forward walk already passed
-            // (inside the look-back span), visible only after it passed them.
-            let at = (safe_from - rng.range(5, 1800)).max(self.backfill);
-            let delay = 0.2 + rng.below(1800) as f64 / 1000.0;
+            // (younger than the look-back, so its re-read is still due), visible only after it
+            // passed them.
+            let at = (safe_from - rng.range(1, AUDIT_LOOKBACK - LAG)).max(self.backfill);
+            // Visible before the second is AUDIT_LOOKBACK old: within what the look-back promises.
+            let inserted = wall();
+            let room = at as f64 + AUDIT_LOOKBACK as f64 - 0.5 - inserted;
+            if room <= 0.2 {
+                return;
+            }
+            let delay = 0.1 + (room - 0.1) * (rng.below(1000) as f64 / 1000.0);
             let n = rng.range(1, 8) as usize;
             sim.add_late_audit_events(n, at, Duration::from_secs_f64(delay));
-            self.late_visible_by = self.late_visible_by.max(wall() + delay);
+            // Visible, and old enough for the re-read to reach (by this machine's clock; a Slack
+            // clock behind ours puts `at` above every window so far, for the forward walk).
+            self.late_visible_by = self.late_visible_by.max((at + AUDIT_LOOKBACK + 1) as f64);
             trace.push(format!("  +{n} events indexed late at {at} (below the watermark), visible after {delay:.2}s"));
         }
     }

@@ -52,8 +52,10 @@ pub struct AuditCheckpoint {
     /// (Slack's limit per request); this is the group being walked.
     #[serde(default)]
     pub group: usize,
-    /// The look-back re-scan of `[watermark - audit_lookback_seconds, watermark]`, if a pass
-    /// stopped inside one.
+    /// How far each look-back re-read has got (see [`rescan_ages`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rescanned: Vec<RescanTier>,
+    /// The look-back re-read in progress, if a pass stopped inside one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescan: Option<Rescan>,
     /// Which ledger parts hold the ids delivered recently (see [`ledger`]).
@@ -65,12 +67,23 @@ pub struct AuditCheckpoint {
     pub clock_offset: Option<i64>,
 }
 
-/// A look-back re-scan in progress.
+/// A look-back re-read in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rescan {
     pub window: AuditWindow,
     #[serde(default)]
     pub group: usize,
+    /// The tier it belongs to (its `age`).
+    #[serde(default)]
+    pub age: i64,
+}
+
+/// One look-back re-read: every second up to `done` has been read (by the forward walk or a
+/// re-read) at least `age` seconds after it, by Slack's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RescanTier {
+    pub age: i64,
+    pub done: i64,
 }
 
 /// A closed window `[oldest, latest]` and how far into it delivery got.
@@ -86,6 +99,11 @@ pub struct AuditWindow {
     /// ledger when such a checkpoint is read, and are never written again.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub boundary_ids: BTreeSet<String>,
+    /// Slack's time when this window's first page was asked for: everything in it was read at
+    /// least `since - date_create` seconds after its second, so the look-back need not read a
+    /// second again at an age it already had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
 }
 
 impl Checkpoint for AuditCheckpoint {
@@ -111,6 +129,7 @@ impl AuditCheckpoint {
             watermark,
             window: None,
             filters: filters_key(config),
+            rescanned: Vec::new(),
             rescan: None,
             // Nothing before the start is delivered, so the ledger is complete from there; the
             // look-back never reaches below it.
@@ -144,6 +163,7 @@ pub fn plan_window(watermark: i64, now: i64, lag: i64, window_seconds: i64) -> O
         latest: (watermark + window_seconds).min(settled),
         boundary: None,
         boundary_ids: BTreeSet::new(),
+        since: None,
     })
 }
 
@@ -330,19 +350,65 @@ pub fn settled(now: i64, clock_offset: Option<i64>, lag: i64) -> i64 {
     now.saturating_add(ahead).saturating_sub(lag)
 }
 
-/// The look-back re-scan due at watermark `w`: `[w - lookback + 1, w]`, never below where the
-/// ledger is complete (the stream's start, or where an upgrade or the cap left it).
-pub fn plan_rescan(w: i64, lookback: i64, complete_from: i64) -> Option<AuditWindow> {
+/// Age at which every second is read a first time again (or at `audit_lookback_seconds`, when
+/// that is shorter): most of what Slack indexes late shows up within minutes.
+pub const FIRST_RESCAN_AGE: i64 = 300;
+
+/// The ages at which the look-back reads each second again: 5 minutes and
+/// `audit_lookback_seconds` after it. Re-reading only the seconds that reached an age since the
+/// last pass costs each pass two short walks over what is new, not a walk over the whole span:
+/// an event is read at most three times however often passes run.
+pub fn rescan_ages(lookback: i64) -> Vec<i64> {
     if lookback <= 0 {
-        return None;
+        return Vec::new();
     }
-    let oldest = w.saturating_sub(lookback).saturating_add(1).max(complete_from);
-    (oldest <= w).then(|| AuditWindow {
+    let first = FIRST_RESCAN_AGE.min(lookback);
+    if first == lookback {
+        vec![lookback]
+    } else {
+        vec![first, lookback]
+    }
+}
+
+/// The tiers for `ages`, keeping what the checkpoint knows of each. A new tier starts where
+/// seconds are still younger than its age (what is older was read at that age already, or is
+/// beyond the look-back), never below where the ledger is complete.
+pub fn sync_tiers(tiers: &[RescanTier], ages: &[i64], watermark: i64, slack_now: i64, complete_from: i64) -> Vec<RescanTier> {
+    ages.iter()
+        .map(|&age| {
+            tiers.iter().copied().find(|t| t.age == age).unwrap_or(RescanTier {
+                age,
+                done: watermark
+                    .min(slack_now.saturating_sub(age))
+                    .max(complete_from.saturating_sub(1)),
+            })
+        })
+        .collect()
+}
+
+/// The re-read due for `tier` at Slack's `slack_now`: the seconds that reached its age since it
+/// last ran, `[done + 1, min(watermark, slack_now - age)]`, never below where the ledger is
+/// complete (the stream's start, or where an upgrade or the cap left it).
+pub fn plan_rescan(tier: &RescanTier, watermark: i64, slack_now: i64, complete_from: i64) -> Option<AuditWindow> {
+    let oldest = tier.done.saturating_add(1).max(complete_from);
+    let latest = watermark.min(slack_now.saturating_sub(tier.age));
+    (oldest <= latest).then(|| AuditWindow {
         oldest,
-        latest: w,
+        latest,
         boundary: None,
         boundary_ids: BTreeSet::new(),
+        since: None,
     })
+}
+
+/// A forward window `[oldest, latest]` drained, first asked for at Slack's `read_at`: each tier
+/// that had read up to it counts the seconds that were already `age` old then as read.
+fn advance_tiers(tiers: &mut [RescanTier], window: &AuditWindow, read_at: i64) {
+    for t in tiers {
+        if t.done >= window.oldest.saturating_sub(1) {
+            t.done = t.done.max(window.latest.min(read_at.saturating_sub(t.age)));
+        }
+    }
 }
 
 /// Which walk a window belongs to.
@@ -350,8 +416,8 @@ pub fn plan_rescan(w: i64, lookback: i64, complete_from: i64) -> Option<AuditWin
 enum Kind {
     /// The forward walk: a drained window moves the watermark.
     Forward,
-    /// The look-back re-scan: what it finds was indexed late.
-    Rescan,
+    /// A look-back re-read of the tier of this age: what it finds was indexed late.
+    Rescan(i64),
 }
 
 /// Moves a format-1 checkpoint to format 2: its boundary ids go to the ledger, which is complete
@@ -379,9 +445,9 @@ fn upgrade(checkpoint: &mut AuditCheckpoint, ledger: &mut Ledger, log: &dyn Fn(&
     ));
 }
 
-/// Walks until caught up, out of budget, or failed: first a look-back re-scan a pass left
-/// unfinished, then forward windows up to Slack's now minus the lag, then this pass's re-scan of
-/// the last `audit_lookback_seconds` below the watermark. The checkpoint (and the ledger before
+/// Walks until caught up, out of budget, or failed: first the look-back (a re-read a pass left
+/// unfinished, then each tier's seconds that reached its age since the last pass, see
+/// [`rescan_ages`]), then forward windows up to Slack's now minus the lag. The checkpoint (and the ledger before
 /// it) is saved after every page the sink accepted; it never moves past what the sink accepted.
 pub fn walk(
     config: &Config,
@@ -411,13 +477,29 @@ pub fn walk(
         token,
         ledger,
     };
-    let mut rescanned_at = None;
+    // First the look-back: a re-read a pass left unfinished (the span's ledger buckets are kept
+    // only until it is done), then each tier's seconds that reached its age since the last pass.
+    // Each is short (what is new since the last pass), so the forward walk after them is not
+    // starved however busy the org.
+    let slack_now = settled(fetcher.clock.now_unix(), checkpoint.clock_offset, 0);
+    checkpoint.rescanned = sync_tiers(
+        &checkpoint.rescanned,
+        &rescan_ages(config.audit_lookback_seconds),
+        checkpoint.watermark,
+        slack_now,
+        walker.ledger.complete_from,
+    );
     if let Some(r) = checkpoint.rescan.clone() {
-        // First: the span's ledger buckets are kept only until the re-scan is done.
-        if let Err(end) = walker.window(Kind::Rescan, fetcher, io, checkpoint, r.window, r.group, stats) {
+        if let Err(end) = walker.window(Kind::Rescan(r.age), fetcher, io, checkpoint, r.window, r.group, stats) {
             return end;
         }
-        rescanned_at = Some(checkpoint.watermark);
+    }
+    for tier in checkpoint.rescanned.clone() {
+        if let Some(w) = plan_rescan(&tier, checkpoint.watermark, slack_now, walker.ledger.complete_from) {
+            if let Err(end) = walker.window(Kind::Rescan(tier.age), fetcher, io, checkpoint, w, 0, stats) {
+                return end;
+            }
+        }
     }
     let now = fetcher.clock.now_unix();
     let mut refreshed = false;
@@ -456,17 +538,6 @@ pub fn walk(
             -off
         ));
     }
-    if rescanned_at != Some(checkpoint.watermark) {
-        if let Some(w) = plan_rescan(
-            checkpoint.watermark,
-            config.audit_lookback_seconds,
-            walker.ledger.complete_from,
-        ) {
-            if let Err(end) = walker.window(Kind::Rescan, fetcher, io, checkpoint, w, 0, stats) {
-                return end;
-            }
-        }
-    }
     WalkEnd::CaughtUp
 }
 
@@ -503,6 +574,10 @@ impl Walker<'_> {
         let mut cursors_seen: HashSet<String> = HashSet::new();
         loop {
             let url = page_url(config, &actions, &window, cursor.as_deref());
+            if window.since.is_none() && window.boundary.is_none() && cursor.is_none() && group == 0 {
+                // Before the request: the page is read at this instant or later.
+                window.since = Some(settled(fetcher.clock.now_unix(), checkpoint.clock_offset, 0));
+            }
             let answer = fetcher.get(&url, self.token);
             if let Some(c) = fetcher.stats.slack_clock {
                 checkpoint.clock_offset = Some(c.offset());
@@ -565,7 +640,7 @@ impl Walker<'_> {
                 if t >= record_from || Some(t) == boundary || t > window.latest {
                     self.ledger.insert(t, d);
                 }
-                if kind == Kind::Rescan && t >= window.oldest && t <= window.latest {
+                if matches!(kind, Kind::Rescan(_)) && t >= window.oldest && t <= window.latest {
                     stats.late += 1;
                 }
             }
@@ -573,6 +648,12 @@ impl Walker<'_> {
             let drained = next_cursor.is_none();
             match kind {
                 Kind::Forward if drained && last_group => {
+                    // A window planned by an older format has no `since`; it was planned at
+                    // least the lag after its `latest`.
+                    let read_at = window
+                        .since
+                        .unwrap_or_else(|| window.latest.saturating_add(config.audit_lag_seconds));
+                    advance_tiers(&mut checkpoint.rescanned, &window, read_at);
                     checkpoint.watermark = window.latest;
                     checkpoint.window = None;
                     checkpoint.group = 0;
@@ -586,24 +667,31 @@ impl Walker<'_> {
                     });
                 }
                 Kind::Forward => checkpoint.window = Some(window.clone()),
-                Kind::Rescan if drained && last_group => checkpoint.rescan = None,
-                Kind::Rescan if drained => {
+                Kind::Rescan(age) if drained && last_group => {
+                    for t in checkpoint.rescanned.iter_mut().filter(|t| t.age == age) {
+                        t.done = t.done.max(window.latest);
+                    }
+                    checkpoint.rescan = None;
+                }
+                Kind::Rescan(age) if drained => {
                     checkpoint.rescan = Some(Rescan {
                         window: AuditWindow {
                             boundary: None,
                             ..window.clone()
                         },
                         group: group + 1,
+                        age,
                     })
                 }
-                Kind::Rescan => {
+                Kind::Rescan(age) => {
                     checkpoint.rescan = Some(Rescan {
                         window: window.clone(),
                         group,
+                        age,
                     })
                 }
             }
-            self.commit(io, checkpoint, &window, kind)?;
+            self.commit(io, checkpoint, &window)?;
             match next_cursor {
                 Some(c) if !cursors_seen.insert(c.clone()) => {
                     return Err(WalkEnd::Failed {
@@ -620,7 +708,7 @@ impl Walker<'_> {
                 None => {
                     let what = match kind {
                         Kind::Forward => "window",
-                        Kind::Rescan => "look-back re-scan",
+                        Kind::Rescan(_) => "look-back re-read",
                     };
                     (io.log)(&format!(
                         "audit: {what} {} .. {} complete, {} records",
@@ -642,16 +730,18 @@ impl Walker<'_> {
         io: &mut StreamIo<'_>,
         checkpoint: &mut AuditCheckpoint,
         window: &AuditWindow,
-        kind: Kind,
     ) -> Result<(), WalkEnd> {
-        let lookback = self.config.audit_lookback_seconds;
-        // Keep what the look-back (from the watermark) and a resume (the boundary) need; during a
-        // forward window also what its own look-back span will be once it drains.
-        let keep_from = match (kind, &checkpoint.window, &checkpoint.rescan) {
-            (_, _, Some(r)) => r.window.oldest.min(checkpoint.watermark.saturating_sub(lookback)),
-            (Kind::Forward, Some(w), None) => w.latest.saturating_sub(lookback),
-            _ => checkpoint.watermark.saturating_sub(lookback),
-        };
+        // Keep what the look-back will read again (above the slowest tier) and a resume (the
+        // boundary) needs.
+        let mut keep_from = checkpoint
+            .rescanned
+            .iter()
+            .map(|t| t.done.saturating_add(1))
+            .min()
+            .unwrap_or(checkpoint.watermark.saturating_add(1));
+        if let Some(r) = &checkpoint.rescan {
+            keep_from = keep_from.min(r.window.oldest);
+        }
         let keep = checkpoint
             .window
             .as_ref()

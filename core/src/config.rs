@@ -31,7 +31,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("audit_requests_per_minute", "Pacing of audit requests (Tier 3 is org-wide, shared with other consumers). 0 = no pacing. Default 40."),
     ("web_requests_per_minute", "Pacing of team.accessLogs / team.integrationLogs requests, each (Tier 2). 0 = no pacing. Default 20."),
     ("audit_lag_seconds", "How far behind now (by Slack's clock, taken from its answers' Date header, when that is behind ours) the audit stream stays, for events Slack publishes late. 2 to 86400 (0 or 1 would lose events of the second not yet over). Default 60."),
-    ("audit_lookback_seconds", "Each pass reads the last this-many seconds below the audit watermark again and delivers the events Slack indexed late (ids not delivered before; counted as slack_logs_late_events_total). 0 disables it. Default 3600."),
+    ("audit_lookback_seconds", "How late Slack may index an audit event and it is still collected: each second is read again when it is 5 minutes old and when it is this old, and the events Slack indexed late are delivered (ids not delivered before; counted as slack_logs_late_events_total). 0 disables it. Default 3600."),
     ("access_lag_seconds", "How far behind now an access walk's bound `before` stays, for activity Slack records a little late or a clock slightly ahead of Slack's. 1 to 86400. Default 60."),
     ("audit_window_seconds", "Length of one audit collection window. Default 86400."),
     ("audit_page_size", "`limit` sent to the audit API, 1 to 9999. Default 1000."),

@@ -779,18 +779,23 @@ fn ids() -> impl Strategy<Value = BTreeSet<String>> {
 }
 
 fn audit_window() -> impl Strategy<Value = AuditWindow> {
-    (ts(), ts(), option::of(ts()), ids()).prop_map(|(oldest, latest, boundary, boundary_ids)| AuditWindow {
+    (ts(), ts(), option::of(ts()), ids(), option::of(ts())).prop_map(|(oldest, latest, boundary, boundary_ids, since)| AuditWindow {
         oldest,
         latest,
         boundary,
         boundary_ids,
+        since,
     })
 }
 
 fn audit_checkpoint() -> impl Strategy<Value = AuditCheckpoint> {
     let window = audit_window();
-    let rescan = (audit_window(), any::<usize>())
-        .prop_map(|(window, group)| slack_logs_core::audit::Rescan { window, group });
+    let rescan = (audit_window(), any::<usize>(), ts())
+        .prop_map(|(window, group, age)| slack_logs_core::audit::Rescan { window, group, age });
+    let tiers = vec(
+        (ts(), ts()).prop_map(|(age, done)| slack_logs_core::audit::RescanTier { age, done }),
+        0..3,
+    );
     let ledger = (ts(), btree_map(ts(), any::<u32>(), 0..4))
         .prop_map(|(complete_from, buckets)| slack_logs_core::audit::ledger::LedgerIndex { complete_from, buckets });
     (
@@ -801,14 +806,15 @@ fn audit_checkpoint() -> impl Strategy<Value = AuditCheckpoint> {
             "\\PC{0,40}",
             any::<usize>(),
         ),
-        (option::of(rescan), ledger, option::of(any::<i64>())),
+        (tiers, option::of(rescan), ledger, option::of(any::<i64>())),
     )
-        .prop_map(|((v, watermark, window, filters, group), (rescan, ledger, clock_offset))| AuditCheckpoint {
+        .prop_map(|((v, watermark, window, filters, group), (rescanned, rescan, ledger, clock_offset))| AuditCheckpoint {
             v,
             watermark,
             window,
             filters,
             group,
+            rescanned,
             rescan,
             ledger,
             clock_offset,

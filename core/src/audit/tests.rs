@@ -383,6 +383,7 @@ fn absorb_skips_what_the_ledger_or_the_order_says_was_delivered() {
         latest: 100,
         boundary: Some(50),
         boundary_ids: BTreeSet::new(),
+        since: None,
     };
     let mut ledger = ledger::Ledger::default();
     ledger.insert(50, ledger::digest("a"));
@@ -791,28 +792,66 @@ fn the_look_back_re_scan_delivers_events_slack_indexed_late_once() {
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     assert_eq!(r.streams[0].watermark, Some(T0 - 60));
     assert_eq!(r.streams[0].late_events, 0);
-    // Slack indexes two events late: one 10 minutes below the watermark (inside the hour the
-    // re-scan reads again), one two hours below it (beyond the look-back: the documented limit).
-    let late = event("late-in-lookback", T0 - 660);
+    // Slack indexes three events late. The first pass read T0 - 200 when it was 200 s old, so
+    // the 5-minute re-read finds it; it read T0 - 1000 when it was older than that, so the
+    // one-hour re-read does; T0 - 7260 is beyond the look-back (the documented limit).
+    let soon = event("late-200s", T0 - 200);
+    let later = event("late-1000s", T0 - 1000);
     let too_late = event("late-beyond-lookback", T0 - 7260);
-    t.model.source.0.push(late.clone());
-    t.model.source.0.push(too_late.clone());
-    events.push(late);
-    clock.now.set(T0 + 30);
+    for e in [&soon, &later, &too_late] {
+        t.model.source.0.push(e.clone());
+    }
+    clock.now.set(T0 + 150);
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     assert_eq!(r.streams[0].late_events, 1, "{r:?}");
     assert!(r.streams[0].message.as_deref().unwrap_or("").contains("indexed late"), "{r:?}");
+    assert_eq!(sink.ids.last().map(String::as_str), Some("late-200s"));
+    events.push(soon);
+    // Once T0 - 1000 is an hour old, the second re-read reaches it.
+    clock.now.set(T0 + 2700);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].late_events, 1, "{r:?}");
+    events.push(later);
     let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
     assert_eq!(got.len(), sink.ids.len(), "no repeats: {:?}", sink.ids);
-    assert_eq!(got, truth(&events, T0 - 30));
+    assert_eq!(got, truth(&events, T0 + 2640));
     let stored = crate::status::load(&mut store, crate::Stream::Audit, None);
-    assert_eq!(stored.total_late_events, 1);
-    // Later passes re-read the hour again and deliver nothing twice.
-    clock.now.set(T0 + 90);
-    let before = sink.ids.len();
+    assert_eq!(stored.total_late_events, 2);
+    // Later passes read again only what reached an age since: one request per re-read tier and
+    // one forward, and nothing twice.
+    clock.now.set(T0 + 2760);
+    let (before, requests) = (sink.ids.len(), t.model.requests.len());
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!((r.streams[0].records, sink.ids.len()), (0, before), "{r:?}");
+    assert_eq!(t.model.requests.len() - requests, 3, "{:?}", &t.model.requests[requests..]);
+}
+
+#[test]
+fn the_look_back_costs_each_pass_what_is_new_not_the_whole_hour() {
+    // A busy hour: an event every 6 s, 100 to a page. Re-reading the whole hour would take
+    // six pages or more every pass; each second read again at 5 min and at 1 h takes a page each.
+    let mut events: Vec<_> = (0..1200).map(|i| event(&format!("e{i}"), T0 - 7200 + i * 6)).collect();
+    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_page_size", "100"), ("backfill_start_time", &(T0 - 7200).to_string())]);
+    let mut t = Faulty::new(events.clone());
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    for i in 1..=30i64 {
+        let now = T0 + i * 60;
+        for j in 0..10 {
+            let e = event(&format!("n{i}-{j}"), now - 60 + j * 6);
+            t.model.source.0.push(e.clone());
+            events.push(e);
+        }
+        clock.now.set(now);
+        let requests = t.model.requests.len();
+        let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+        assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+        assert!(t.model.requests.len() - requests <= 3, "pass {i}: {:?}", &t.model.requests[requests..]);
+    }
+    let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
+    assert_eq!(got.len(), sink.ids.len(), "no repeats");
+    assert_eq!(got, truth(&events, T0 + 30 * 60 - 60));
 }
 
 #[test]
