@@ -230,8 +230,6 @@ impl Clock for WasiClock {
     }
 }
 
-/// `wasi:random/random`: the host's cryptographically secure generator, for OAuth `state` values
-/// and nonces. A short answer from the host is refused rather than padded.
 /// 16 random bytes for a pass's lease owner id. `wasi:random` always answers with the length
 /// asked for; should a host not, std's randomly seeded hasher (also from the host's randomness)
 /// still gives an id no other pass shares.
@@ -247,6 +245,8 @@ pub fn random_id() -> [u8; 16] {
     })
 }
 
+/// `wasi:random/random`: the host's cryptographically secure generator, for OAuth `state` values
+/// and nonces. A short answer from the host is refused rather than padded.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     let bytes = crate::component::bindings::wasi::random::random::get_random_bytes(N as u64);
     bytes.try_into().map_err(|b: Vec<u8>| format!("the host gave {} random bytes, not {N}", b.len()))

@@ -109,9 +109,13 @@ fn a_host_clock_ahead_of_slack_neither_stalls_nor_loses() {
     let first = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(set(&first), truth(&sim, start, now - 300));
 
-    // Events Slack writes in its own present, which this machine's clock placed minutes ago.
-    let slack_now = now - 300;
-    let fresh = sim.add_audit_events(5, slack_now, slack_now + 1);
+    // Events Slack writes in its own present (just above the watermark, which is Slack's now
+    // less the 2 s lag), which this machine's clock places minutes ago.
+    let status = status_json(&dir, &settings);
+    let audit = status.as_array().unwrap().iter().find(|s| s["stream"] == "audit").unwrap();
+    let watermark = audit["watermark"].as_i64().expect("a watermark");
+    assert!(watermark < now - 290, "windows end by Slack's clock: {watermark} vs {now}");
+    let fresh = sim.add_audit_events(5, watermark + 1, watermark + 2);
     std::thread::sleep(Duration::from_secs(4));
     run_ok(&mut host(&dir, &settings));
     let all = delivered_ids(&dir.path("out.ndjson"));

@@ -574,13 +574,15 @@ impl Walker<'_> {
         let mut cursors_seen: HashSet<String> = HashSet::new();
         loop {
             let url = page_url(config, &actions, &window, cursor.as_deref());
-            if window.since.is_none() && window.boundary.is_none() && cursor.is_none() && group == 0 {
-                // Before the request: the page is read at this instant or later.
-                window.since = Some(settled(fetcher.clock.now_unix(), checkpoint.clock_offset, 0));
-            }
+            let asked_at = fetcher.clock.now_unix();
             let answer = fetcher.get(&url, self.token);
             if let Some(c) = fetcher.stats.slack_clock {
                 checkpoint.clock_offset = Some(c.offset());
+            }
+            if answer.is_ok() && window.since.is_none() && window.boundary.is_none() && cursor.is_none() && group == 0 {
+                // When the request left, by Slack's clock as this answer shows it (a first pass
+                // knows no offset before it): the page was read at that instant or later.
+                window.since = Some(settled(asked_at, checkpoint.clock_offset, 0));
             }
             // A window reaching past Slack's own now (our clock is ahead): end it where Slack's
             // now minus the lag is, before anything in it counts as delivered.

@@ -955,6 +955,26 @@ fn a_host_clock_ahead_of_slack_neither_stalls_nor_loses() {
 }
 
 #[test]
+fn the_look_back_reads_ages_by_slacks_clock_from_the_first_answer_on() {
+    // Our clock runs 2 h ahead of Slack's, and the first pass's first window reaches Slack's
+    // present. Counting its age from our clock, the 5-minute re-read would have taken every
+    // second of it as read at 2 h, and never read again a second Slack indexes late.
+    let slack_now = T0 - 7200;
+    let cfg = config(&[("audit_requests_per_minute", "0"), ("backfill_start_time", &(slack_now - 600).to_string())]);
+    let mut t = Faulty::new(vec![event("a", slack_now - 500)]);
+    t.model.now = Some(slack_now);
+    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].watermark, Some(slack_now - 59), "{r:?}");
+    t.model.source.0.push(event("late", slack_now - 100));
+    t.model.now = Some(slack_now + 300);
+    clock.now.set(T0 + 300);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].late_events, 1, "{r:?}");
+    assert_eq!(sink.ids, vec!["a", "late"]);
+}
+
+#[test]
 fn a_clock_ahead_of_a_slack_that_accepts_the_future_still_loses_nothing() {
     // The same, with a Slack that answers a future `latest` (its Date header tells the skew).
     struct Accepting(AuditApiModel<EventList>, i64);
