@@ -1,6 +1,8 @@
 //! The component's exports: `collector` and `wasi:http/incoming-handler`.
 
-use slack_logs_core::{oauth, run_pass, stream_statuses, Config, Env, Outcome, PassReport, RunOptions, StreamStatus};
+use slack_logs_core::{
+    oauth, run_pass, stream_statuses, Config, Env, Outcome, PassReport, RunOptions, StreamStatus,
+};
 
 use crate::routes::{self, Answer, Route};
 use crate::wasi_env::{random_bytes, random_id, WasiClock, WasiKv, WasiSink, WasiTransport};
@@ -15,7 +17,9 @@ pub mod bindings {
 
 use bindings::exports::slack_logs::collector::collector as wit;
 use bindings::exports::wasi::http::incoming_handler;
-use bindings::wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use bindings::wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Component;
 
@@ -43,20 +47,33 @@ fn run_once(options: RunOptions) -> PassReport {
         Ok(s) => s,
         Err(e) => return PassReport::not_started(&options, now, "store_error", &e.to_string()),
     };
-    let mut env =
-        Env { transport: &mut WasiTransport, store: &mut store, sink: &mut WasiSink, clock: &clock, log: &log, random: &random_id };
+    let mut env = Env {
+        transport: &mut WasiTransport,
+        store: &mut store,
+        sink: &mut WasiSink,
+        clock: &clock,
+        log: &log,
+        random: &random_id,
+    };
     run_pass(&config, &mut env, &options)
 }
 
 fn statuses() -> Result<Vec<StreamStatus>, String> {
     let config = load_config()?;
     let mut store = WasiKv::open().map_err(|e| e.to_string())?;
-    Ok(stream_statuses(&config, &mut store, slack_logs_core::Clock::now_unix(&WasiClock)))
+    Ok(stream_statuses(
+        &config,
+        &mut store,
+        slack_logs_core::Clock::now_unix(&WasiClock),
+    ))
 }
 
 impl wit::Guest for Component {
     fn run(options: wit::RunOptions) -> wit::PassReport {
-        let report = run_once(RunOptions { streams: options.streams, max_run_seconds: options.max_run_seconds });
+        let report = run_once(RunOptions {
+            streams: options.streams,
+            max_run_seconds: options.max_run_seconds,
+        });
         wit::PassReport {
             started_at: report.started_at,
             duration_ms: report.duration_ms,
@@ -131,7 +148,11 @@ impl incoming_handler::Guest for Component {
             other => format!("{other:?}").to_uppercase(),
         };
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
-        let auth = request.headers().get(&"authorization".to_string()).into_iter().next();
+        let auth = request
+            .headers()
+            .get(&"authorization".to_string())
+            .into_iter()
+            .next();
         let answer = match routes::route(&method, &path) {
             Route::Health => match statuses() {
                 Ok(s) => {
@@ -185,9 +206,10 @@ impl incoming_handler::Guest for Component {
                     }
                 }
             }
-            Route::WrongMethod(allowed) => {
-                Answer::Json(405, serde_json::json!({"ok": false, "error": format!("use {allowed} for this route")}))
-            }
+            Route::WrongMethod(allowed) => Answer::Json(
+                405,
+                serde_json::json!({"ok": false, "error": format!("use {allowed} for this route")}),
+            ),
             Route::NotFound => Answer::Json(
                 404,
                 serde_json::json!({"ok": false, "error": "not found; routes: GET / (status page), POST /collect, GET /status, GET /metrics, GET /healthz, GET /oauth/start, GET /oauth/callback, POST /oauth/revoke"}),
@@ -206,7 +228,10 @@ fn unauthorized() -> Answer {
 
 /// A config or store failure on a browser route: a page, since a person is looking at it.
 fn setup_error_page(message: &str) -> Answer {
-    Answer::Html(503, routes::html_page("Slack app not installed", &[message.to_string()]))
+    Answer::Html(
+        503,
+        routes::html_page("Slack app not installed", &[message.to_string()]),
+    )
 }
 
 /// The config and the store for a browser route, or the page that says why not.
@@ -264,7 +289,12 @@ fn oauth_callback(path: &str) -> Answer {
 fn oauth_revoke(config: &Config) -> Answer {
     let mut store = match WasiKv::open() {
         Ok(s) => s,
-        Err(e) => return Answer::Json(503, serde_json::json!({"ok": false, "error": e.to_string()})),
+        Err(e) => {
+            return Answer::Json(
+                503,
+                serde_json::json!({"ok": false, "error": e.to_string()}),
+            )
+        }
     };
     let result = oauth::revoke(config, &mut store, &mut WasiTransport);
     match &result {
@@ -275,12 +305,17 @@ fn oauth_revoke(config: &Config) -> Answer {
 }
 
 fn respond(out: ResponseOutparam, answer: &Answer) {
-    let headers: Vec<(String, Vec<u8>)> =
-        answer.headers().into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())).collect();
+    let headers: Vec<(String, Vec<u8>)> = answer
+        .headers()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_bytes()))
+        .collect();
     let headers = Fields::from_list(&headers).unwrap_or_else(|_| Fields::new());
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(answer.status());
-    let Ok(outgoing) = response.body() else { return };
+    let Ok(outgoing) = response.body() else {
+        return;
+    };
     ResponseOutparam::set(out, Ok(response));
     let body = answer.body();
     if let Ok(stream) = outgoing.write() {

@@ -45,12 +45,24 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
     }
     let (allowed, r) = if path.ends_with("/oauth/start") {
         // GET only: a HEAD (link preview, prefetch) must not issue a state.
-        return if method.eq_ignore_ascii_case("GET") { Route::OAuthStart } else { Route::WrongMethod("GET") };
+        return if method.eq_ignore_ascii_case("GET") {
+            Route::OAuthStart
+        } else {
+            Route::WrongMethod("GET")
+        };
     } else if path.ends_with("/oauth/callback") {
-        return if method.eq_ignore_ascii_case("GET") { Route::OAuthCallback } else { Route::WrongMethod("GET") };
+        return if method.eq_ignore_ascii_case("GET") {
+            Route::OAuthCallback
+        } else {
+            Route::WrongMethod("GET")
+        };
     } else if path.ends_with("/oauth/revoke") {
         // POST only: revoking from a link someone clicks (or a crawler follows) would be a surprise.
-        return if method.eq_ignore_ascii_case("POST") { Route::OAuthRevoke } else { Route::WrongMethod("POST") };
+        return if method.eq_ignore_ascii_case("POST") {
+            Route::OAuthRevoke
+        } else {
+            Route::WrongMethod("POST")
+        };
     } else if path.ends_with("/healthz") {
         ("GET", Route::Health)
     } else if path.ends_with("/status") {
@@ -63,7 +75,9 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
     } else {
         return Route::NotFound;
     };
-    if method.eq_ignore_ascii_case(allowed) || (allowed == "GET" && method.eq_ignore_ascii_case("HEAD")) {
+    if method.eq_ignore_ascii_case(allowed)
+        || (allowed == "GET" && method.eq_ignore_ascii_case("HEAD"))
+    {
         r
     } else {
         Route::WrongMethod(allowed)
@@ -74,7 +88,11 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
 /// as `spin aka cron` — `?key=<collect_secret>` in the URL (which may end up in access logs, so
 /// the header is preferred). Compared in constant time. No secret configured: everyone may
 /// trigger a pass (the route is then as open as the host's listener).
-pub fn authorized(secret: Option<&str>, authorization: Option<&[u8]>, path_with_query: &str) -> bool {
+pub fn authorized(
+    secret: Option<&str>,
+    authorization: Option<&[u8]>,
+    path_with_query: &str,
+) -> bool {
     let Some(secret) = secret else { return true };
     if let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) {
         return secret_matches(given, secret.as_bytes());
@@ -83,7 +101,12 @@ pub fn authorized(secret: Option<&str>, authorization: Option<&[u8]>, path_with_
     query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("key="))
-        .any(|given| secret_matches(slack_logs_core::url::percent_decode(given).as_bytes(), secret.as_bytes()))
+        .any(|given| {
+            secret_matches(
+                slack_logs_core::url::percent_decode(given).as_bytes(),
+                secret.as_bytes(),
+            )
+        })
 }
 
 /// Whether `given` is the secret, in time that tells an attacker nothing about the secret: both
@@ -121,15 +144,24 @@ impl Answer {
     /// Headers besides the status. The OAuth pages are never cached and never leak their URL
     /// (which holds the one-time code) to another site through `Referer`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let private = [("cache-control", "no-store".to_string()), ("referrer-policy", "no-referrer".to_string())];
+        let private = [
+            ("cache-control", "no-store".to_string()),
+            ("referrer-policy", "no-referrer".to_string()),
+        ];
         match self {
             Answer::Json(..) => vec![("content-type", "application/json".into())],
-            Answer::Metrics(_) => vec![("content-type", slack_logs_core::metrics::CONTENT_TYPE.into())],
+            Answer::Metrics(_) => vec![(
+                "content-type",
+                slack_logs_core::metrics::CONTENT_TYPE.into(),
+            )],
             Answer::Html(..) => {
                 let mut h = vec![
                     ("content-type", "text/html; charset=utf-8".to_string()),
                     // The pages are static text: no script, no style, no frame.
-                    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'".into()),
+                    (
+                        "content-security-policy",
+                        "default-src 'none'; frame-ancestors 'none'".into(),
+                    ),
                 ];
                 h.extend(private);
                 h
@@ -149,7 +181,10 @@ impl Answer {
                 h
             }
             Answer::Redirect(location) => {
-                let mut h = vec![("location", location.clone()), ("content-type", "text/plain; charset=utf-8".into())];
+                let mut h = vec![
+                    ("location", location.clone()),
+                    ("content-type", "text/plain; charset=utf-8".into()),
+                ];
                 h.extend(private);
                 h
             }
@@ -242,9 +277,15 @@ pub fn revoke_json(result: &Result<SlackRevoke, OAuthError>) -> Answer {
                     format!("removed without asking Slack ({why}); remove the app in Slack's admin settings to be sure it is revoked"),
                 ),
             };
-            Answer::Json(200, json!({"ok": true, "revoked_at_slack": revoked_at_slack, "message": message}))
+            Answer::Json(
+                200,
+                json!({"ok": true, "revoked_at_slack": revoked_at_slack, "message": message}),
+            )
         }
-        Err(e) => Answer::Json(e.http_status(), json!({"ok": false, "error": e.code(), "message": e.to_string()})),
+        Err(e) => Answer::Json(
+            e.http_status(),
+            json!({"ok": false, "error": e.code(), "message": e.to_string()}),
+        ),
     }
 }
 
@@ -360,12 +401,24 @@ mod tests {
     fn the_status_page_answer_is_strict() {
         let page = Answer::StatusPage(200, "<!DOCTYPE html>".into());
         let h = page.headers();
-        let csp = &h.iter().find(|(k, _)| *k == "content-security-policy").expect("a CSP").1;
-        assert!(csp.starts_with("default-src 'none'; style-src 'unsafe-inline';"), "{csp}");
+        let csp = &h
+            .iter()
+            .find(|(k, _)| *k == "content-security-policy")
+            .expect("a CSP")
+            .1;
+        assert!(
+            csp.starts_with("default-src 'none'; style-src 'unsafe-inline';"),
+            "{csp}"
+        );
         assert!(!csp.contains("script"), "no script source: {csp}");
         assert!(h.contains(&("cache-control", "no-store".to_string())));
-        assert!(h.iter().any(|(k, v)| *k == "content-type" && v.starts_with("text/html")));
-        assert_eq!((page.status(), page.body()), (200, b"<!DOCTYPE html>".to_vec()));
+        assert!(h
+            .iter()
+            .any(|(k, v)| *k == "content-type" && v.starts_with("text/html")));
+        assert_eq!(
+            (page.status(), page.body()),
+            (200, b"<!DOCTYPE html>".to_vec())
+        );
     }
 
     #[test]
@@ -373,7 +426,10 @@ mod tests {
         assert_eq!(route("GET", "/oauth/start"), Route::OAuthStart);
         assert_eq!(route("GET", "/slack-logs/oauth/start/"), Route::OAuthStart);
         assert_eq!(route("HEAD", "/oauth/start"), Route::WrongMethod("GET"));
-        assert_eq!(route("GET", "/x/oauth/callback?code=1&state=2"), Route::OAuthCallback);
+        assert_eq!(
+            route("GET", "/x/oauth/callback?code=1&state=2"),
+            Route::OAuthCallback
+        );
         assert_eq!(route("POST", "/oauth/callback"), Route::WrongMethod("GET"));
         assert_eq!(route("POST", "/oauth/revoke"), Route::OAuthRevoke);
         assert_eq!(route("GET", "/oauth/revoke"), Route::WrongMethod("POST"));
@@ -382,13 +438,29 @@ mod tests {
 
     #[test]
     fn pages_escape_everything() {
-        let page = html_page("<t>", &["a <script>alert('x')</script> & \"b\"".to_string()]);
-        assert!(!page.contains("<script>") && !page.contains("<t>"), "{page}");
-        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;b&quot;"), "{page}");
+        let page = html_page(
+            "<t>",
+            &["a <script>alert('x')</script> & \"b\"".to_string()],
+        );
+        assert!(
+            !page.contains("<script>") && !page.contains("<t>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;b&quot;"),
+            "{page}"
+        );
         // Slack's `error` parameter comes from the URL: it is shown, escaped.
-        let e = OAuthError::Denied { error: "<img src=x>".into() };
-        let Answer::Html(400, page) = oauth_error_page(&e) else { panic!("a 400 page") };
-        assert!(page.contains("&lt;img src=x&gt;") && !page.contains("<img"), "{page}");
+        let e = OAuthError::Denied {
+            error: "<img src=x>".into(),
+        };
+        let Answer::Html(400, page) = oauth_error_page(&e) else {
+            panic!("a 400 page")
+        };
+        assert!(
+            page.contains("&lt;img src=x&gt;") && !page.contains("<img"),
+            "{page}"
+        );
     }
 
     #[test]
@@ -396,7 +468,10 @@ mod tests {
         let r = Answer::Redirect("https://slack.com/oauth/v2/authorize?state=s".into());
         assert_eq!(r.status(), 302);
         let h = r.headers();
-        assert!(h.contains(&("location", "https://slack.com/oauth/v2/authorize?state=s".to_string())));
+        assert!(h.contains(&(
+            "location",
+            "https://slack.com/oauth/v2/authorize?state=s".to_string()
+        )));
         assert!(h.contains(&("cache-control", "no-store".to_string())));
         let page = oauth_installed_page(&Installation {
             user_id: "U1".into(),
@@ -408,15 +483,25 @@ mod tests {
         });
         assert_eq!(page.status(), 200);
         let body = String::from_utf8(page.body()).unwrap();
-        assert!(body.contains("E1 (org-wide install)") && body.contains("admin, auditlogs:read"), "{body}");
-        assert!(page.headers().iter().any(|(k, v)| *k == "content-type" && v.starts_with("text/html")));
+        assert!(
+            body.contains("E1 (org-wide install)") && body.contains("admin, auditlogs:read"),
+            "{body}"
+        );
+        assert!(page
+            .headers()
+            .iter()
+            .any(|(k, v)| *k == "content-type" && v.starts_with("text/html")));
     }
 
     #[test]
     fn revoke_answers_say_what_happened() {
-        let Answer::Json(200, v) = revoke_json(&Ok(SlackRevoke::Revoked)) else { panic!() };
+        let Answer::Json(200, v) = revoke_json(&Ok(SlackRevoke::Revoked)) else {
+            panic!()
+        };
         assert_eq!(v["revoked_at_slack"], true);
-        let Answer::Json(404, v) = revoke_json(&Err(OAuthError::NoTokenYet)) else { panic!() };
+        let Answer::Json(404, v) = revoke_json(&Err(OAuthError::NoTokenYet)) else {
+            panic!()
+        };
         assert_eq!(v["error"], "no_token");
         let v = oauth_status_json(Ok(None));
         assert_eq!(v["installed"], false);
@@ -458,6 +543,10 @@ mod tests {
         assert!(!authorized(Some("s3"), None, "/collect?key=s4"));
         assert!(!authorized(Some("s3"), None, "/collect?keys3"));
         // A wrong bearer is not rescued by a right key.
-        assert!(!authorized(Some("s3"), Some(b"Bearer no"), "/collect?key=s3"));
+        assert!(!authorized(
+            Some("s3"),
+            Some(b"Bearer no"),
+            "/collect?key=s3"
+        ));
     }
 }

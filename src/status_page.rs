@@ -45,7 +45,10 @@ pub fn render(statuses: &[StreamStatus], now: i64) -> String {
             escape_html(NO_STREAM_YET)
         );
     } else {
-        page += &format!("<p class=\"summary\">{}</p>\n", escape_html(&summary(statuses)));
+        page += &format!(
+            "<p class=\"summary\">{}</p>\n",
+            escape_html(&summary(statuses))
+        );
         page += "<table>\n<thead><tr>";
         for column in STATUS_COLUMNS {
             page += &format!("<th scope=\"col\">{}</th>", escape_html(column));
@@ -64,7 +67,10 @@ pub fn render(statuses: &[StreamStatus], now: i64) -> String {
 pub fn render_error(message: &str, now: i64) -> String {
     let mut page = head("slack-logs: not configured");
     page += "<h1>slack-logs</h1>\n";
-    page += &format!("<p class=\"summary\">The status cannot be read: {}</p>\n", escape_html(message));
+    page += &format!(
+        "<p class=\"summary\">The status cannot be read: {}</p>\n",
+        escape_html(message)
+    );
     page + &foot(now)
 }
 
@@ -110,7 +116,11 @@ fn summary(statuses: &[StreamStatus]) -> String {
         1 => problems.push("1 with an error in its last pass".to_string()),
         n => problems.push(format!("{n} with an error in their last pass")),
     }
-    let streams = if walks == 1 { "1 stream".to_string() } else { format!("{walks} streams") };
+    let streams = if walks == 1 {
+        "1 stream".to_string()
+    } else {
+        format!("{walks} streams")
+    };
     if problems.is_empty() {
         format!("{streams}: all healthy, no error.")
     } else {
@@ -153,7 +163,11 @@ mod tests {
 
     /// The text of each `<td>` of each body row, unescaped, as a browser would show it.
     fn cells(page: &str) -> Vec<Vec<String>> {
-        let body = page.split("<tbody>").nth(1).and_then(|b| b.split("</tbody>").next()).unwrap_or("");
+        let body = page
+            .split("<tbody>")
+            .nth(1)
+            .and_then(|b| b.split("</tbody>").next())
+            .unwrap_or("");
         body.split("<tr")
             .skip(1)
             .map(|tr| {
@@ -186,7 +200,8 @@ mod tests {
 
     #[test]
     fn a_hostile_error_message_is_shown_as_text() {
-        let hostile = "Slack answered `<script>alert('x')</script><img src=x onerror=alert(1)>` & \"more\"";
+        let hostile =
+            "Slack answered `<script>alert('x')</script><img src=x onerror=alert(1)>` & \"more\"";
         let s = StreamStatus {
             stream: "integration".into(),
             last_error_at: Some(NOW),
@@ -194,14 +209,27 @@ mod tests {
             ..Default::default()
         };
         let page = render(&[s], NOW);
-        assert!(!page.contains("<script") && !page.contains("<img"), "{page}");
+        assert!(
+            !page.contains("<script") && !page.contains("<img"),
+            "{page}"
+        );
         assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;` &amp; &quot;more&quot;"), "{page}");
-        assert_eq!(cells(&page)[0][7], format!("{}: {hostile}", format_rfc3339(NOW)));
+        assert_eq!(
+            cells(&page)[0][7],
+            format!("{}: {hostile}", format_rfc3339(NOW))
+        );
         assert!(page.contains("<tr class=\"failing\">"), "{page}");
         // Hostile names too (a team id comes from the store, which came from Slack).
-        let s = StreamStatus { stream: "access".into(), team_id: Some("T<b>1".into()), ..Default::default() };
+        let s = StreamStatus {
+            stream: "access".into(),
+            team_id: Some("T<b>1".into()),
+            ..Default::default()
+        };
         let page = render(&[s], NOW);
-        assert!(page.contains("<td>T&lt;b&gt;1</td>") && !page.contains("<b>"), "{page}");
+        assert!(
+            page.contains("<td>T&lt;b&gt;1</td>") && !page.contains("<b>"),
+            "{page}"
+        );
         assert!(!render_error("<i>bad</i>", NOW).contains("<i>"));
     }
 
@@ -219,10 +247,15 @@ mod tests {
         assert_eq!(cells(&page), vec![audit_ok().display_cells().to_vec()]);
         assert_eq!(cells(&page)[0][3], "1m15s");
         for column in STATUS_COLUMNS {
-            assert!(page.contains(&format!("<th scope=\"col\">{column}</th>")), "{column} in {page}");
+            assert!(
+                page.contains(&format!("<th scope=\"col\">{column}</th>")),
+                "{column} in {page}"
+            );
         }
         assert!(page.contains("1 stream: all healthy, no error."), "{page}");
-        assert!(page.contains(&format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">")));
+        assert!(page.contains(&format!(
+            "<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">"
+        )));
         assert!(!page.contains("<script"), "no script at all");
     }
 
@@ -242,13 +275,24 @@ mod tests {
         let page = render(&[audit_ok(), silent], NOW);
         let rows = cells(&page);
         assert_eq!(rows[1][6], "SILENT 3h0m");
-        assert!(rows[1][7].ends_with("issue a new token"), "the advice is shown: {}", rows[1][7]);
         assert!(
-            page.contains("<tr class=\"silent\">") && page.contains("<td class=\"silent\">SILENT 3h0m</td>"),
+            rows[1][7].ends_with("issue a new token"),
+            "the advice is shown: {}",
+            rows[1][7]
+        );
+        assert!(
+            page.contains("<tr class=\"silent\">")
+                && page.contains("<td class=\"silent\">SILENT 3h0m</td>"),
             "{page}"
         );
-        assert!(page.contains("<title>slack-logs: 1 silent</title>"), "{page}");
-        assert!(page.contains("2 streams: 1 silent (see HEALTH), 1 with an error in its last pass."), "{page}");
+        assert!(
+            page.contains("<title>slack-logs: 1 silent</title>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("2 streams: 1 silent (see HEALTH), 1 with an error in its last pass."),
+            "{page}"
+        );
     }
 
     #[test]
@@ -259,10 +303,22 @@ mod tests {
             total_records: records,
             ..Default::default()
         };
-        let page = render(&[audit_ok(), walk("T0SIMHQ001", 7), walk("T0SIMENG02", 0)], NOW);
+        let page = render(
+            &[audit_ok(), walk("T0SIMHQ001", 7), walk("T0SIMENG02", 0)],
+            NOW,
+        );
         let rows = cells(&page);
-        let teams: Vec<(&str, &str, &str)> =
-            rows.iter().map(|r| (r[0].as_str(), r[1].as_str(), r[5].as_str())).collect();
-        assert_eq!(teams, [("audit", "-", "42"), ("access", "T0SIMHQ001", "7"), ("access", "T0SIMENG02", "0")]);
+        let teams: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|r| (r[0].as_str(), r[1].as_str(), r[5].as_str()))
+            .collect();
+        assert_eq!(
+            teams,
+            [
+                ("audit", "-", "42"),
+                ("access", "T0SIMHQ001", "7"),
+                ("access", "T0SIMENG02", "0")
+            ]
+        );
     }
 }

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use slack_logs_core::{Clock, HttpResponse, KvStore, RecordSink, SinkBatch, SinkError, StoreError, Transport, TransportError};
+use slack_logs_core::{
+    Clock, HttpResponse, KvStore, RecordSink, SinkBatch, SinkError, StoreError, Transport,
+    TransportError,
+};
 
 use crate::component::bindings::slack_logs::collector::sink;
 use crate::component::bindings::wasi::clocks::monotonic_clock;
@@ -20,7 +23,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub struct WasiTransport;
 
 impl Transport for WasiTransport {
-    fn get(&mut self, url: &str, bearer: &str, timeout: Duration) -> Result<HttpResponse, TransportError> {
+    fn get(
+        &mut self,
+        url: &str,
+        bearer: &str,
+        timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
         send(Method::Get, url, Some(bearer), None, timeout)
     }
 
@@ -49,7 +57,9 @@ fn send(
     } else if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)
     } else {
-        return Err(TransportError::Network(format!("unsupported URL scheme in {url}")));
+        return Err(TransportError::Network(format!(
+            "unsupported URL scheme in {url}"
+        )));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -57,13 +67,27 @@ fn send(
     };
     let mut header_list = Vec::new();
     if let Some(bearer) = bearer {
-        header_list.push(("authorization".to_string(), format!("Bearer {bearer}").into_bytes()));
+        header_list.push((
+            "authorization".to_string(),
+            format!("Bearer {bearer}").into_bytes(),
+        ));
     }
     header_list.push(("accept".to_string(), b"application/json".to_vec()));
-    header_list.push(("user-agent".to_string(), concat!("slack-logs/", env!("CARGO_PKG_VERSION")).as_bytes().to_vec()));
+    header_list.push((
+        "user-agent".to_string(),
+        concat!("slack-logs/", env!("CARGO_PKG_VERSION"))
+            .as_bytes()
+            .to_vec(),
+    ));
     if let Some(body) = body {
-        header_list.push(("content-type".to_string(), b"application/x-www-form-urlencoded".to_vec()));
-        header_list.push(("content-length".to_string(), body.len().to_string().into_bytes()));
+        header_list.push((
+            "content-type".to_string(),
+            b"application/x-www-form-urlencoded".to_vec(),
+        ));
+        header_list.push((
+            "content-length".to_string(),
+            body.len().to_string().into_bytes(),
+        ));
     }
     let headers = Fields::from_list(&header_list)
         .map_err(|e| TransportError::Network(format!("bad request header: {e:?}")))?;
@@ -73,11 +97,17 @@ fn send(
         && request.set_authority(Some(authority)).is_ok()
         && request.set_path_with_query(Some(path)).is_ok();
     if !set {
-        return Err(TransportError::Network(format!("the host refused the request URL {url}")));
+        return Err(TransportError::Network(format!(
+            "the host refused the request URL {url}"
+        )));
     }
     // Taken before `handle` consumes the request; written after, as wasi:http expects.
     let outgoing_body = match body {
-        Some(_) => Some(request.body().map_err(|()| TransportError::Network("no request body".into()))?),
+        Some(_) => Some(
+            request
+                .body()
+                .map_err(|()| TransportError::Network("no request body".into()))?,
+        ),
         None => None,
     };
     let nanos = timeout.as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -90,15 +120,22 @@ fn send(
 
     let future = outgoing_handler::handle(request, Some(options)).map_err(network)?;
     if let (Some(outgoing), Some(bytes)) = (outgoing_body, body) {
-        let stream = outgoing.write().map_err(|()| TransportError::Network("no request body stream".into()))?;
+        let stream = outgoing
+            .write()
+            .map_err(|()| TransportError::Network("no request body stream".into()))?;
         // blocking-write-and-flush takes at most 4096 bytes a call.
         for chunk in bytes.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).map_err(|e| match e {
-                StreamError::Closed => TransportError::Network("the request body stream closed".into()),
-                StreamError::LastOperationFailed(e) => {
-                    TransportError::Network(format!("writing the request body: {}", e.to_debug_string()))
-                }
-            })?;
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| match e {
+                    StreamError::Closed => {
+                        TransportError::Network("the request body stream closed".into())
+                    }
+                    StreamError::LastOperationFailed(e) => TransportError::Network(format!(
+                        "writing the request body: {}",
+                        e.to_debug_string()
+                    )),
+                })?;
         }
         drop(stream);
         OutgoingBody::finish(outgoing, None).map_err(network)?;
@@ -115,12 +152,20 @@ fn send(
             let status = response.status();
             let headers = response.headers();
             let header = |name: &str| {
-                headers.get(&name.to_string()).into_iter().next().map(|v| String::from_utf8_lossy(&v).into_owned())
+                headers
+                    .get(&name.to_string())
+                    .into_iter()
+                    .next()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
             };
             let (retry_after, date) = (header("retry-after"), header("date"));
             drop(headers);
-            let body = response.consume().map_err(|()| TransportError::Network("no response body".into()))?;
-            let stream = body.stream().map_err(|()| TransportError::Network("no response body stream".into()))?;
+            let body = response
+                .consume()
+                .map_err(|()| TransportError::Network("no response body".into()))?;
+            let stream = body
+                .stream()
+                .map_err(|()| TransportError::Network("no response body stream".into()))?;
             let mut buf = Vec::new();
             loop {
                 if monotonic_clock::now() > deadline {
@@ -129,18 +174,28 @@ fn send(
                 match stream.blocking_read(1 << 20) {
                     Ok(chunk) => {
                         if buf.len() + chunk.len() > MAX_BODY_BYTES {
-                            return Err(TransportError::TooLarge { limit: MAX_BODY_BYTES });
+                            return Err(TransportError::TooLarge {
+                                limit: MAX_BODY_BYTES,
+                            });
                         }
                         buf.extend_from_slice(&chunk);
                     }
                     Err(StreamError::Closed) => break,
                     Err(StreamError::LastOperationFailed(e)) => {
-                        return Err(TransportError::Network(format!("reading the body: {}", e.to_debug_string())))
+                        return Err(TransportError::Network(format!(
+                            "reading the body: {}",
+                            e.to_debug_string()
+                        )))
                     }
                 }
             }
             drop(stream);
-            return Ok(HttpResponse { status, retry_after, date, body: buf });
+            return Ok(HttpResponse {
+                status,
+                retry_after,
+                date,
+                body: buf,
+            });
         }
         if monotonic_clock::now() >= deadline {
             return Err(TransportError::Timeout);
@@ -151,12 +206,13 @@ fn send(
 
 fn network(e: ErrorCode) -> TransportError {
     match e {
-        ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionWriteTimeout => {
-            TransportError::Timeout
-        }
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout => TransportError::Timeout,
         ErrorCode::HttpResponseTimeout => TransportError::Timeout,
         ErrorCode::HttpRequestDenied => TransportError::Network(
-            "the host denied the request (under Spin: add the host to allowed_outbound_hosts)".into(),
+            "the host denied the request (under Spin: add the host to allowed_outbound_hosts)"
+                .into(),
         ),
         other => TransportError::Network(format!("{other:?}")),
     }
@@ -169,7 +225,9 @@ pub struct WasiKv {
 
 impl WasiKv {
     pub fn open() -> Result<WasiKv, StoreError> {
-        kv::open("default").map(|bucket| WasiKv { bucket }).map_err(store_error)
+        kv::open("default")
+            .map(|bucket| WasiKv { bucket })
+            .map_err(store_error)
     }
 }
 
@@ -218,7 +276,9 @@ pub struct WasiClock;
 impl Clock for WasiClock {
     fn now_unix(&self) -> i64 {
         // std's clock is wasi:clocks/wall-clock underneath.
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
     }
 
     fn monotonic(&self) -> Duration {
@@ -249,5 +309,7 @@ pub fn random_id() -> [u8; 16] {
 /// and nonces. A short answer from the host is refused rather than padded.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     let bytes = crate::component::bindings::wasi::random::random::get_random_bytes(N as u64);
-    bytes.try_into().map_err(|b: Vec<u8>| format!("the host gave {} random bytes, not {N}", b.len()))
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("the host gave {} random bytes, not {N}", b.len()))
 }

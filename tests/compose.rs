@@ -25,7 +25,11 @@ const SINK_IMPORT: &str = "slack-logs:collector/sink";
 
 fn sink_wasm(file: &str) -> PathBuf {
     let p = component().with_file_name(file);
-    assert!(p.exists(), "{} is missing: `cargo xtask build` builds the sink components with the collector", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: `cargo xtask build` builds the sink components with the collector",
+        p.display()
+    );
     p
 }
 
@@ -36,35 +40,65 @@ fn compose(sink: &Path) -> Vec<u8> {
     let mut graph = CompositionGraph::new();
     let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     // Spin names the main package after the component id and a dependency after its package.
-    let collector = Package::from_bytes("collector", None, read(&component()), graph.types_mut()).expect("collector package");
+    let collector = Package::from_bytes("collector", None, read(&component()), graph.types_mut())
+        .expect("collector package");
     let collector_world = collector.ty();
-    let collector = graph.register_package(collector).expect("register the collector");
-    let dependency = Package::from_bytes("slack-logs:collector", None, read(sink), graph.types_mut()).expect("sink package");
+    let collector = graph
+        .register_package(collector)
+        .expect("register the collector");
+    let dependency =
+        Package::from_bytes("slack-logs:collector", None, read(sink), graph.types_mut())
+            .expect("sink package");
     let sink_world = dependency.ty();
-    let dependency = graph.register_package(dependency).expect("register the sink");
+    let dependency = graph
+        .register_package(dependency)
+        .expect("register the sink");
     let main = graph.instantiate(collector);
     let plug = graph.instantiate(dependency);
 
-    let matching: Vec<String> =
-        graph.types()[collector_world].imports.keys().filter(|name| name.split('@').next() == Some(SINK_IMPORT)).cloned().collect();
-    assert_eq!(matching.len(), 1, "the collector imports {SINK_IMPORT} once");
+    let matching: Vec<String> = graph.types()[collector_world]
+        .imports
+        .keys()
+        .filter(|name| name.split('@').next() == Some(SINK_IMPORT))
+        .cloned()
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "the collector imports {SINK_IMPORT} once"
+    );
     let mut cache = Default::default();
     for name in matching {
         let import_ty = graph.types()[collector_world].imports[&name];
-        let export_ty = *graph.types()[sink_world].exports.get(&name).unwrap_or_else(|| panic!("{} does not export {name}", sink.display()));
+        let export_ty = *graph.types()[sink_world]
+            .exports
+            .get(&name)
+            .unwrap_or_else(|| panic!("{} does not export {name}", sink.display()));
         SubtypeChecker::new(&mut cache)
             .is_subtype(export_ty, graph.types(), import_ty, graph.types())
             .unwrap_or_else(|e| panic!("{} exports an incompatible {name}: {e:#}", sink.display()));
-        let export = graph.alias_instance_export(plug, &name).expect("alias the sink export");
-        graph.set_instantiation_argument(main, &name, export).expect("plug the sink import");
+        let export = graph
+            .alias_instance_export(plug, &name)
+            .expect("alias the sink export");
+        graph
+            .set_instantiation_argument(main, &name, export)
+            .expect("plug the sink import");
     }
-    let exports: Vec<String> = graph.types()[collector_world].exports.keys().cloned().collect();
+    let exports: Vec<String> = graph.types()[collector_world]
+        .exports
+        .keys()
+        .cloned()
+        .collect();
     for name in exports {
-        let export = graph.alias_instance_export(main, &name).expect("alias a collector export");
+        let export = graph
+            .alias_instance_export(main, &name)
+            .expect("alias a collector export");
         graph.export(export, &name).expect("re-export");
     }
     // Encoding validates the result, as Spin's does.
-    graph.encode(EncodeOptions::default()).expect("encode the composition")
+    graph
+        .encode(EncodeOptions::default())
+        .expect("encode the composition")
 }
 
 fn compose_to(sink: &str, dir: &Scratch) -> PathBuf {
@@ -78,7 +112,8 @@ fn world(bytes: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
 }
 
 fn v02(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix).is_some_and(|v| v.starts_with("0.2."))
+    name.strip_prefix(prefix)
+        .is_some_and(|v| v.starts_with("0.2."))
 }
 
 /// What Spin's platform world serves to a WASIp2 component.
@@ -87,32 +122,66 @@ fn spin_provides(import: &str) -> bool {
         || import == "wasi:config/store@0.2.0-draft-2024-09-27"
         || v02(import, "wasi:http/outgoing-handler@")
         || v02(import, "wasi:http/types@")
-        || ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"]
-            .iter()
-            .any(|p| import.starts_with(p) && import.split('@').nth(1).is_some_and(|v| v.starts_with("0.2.")))
+        || [
+            "wasi:cli/",
+            "wasi:io/",
+            "wasi:clocks/",
+            "wasi:random/",
+            "wasi:filesystem/",
+        ]
+        .iter()
+        .any(|p| {
+            import.starts_with(p)
+                && import
+                    .split('@')
+                    .nth(1)
+                    .is_some_and(|v| v.starts_with("0.2."))
+        })
 }
 
 #[test]
 fn sink_components_export_only_the_sink() {
     for (file, needs) in [
         ("sink_stdout.wasm", &["wasi:cli/stdout@"][..]),
-        ("sink_http.wasm", &["wasi:http/outgoing-handler@", "wasi:config/store@"][..]),
+        (
+            "sink_http.wasm",
+            &["wasi:http/outgoing-handler@", "wasi:config/store@"][..],
+        ),
         // The S3 sink signs with the wall clock's time.
-        ("sink_s3.wasm", &["wasi:http/outgoing-handler@", "wasi:config/store@", "wasi:clocks/wall-clock@"][..]),
+        (
+            "sink_s3.wasm",
+            &[
+                "wasi:http/outgoing-handler@",
+                "wasi:config/store@",
+                "wasi:clocks/wall-clock@",
+            ][..],
+        ),
     ] {
         let (imports, exports) = world(&std::fs::read(sink_wasm(file)).expect("sink"));
         eprintln!("{file}: imports {imports:?}, exports {exports:?}");
-        assert_eq!(exports, BTreeSet::from([format!("{SINK_IMPORT}@0.1.0")]), "{file}");
+        assert_eq!(
+            exports,
+            BTreeSet::from([format!("{SINK_IMPORT}@0.1.0")]),
+            "{file}"
+        );
         for i in &imports {
             assert!(spin_provides(i), "{file}: unexpected import {i}");
         }
         for n in needs {
-            assert!(imports.iter().any(|i| i.starts_with(n)), "{file} should import {n}*: {imports:?}");
+            assert!(
+                imports.iter().any(|i| i.starts_with(n)),
+                "{file} should import {n}*: {imports:?}"
+            );
         }
         // The stdout sink must not be able to reach the network or the configuration (the Slack
         // token): Spin gives it neither, and it should not even ask.
         if file == "sink_stdout.wasm" {
-            assert!(!imports.iter().any(|i| i.starts_with("wasi:http/") || i.starts_with("wasi:config/") || i.starts_with("wasi:keyvalue/")), "{imports:?}");
+            assert!(
+                !imports.iter().any(|i| i.starts_with("wasi:http/")
+                    || i.starts_with("wasi:config/")
+                    || i.starts_with("wasi:keyvalue/")),
+                "{imports:?}"
+            );
         }
     }
 }
@@ -124,19 +193,40 @@ fn composed_components_import_only_what_spin_provides() {
         let bytes = compose(&sink_wasm(sink));
         let (imports, exports) = world(&bytes);
         eprintln!("collector+{sink}: imports {imports:?}\nexports {exports:?}");
-        assert!(!imports.iter().any(|i| i.starts_with(SINK_IMPORT)), "{sink}: the sink import is plugged: {imports:?}");
+        assert!(
+            !imports.iter().any(|i| i.starts_with(SINK_IMPORT)),
+            "{sink}: the sink import is plugged: {imports:?}"
+        );
         for i in &imports {
             assert!(spin_provides(i), "{sink}: unexpected import {i}");
-            assert!(!i.starts_with("wasi:keyvalue/atomics") && !i.starts_with("wasi:keyvalue/batch"), "{i}");
+            assert!(
+                !i.starts_with("wasi:keyvalue/atomics") && !i.starts_with("wasi:keyvalue/batch"),
+                "{i}"
+            );
         }
         // Everything the collector needed from the host is still imported.
         for i in plain_imports.iter().filter(|i| !i.starts_with(SINK_IMPORT)) {
             assert!(imports.contains(i), "{sink}: lost the import {i}");
         }
-        let handlers: Vec<_> = exports.iter().filter(|e| v02(e, "wasi:http/incoming-handler@")).collect();
-        assert_eq!(handlers.len(), 1, "{sink}: exactly one HTTP handler: {exports:?}");
-        assert!(!exports.iter().any(|e| e.starts_with("wasi:http/handler@0.3")), "{sink}: no p3 handler next to the p2 one");
-        assert!(exports.contains("slack-logs:collector/collector@0.1.0"), "{sink}: {exports:?}");
+        let handlers: Vec<_> = exports
+            .iter()
+            .filter(|e| v02(e, "wasi:http/incoming-handler@"))
+            .collect();
+        assert_eq!(
+            handlers.len(),
+            1,
+            "{sink}: exactly one HTTP handler: {exports:?}"
+        );
+        assert!(
+            !exports
+                .iter()
+                .any(|e| e.starts_with("wasi:http/handler@0.3")),
+            "{sink}: no p3 handler next to the p2 one"
+        );
+        assert!(
+            exports.contains("slack-logs:collector/collector@0.1.0"),
+            "{sink}: {exports:?}"
+        );
         assert_eq!(exports.len(), 2, "{sink}: {exports:?}");
     }
 }
@@ -146,8 +236,14 @@ fn composed_components_import_only_what_spin_provides() {
 fn sim_with_history(seed: u64, events: usize) -> (Simulator, i64) {
     let now = now();
     let start = now - 3 * 3600;
-    let sim = Simulator::start(SimConfig { seed, audit_events: events, history_start: start, history_end: now - 300, ..SimConfig::default() })
-        .expect("start simulator");
+    let sim = Simulator::start(SimConfig {
+        seed,
+        audit_events: events,
+        history_start: start,
+        history_end: now - 300,
+        ..SimConfig::default()
+    })
+    .expect("start simulator");
     // Bursts larger than the page size (5), so pages end inside a second.
     for (i, at) in [start + 600, now - 900].into_iter().enumerate() {
         sim.add_audit_burst(at, 7 + i);
@@ -164,7 +260,12 @@ fn host_with(component: &Path, state: &Path, sink: &str, settings: &[(&str, Stri
             cmd.env_remove(k);
         }
     }
-    cmd.arg("--component").arg(component).arg("--state").arg(state).arg("--sink").arg(sink);
+    cmd.arg("--component")
+        .arg(component)
+        .arg("--state")
+        .arg(state)
+        .arg("--sink")
+        .arg(sink);
     for (k, v) in settings {
         cmd.env(format!("SLACK_LOGS_{}", k.to_uppercase()), v);
     }
@@ -177,7 +278,12 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "host failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "host failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -185,7 +291,8 @@ fn ids_of(ndjson: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(ndjson)
         .lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not an NDJSON record: {l:?}: {e}"));
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not an NDJSON record: {l:?}: {e}"));
             v["id"].as_str().expect("record id").to_string()
         })
         .collect()
@@ -200,29 +307,65 @@ fn composed_with_the_stdout_sink_delivers_the_same_records_on_stdout() {
     // artifact per cache directory).
 
     // Uncomposed, with the host's file sink: the reference.
-    ok(run(&mut host_with(&component(), &dir.path("plain/state.db"), &format!("file:{}", dir.path("plain.ndjson").display()), &settings)));
+    ok(run(&mut host_with(
+        &component(),
+        &dir.path("plain/state.db"),
+        &format!("file:{}", dir.path("plain.ndjson").display()),
+        &settings,
+    )));
     let plain = delivered_ids(&dir.path("plain.ndjson"));
 
     // Composed with sink-stdout, run as Spin would: the component brings its own sink.
     let composed = compose_to("sink_stdout.wasm", &dir);
-    let out = ok(run(&mut host_with(&composed, &dir.path("composed/state.db"), "none", &settings)));
+    let out = ok(run(&mut host_with(
+        &composed,
+        &dir.path("composed/state.db"),
+        "none",
+        &settings,
+    )));
     // stdout carries the records and nothing else (the component logs to stderr).
     let delivered = ids_of(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the component's own sink"), "{stderr}");
 
     let expected = truth(&sim, start, now());
-    assert_eq!(set(&plain), expected, "the uncomposed collector delivers the ground truth");
+    assert_eq!(
+        set(&plain),
+        expected,
+        "the uncomposed collector delivers the ground truth"
+    );
     assert_eq!(delivered.len(), set(&delivered).len(), "no record repeated");
-    assert_eq!(set(&delivered), set(&plain), "composed and uncomposed deliver the same record set");
+    assert_eq!(
+        set(&delivered),
+        set(&plain),
+        "composed and uncomposed deliver the same record set"
+    );
 
     // The host refuses a mismatch instead of losing records quietly.
-    let out = run(&mut host_with(&composed, &dir.path("composed/x.db"), "stdout", &settings));
+    let out = run(&mut host_with(
+        &composed,
+        &dir.path("composed/x.db"),
+        "stdout",
+        &settings,
+    ));
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--sink none"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&mut host_with(&component(), &dir.path("plain/y.db"), "none", &settings));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--sink none"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&mut host_with(
+        &component(),
+        &dir.path("plain/y.db"),
+        "none",
+        &settings,
+    ));
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("imports"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("imports"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One request as the test endpoint saw it.
@@ -236,7 +379,10 @@ struct Received {
 
 impl Received {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -280,12 +426,17 @@ impl Endpoint {
     }
 
     fn accepted(&self) -> Vec<Received> {
-        self.seen().into_iter().filter(|r| (200..300).contains(&r.status)).collect()
+        self.seen()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .collect()
     }
 }
 
 fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
@@ -301,7 +452,12 @@ fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
     let mut body = Vec::new();
     if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
         body.resize(len, 0);
@@ -326,7 +482,12 @@ fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
     let mut out = stream;
     let _ = write!(out, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
     let _ = out.flush();
-    Some(Received { path, headers, body, status: 0 })
+    Some(Received {
+        path,
+        headers,
+        body,
+        status: 0,
+    })
 }
 
 #[test]
@@ -336,21 +497,44 @@ fn composed_with_the_http_sink_posts_the_same_records() {
     // The first POST meets a 503: the sink retries it, and the retry is what counts.
     let endpoint = Endpoint::start(|n| if n == 0 { 503 } else { 200 });
     let mut settings = audit_settings(&sim, start);
-    settings.push(("sink_url", format!("http://127.0.0.1:{}/ingest?source=slack", endpoint.port)));
+    settings.push((
+        "sink_url",
+        format!("http://127.0.0.1:{}/ingest?source=slack", endpoint.port),
+    ));
     settings.push(("sink_token", "sink-s3cret".into()));
 
-    ok(run(&mut host_with(&component(), &dir.path("plain/state.db"), &format!("file:{}", dir.path("plain.ndjson").display()), &settings)));
+    ok(run(&mut host_with(
+        &component(),
+        &dir.path("plain/state.db"),
+        &format!("file:{}", dir.path("plain.ndjson").display()),
+        &settings,
+    )));
     let plain = delivered_ids(&dir.path("plain.ndjson"));
 
     let composed = compose_to("sink_http.wasm", &dir);
-    let out = ok(run(&mut host_with(&composed, &dir.path("composed/state.db"), "none", &settings)));
+    let out = ok(run(&mut host_with(
+        &composed,
+        &dir.path("composed/state.db"),
+        "none",
+        &settings,
+    )));
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stdout.is_empty(), "the HTTP sink prints nothing: {}", String::from_utf8_lossy(&out.stdout));
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("sink-s3cret"), "no token in the log");
+    assert!(
+        out.stdout.is_empty(),
+        "the HTTP sink prints nothing: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("sink-s3cret"),
+        "no token in the log"
+    );
 
     let seen = endpoint.seen();
     assert_eq!(seen.first().map(|r| r.status), Some(503));
-    assert_eq!(seen[0].body, seen[1].body, "the batch refused with 503 is sent again");
+    assert_eq!(
+        seen[0].body, seen[1].body,
+        "the batch refused with 503 is sent again"
+    );
     let accepted = endpoint.accepted();
     let mut delivered = Vec::new();
     for r in &accepted {
@@ -360,9 +544,17 @@ fn composed_with_the_http_sink_posts_the_same_records() {
         assert!(r.body.ends_with(b"\n"), "whole NDJSON lines");
         delivered.extend(ids_of(&r.body));
     }
-    assert_eq!(set(&plain), truth(&sim, start, now()), "the uncomposed collector delivers the ground truth");
+    assert_eq!(
+        set(&plain),
+        truth(&sim, start, now()),
+        "the uncomposed collector delivers the ground truth"
+    );
     assert_eq!(delivered.len(), set(&delivered).len(), "no record repeated");
-    assert_eq!(set(&delivered), set(&plain), "composed and uncomposed deliver the same record set");
+    assert_eq!(
+        set(&delivered),
+        set(&plain),
+        "composed and uncomposed deliver the same record set"
+    );
 }
 
 #[test]
@@ -384,13 +576,23 @@ fn http_sink_speaks_splunk_hec_and_a_rejection_keeps_the_checkpoint() {
     hec(&mut cmd);
     let out = run(&mut cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "a rejected batch fails the stream: {stderr}");
-    assert!(stderr.contains("sink_rejected") && stderr.contains("HTTP 400"), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a rejected batch fails the stream: {stderr}"
+    );
+    assert!(
+        stderr.contains("sink_rejected") && stderr.contains("HTTP 400"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hec-t0ken"), "no token in the log");
     let rejected = endpoint.seen();
     assert_eq!(rejected.len(), 1, "a 4xx is not retried");
     assert_eq!(rejected[0].path, "/services/collector/raw");
-    assert_eq!(rejected[0].header("authorization"), Some("Splunk hec-t0ken"));
+    assert_eq!(
+        rejected[0].header("authorization"),
+        Some("Splunk hec-t0ken")
+    );
 
     // Once the endpoint takes batches, the refused one comes first: its checkpoint never moved.
     endpoint.set_answer(|_| 200);
@@ -411,7 +613,9 @@ fn http_sink_speaks_splunk_hec_and_a_rejection_keeps_the_checkpoint() {
 #[test]
 fn composed_with_the_s3_sink_writes_the_same_records_to_s3() {
     let dir = Scratch::new("compose-s3");
-    let Some(server) = S3Server::start(&dir.path("s3"), "composed") else { return };
+    let Some(server) = S3Server::start(&dir.path("s3"), "composed") else {
+        return;
+    };
     let (sim, start) = sim_with_history(27, 120);
     let mut settings = audit_settings(&sim, start);
     settings.extend([
@@ -427,34 +631,84 @@ fn composed_with_the_s3_sink_writes_the_same_records_to_s3() {
         s
     };
 
-    ok(run(&mut host_with(&component(), &dir.path("plain/state.db"), &format!("file:{}", dir.path("plain.ndjson").display()), &settings)));
+    ok(run(&mut host_with(
+        &component(),
+        &dir.path("plain/state.db"),
+        &format!("file:{}", dir.path("plain.ndjson").display()),
+        &settings,
+    )));
     let plain = delivered_ids(&dir.path("plain.ndjson"));
 
     let composed = compose_to("sink_s3.wasm", &dir);
     let state = dir.path("composed/state.db");
-    let out = run(&mut host_with(&composed, &state, "none", &with_secret("wrong-s3cret")));
+    let out = run(&mut host_with(
+        &composed,
+        &state,
+        "none",
+        &with_secret("wrong-s3cret"),
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("SignatureDoesNotMatch") && stderr.contains("`s3_secret_access_key`"), "{stderr}");
+    assert!(
+        stderr.contains("SignatureDoesNotMatch") && stderr.contains("`s3_secret_access_key`"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("wrong-s3cret"), "no secret in the log");
     assert!(server.objects("composed").is_empty());
     // Nor in the stored status (the sink's message is the stream's last error) or the state.
-    let status = host_with(&composed, &state, "none", &with_secret("wrong-s3cret")).arg("status").output().expect("status");
+    let status = host_with(&composed, &state, "none", &with_secret("wrong-s3cret"))
+        .arg("status")
+        .output()
+        .expect("status");
     let shown = String::from_utf8_lossy(&status.stdout);
-    assert!(shown.contains("SignatureDoesNotMatch") && !shown.contains("wrong-s3cret"), "{shown}");
+    assert!(
+        shown.contains("SignatureDoesNotMatch") && !shown.contains("wrong-s3cret"),
+        "{shown}"
+    );
     for f in ["state.db", "state.db-wal"] {
         let bytes = std::fs::read(dir.path(&format!("composed/{f}"))).unwrap_or_default();
-        assert!(!bytes.windows(12).any(|w| w == b"wrong-s3cret"), "{f} holds the secret");
+        assert!(
+            !bytes.windows(12).any(|w| w == b"wrong-s3cret"),
+            "{f} holds the secret"
+        );
     }
 
-    let out = ok(run(&mut host_with(&composed, &state, "none", &with_secret(S3Server::SECRET_ACCESS_KEY))));
-    assert!(out.stdout.is_empty(), "the S3 sink prints nothing: {}", String::from_utf8_lossy(&out.stdout));
+    let out = ok(run(&mut host_with(
+        &composed,
+        &state,
+        "none",
+        &with_secret(S3Server::SECRET_ACCESS_KEY),
+    )));
+    assert!(
+        out.stdout.is_empty(),
+        "the S3 sink prints nothing: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let mut delivered = Vec::new();
     for (key, records) in s3_records(&server, "composed") {
-        assert!(key.starts_with("slack/stream=audit/date=") && key.ends_with(".ndjson.gz"), "{key}");
-        delivered.extend(records.iter().map(|r| r["id"].as_str().expect("id").to_string()));
+        assert!(
+            key.starts_with("slack/stream=audit/date=") && key.ends_with(".ndjson.gz"),
+            "{key}"
+        );
+        delivered.extend(
+            records
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_string()),
+        );
     }
-    assert_eq!(set(&plain), truth(&sim, start, now()), "the uncomposed collector delivers the ground truth");
-    assert_eq!(delivered.len(), set(&delivered).len(), "no record in two objects");
-    assert_eq!(set(&delivered), set(&plain), "composed and uncomposed deliver the same record set");
+    assert_eq!(
+        set(&plain),
+        truth(&sim, start, now()),
+        "the uncomposed collector delivers the ground truth"
+    );
+    assert_eq!(
+        delivered.len(),
+        set(&delivered).len(),
+        "no record in two objects"
+    );
+    assert_eq!(
+        set(&delivered),
+        set(&plain),
+        "composed and uncomposed deliver the same record set"
+    );
 }

@@ -12,7 +12,13 @@ use common::*;
 use slack_sim::{AccessRowTruth, AccessSortKey, SimConfig, Simulator};
 
 fn id(r: &AccessRowTruth) -> String {
-    slack_logs_core::access::record_id(&r.user_id, Some(&r.ip), &r.user_agent, r.date_first, r.date_last)
+    slack_logs_core::access::record_id(
+        &r.user_id,
+        Some(&r.ip),
+        &r.user_agent,
+        r.date_first,
+        r.date_last,
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +39,11 @@ fn scenario(mode: &str, sort_key: AccessSortKey, paging: Paging) {
         seed: 31,
         access_rows: rows,
         access_sort_key: sort_key,
-        access_max_limit: if matches!(paging, Paging::Classic) { 5 } else { 999 },
+        access_max_limit: if matches!(paging, Paging::Classic) {
+            5
+        } else {
+            999
+        },
         ..SimConfig::default()
     })
     .unwrap();
@@ -46,7 +56,15 @@ fn scenario(mode: &str, sort_key: AccessSortKey, paging: Paging) {
         ("streams", "access".into()),
         ("access_mode", mode.into()),
         ("backfill_start_time", start.to_string()),
-        ("access_page_size", if matches!(paging, Paging::Cursor) { "10" } else { "999" }.into()),
+        (
+            "access_page_size",
+            if matches!(paging, Paging::Cursor) {
+                "10"
+            } else {
+                "999"
+            }
+            .into(),
+        ),
         ("max_run_seconds", "300".into()),
         ("request_timeout_seconds", "30".into()),
         ("web_requests_per_minute", "0".into()),
@@ -59,14 +77,30 @@ fn scenario(mode: &str, sort_key: AccessSortKey, paging: Paging) {
     let first = delivered_ids(&dir.path("out.ndjson"));
     let truth1 = sim.access_truth();
     assert_eq!(first.len(), set(&first).len(), "no record repeated");
-    assert_eq!(set(&first), truth1.iter().map(id).collect::<BTreeSet<_>>(), "pass 1");
-    let pages = sim.requests().iter().filter(|r| r.path.ends_with("team.accessLogs") && r.status == 200).count();
+    assert_eq!(
+        set(&first),
+        truth1.iter().map(id).collect::<BTreeSet<_>>(),
+        "pass 1"
+    );
+    let pages = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("team.accessLogs") && r.status == 200)
+        .count();
     if matches!(paging, Paging::Cursor) {
         assert!(pages > 100, "more than 100 pages: {pages}");
     } else {
-        assert!(sim.requests().iter().any(|r| r.query.iter().any(|(k, _)| k == "page")), "classic paging used");
+        assert!(
+            sim.requests()
+                .iter()
+                .any(|r| r.query.iter().any(|(k, _)| k == "page")),
+            "classic paging used"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("invalid_limit"), "the fallback is reported: {stderr}");
+        assert!(
+            stderr.contains("invalid_limit"),
+            "the fallback is reported: {stderr}"
+        );
     }
 
     // Between passes: known combinations are used again, new ones appear.
@@ -82,11 +116,18 @@ fn scenario(mode: &str, sort_key: AccessSortKey, paging: Paging) {
         // A row is emitted again whenever its date_last passed the watermark.
         "activity" => truth2.iter().filter(|r| r.date_last >= t).map(id).collect(),
         // Only combinations first seen after the watermark.
-        _ => truth2.iter().filter(|r| r.date_first >= t).map(id).collect(),
+        _ => truth2
+            .iter()
+            .filter(|r| r.date_first >= t)
+            .map(id)
+            .collect(),
     };
     assert_eq!(second.len(), set(&second).len(), "no record repeated");
     assert_eq!(set(&second), expected, "pass 2");
-    assert!(set(&first).is_disjoint(&set(&second)), "nothing delivered twice across passes");
+    assert!(
+        set(&first).is_disjoint(&set(&second)),
+        "nothing delivered twice across passes"
+    );
 }
 
 #[test]
@@ -131,11 +172,20 @@ fn new_only_date_last_classic() {
 
 #[test]
 fn paid_only_and_bot_tokens_fail_with_advice() {
-    let sim = Simulator::start(SimConfig { seed: 2, access_rows: 10, ..SimConfig::default() }).unwrap();
+    let sim = Simulator::start(SimConfig {
+        seed: 2,
+        access_rows: 10,
+        ..SimConfig::default()
+    })
+    .unwrap();
     for (token, code, advice) in [
         (slack_sim::FREE_PLAN_TOKEN, "paid_only", "paid workspace"),
         (slack_sim::BOT_TOKEN, "not_allowed_token_type", "user token"),
-        (slack_sim::NO_SCOPE_TOKEN, "missing_scope", "needed scope: admin"),
+        (
+            slack_sim::NO_SCOPE_TOKEN,
+            "missing_scope",
+            "needed scope: admin",
+        ),
     ] {
         let dir = Scratch::new(&format!("access-{code}"));
         let settings = vec![
@@ -144,23 +194,49 @@ fn paid_only_and_bot_tokens_fail_with_advice() {
             ("streams", "access".to_string()),
             ("web_requests_per_minute", "0".to_string()),
         ];
-        let out = host(&dir, &settings).arg("run").arg("--once").output().unwrap();
+        let out = host(&dir, &settings)
+            .arg("run")
+            .arg("--once")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(code) && stderr.contains(advice), "{code}: {stderr}");
+        assert!(
+            stderr.contains(code) && stderr.contains(advice),
+            "{code}: {stderr}"
+        );
         assert!(!stderr.contains(token), "the token never appears");
     }
 }
 
 /// The access stream's status line, as `slack-logs status --json` shows it.
 fn status(dir: &Scratch, settings: &[(&str, String)]) -> serde_json::Value {
-    let out = host(dir, settings).arg("status").arg("--json").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = host(dir, settings)
+        .arg("status")
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    all.as_array().unwrap().iter().find(|s| s["stream"] == "access").cloned().unwrap_or_default()
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "access")
+        .cloned()
+        .unwrap_or_default()
 }
 
-fn settings_for(sim: &Simulator, start: i64, mode: &str, page: usize, budget: u64) -> Vec<(&'static str, String)> {
+fn settings_for(
+    sim: &Simulator,
+    start: i64,
+    mode: &str,
+    page: usize,
+    budget: u64,
+) -> Vec<(&'static str, String)> {
     vec![
         ("slack_token", slack_sim::ORG_OWNER_TOKEN.to_string()),
         ("slack_api_base", sim.api_base()),
@@ -176,8 +252,16 @@ fn settings_for(sim: &Simulator, start: i64, mode: &str, page: usize, budget: u6
     ]
 }
 
-fn with(settings: &[(&'static str, String)], key: &'static str, value: &str) -> Vec<(&'static str, String)> {
-    let mut s: Vec<_> = settings.iter().filter(|(k, _)| *k != key).cloned().collect();
+fn with(
+    settings: &[(&'static str, String)],
+    key: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    let mut s: Vec<_> = settings
+        .iter()
+        .filter(|(k, _)| *k != key)
+        .cloned()
+        .collect();
     s.push((key, value.to_string()));
     s
 }
@@ -185,9 +269,17 @@ fn with(settings: &[(&'static str, String)], key: &'static str, value: &str) -> 
 /// One pass; the host may end it on its budget (exit 0) — anything else fails the test.
 /// Returns its stderr and whether the access walk caught up.
 fn pass(dir: &Scratch, settings: &[(&'static str, String)]) -> (String, bool) {
-    let out = host(dir, settings).arg("run").arg("--once").output().unwrap();
+    let out = host(dir, settings)
+        .arg("run")
+        .arg("--once")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "host failed ({}):\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "host failed ({}):\n{stderr}",
+        out.status
+    );
     // The pass report: one line per stream, `access <outcome> …`.
     let caught_up = stderr.lines().any(|l| {
         let mut words = l.split_whitespace();
@@ -229,7 +321,9 @@ fn before_on_either_field_with_offset_cursors_loses_nothing_while_rows_change() 
     std::thread::scope(|scope| {
         let runs: Vec<_> = scenarios
             .into_iter()
-            .map(|(sort, filter, mode, broken)| scope.spawn(move || shift_scenario(sort, filter, mode, broken)))
+            .map(|(sort, filter, mode, broken)| {
+                scope.spawn(move || shift_scenario(sort, filter, mode, broken))
+            })
             .collect();
         for r in runs {
             r.join().expect("scenario");
@@ -238,7 +332,9 @@ fn before_on_either_field_with_offset_cursors_loses_nothing_while_rows_change() 
 }
 
 fn shift_scenario(sort: AccessSortKey, filter: AccessSortKey, mode: &str, classic_broken: bool) {
-    let label = format!("sorted by {sort:?}, before on {filter:?}, {mode}, classic broken {classic_broken}");
+    let label = format!(
+        "sorted by {sort:?}, before on {filter:?}, {mode}, classic broken {classic_broken}"
+    );
     let sim = Simulator::start(SimConfig {
         seed: 77,
         access_rows: 200,
@@ -253,7 +349,9 @@ fn shift_scenario(sort: AccessSortKey, filter: AccessSortKey, mode: &str, classi
     })
     .unwrap();
     let start = sim.config().history_start;
-    let dir = Scratch::new(&format!("access-shift-{sort:?}-{filter:?}-{mode}-{classic_broken}"));
+    let dir = Scratch::new(&format!(
+        "access-shift-{sort:?}-{filter:?}-{mode}-{classic_broken}"
+    ));
     // About 20 pages of 5 a pass (a request needs 2 s of budget left).
     let settings = settings_for(&sim, start, mode, 5, 4);
     sim.set_response_delay(Duration::from_millis(90));
@@ -266,7 +364,10 @@ fn shift_scenario(sort: AccessSortKey, filter: AccessSortKey, mode: &str, classi
         passes += 1;
         let (stderr, _) = pass(&dir, &settings);
         resumed |= stderr.contains("resuming");
-        if status(&dir, &settings)["watermark"].as_i64().is_some_and(|w| w >= first_bound) {
+        if status(&dir, &settings)["watermark"]
+            .as_i64()
+            .is_some_and(|w| w >= first_bound)
+        {
             break;
         }
         assert!(passes < 40, "{label}: no end after {passes} passes");
@@ -284,29 +385,69 @@ fn shift_scenario(sort: AccessSortKey, filter: AccessSortKey, mode: &str, classi
     assert!(caught_up, "{label}:\n{stderr}");
     let w = status(&dir, &settings)["watermark"].as_i64().unwrap();
     let delivered = delivered_ids(&dir.path("out.ndjson"));
-    assert_eq!(delivered.len(), set(&delivered).len(), "{label}: no record repeated");
+    assert_eq!(
+        delivered.len(),
+        set(&delivered).len(),
+        "{label}: no record repeated"
+    );
     let history = sim.access_history();
     let current = sim.access_truth();
     if mode == "new-only" {
         // Delivered once per combination: compare combinations.
-        let combo = |r: &AccessRowTruth| format!("{}|{}|{}|{}", r.user_id, r.ip, r.user_agent, r.date_first);
-        let by_id: std::collections::HashMap<String, String> = history.iter().map(|r| (id(r), combo(r))).collect();
-        let got: Vec<String> = delivered.iter().map(|i| by_id.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
-        assert_eq!(got.len(), set(&got).len(), "{label}: a combination delivered twice");
-        let due: BTreeSet<String> = current.iter().filter(|r| r.date_first >= start && r.date_first <= w).map(combo).collect();
+        let combo = |r: &AccessRowTruth| {
+            format!("{}|{}|{}|{}", r.user_id, r.ip, r.user_agent, r.date_first)
+        };
+        let by_id: std::collections::HashMap<String, String> =
+            history.iter().map(|r| (id(r), combo(r))).collect();
+        let got: Vec<String> = delivered
+            .iter()
+            .map(|i| by_id.get(i).cloned().unwrap_or_else(|| i.clone()))
+            .collect();
+        assert_eq!(
+            got.len(),
+            set(&got).len(),
+            "{label}: a combination delivered twice"
+        );
+        let due: BTreeSet<String> = current
+            .iter()
+            .filter(|r| r.date_first >= start && r.date_first <= w)
+            .map(combo)
+            .collect();
         let missing: Vec<_> = due.difference(&set(&got)).take(5).cloned().collect();
         assert!(missing.is_empty(), "{label}: lost {missing:?}");
-        assert!(set(&got).is_subset(&history.iter().map(combo).collect()), "{label}");
+        assert!(
+            set(&got).is_subset(&history.iter().map(combo).collect()),
+            "{label}"
+        );
     } else {
-        let due: BTreeSet<String> = current.iter().filter(|r| r.date_last >= start && r.date_last <= w).map(id).collect();
-        let may: BTreeSet<String> = history.iter().filter(|r| r.date_last >= start).map(id).collect();
+        let due: BTreeSet<String> = current
+            .iter()
+            .filter(|r| r.date_last >= start && r.date_last <= w)
+            .map(id)
+            .collect();
+        let may: BTreeSet<String> = history
+            .iter()
+            .filter(|r| r.date_last >= start)
+            .map(id)
+            .collect();
         let got = set(&delivered);
         let missing: Vec<_> = due.difference(&got).take(5).cloned().collect();
-        assert!(missing.is_empty(), "{label}: lost {} of {}, e.g. {missing:?}", due.difference(&got).count(), due.len());
+        assert!(
+            missing.is_empty(),
+            "{label}: lost {} of {}, e.g. {missing:?}",
+            due.difference(&got).count(),
+            due.len()
+        );
         let unknown: Vec<_> = got.difference(&may).take(5).cloned().collect();
-        assert!(unknown.is_empty(), "{label}: delivered states that never existed: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "{label}: delivered states that never existed: {unknown:?}"
+        );
     }
-    assert!(passes >= 2 && resumed, "{label}: the walk spanned passes and resumed ({passes} passes)");
+    assert!(
+        passes >= 2 && resumed,
+        "{label}: the walk spanned passes and resumed ({passes} passes)"
+    );
 }
 
 /// 25,000 rows in one second, read with 999 rows a page and a budget of about five pages a pass:
@@ -358,24 +499,49 @@ fn tie_scenario(sort: AccessSortKey, expire: bool) {
             if std::env::var_os("ACCESS_TRACE").is_some() {
                 eprintln!("{label} pass {passes}:\n{stderr}");
             }
-            if status(&dir, &settings)["watermark"].as_i64().is_some_and(|w| w >= first_bound) {
+            if status(&dir, &settings)["watermark"]
+                .as_i64()
+                .is_some_and(|w| w >= first_bound)
+            {
                 break;
             }
-            assert!(passes < 40, "{label}: the tie was not passed in {passes} passes");
+            assert!(
+                passes < 40,
+                "{label}: the tie was not passed in {passes} passes"
+            );
             if expire {
                 sim.expire_cursors();
             }
         }
         let delivered = delivered_ids(&dir.path("out.ndjson"));
-        assert_eq!(delivered.len(), set(&delivered).len(), "{label}: no record repeated");
+        assert_eq!(
+            delivered.len(),
+            set(&delivered).len(),
+            "{label}: no record repeated"
+        );
         let truth: BTreeSet<String> = sim.access_truth().iter().map(id).collect();
         assert_eq!(set(&delivered), truth, "{label}");
-        assert!(passes >= 3, "{label}: the budget made the walk span passes ({passes})");
-        let pages = sim.requests().iter().filter(|r| r.path.ends_with("team.accessLogs") && r.status == 200).count();
+        assert!(
+            passes >= 3,
+            "{label}: the budget made the walk span passes ({passes})"
+        );
+        let pages = sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("team.accessLogs") && r.status == 200)
+            .count();
         // 26 pages of 999 (fewer of 1000), plus at most a page read again per pass.
-        assert!(pages <= 27 + 2 * passes, "{label}: {pages} pages in {passes} passes");
+        assert!(
+            pages <= 27 + 2 * passes,
+            "{label}: {pages} pages in {passes} passes"
+        );
         if expire {
-            assert!(sim.requests().iter().any(|r| r.query.iter().any(|(k, _)| k == "page")), "{label}: resumed by page number");
+            assert!(
+                sim.requests()
+                    .iter()
+                    .any(|r| r.query.iter().any(|(k, _)| k == "page")),
+                "{label}: resumed by page number"
+            );
         }
     }
 }
@@ -385,21 +551,39 @@ fn tie_scenario(sort: AccessSortKey, expire: bool) {
 /// lands behind the watermark.
 #[test]
 fn activity_recorded_late_within_the_lag_is_collected() {
-    let sim = Simulator::start(SimConfig { seed: 12, access_rows: 80, ..SimConfig::default() }).unwrap();
+    let sim = Simulator::start(SimConfig {
+        seed: 12,
+        access_rows: 80,
+        ..SimConfig::default()
+    })
+    .unwrap();
     let start = sim.config().history_start;
     let dir = Scratch::new("access-late");
-    let settings = with(&settings_for(&sim, start, "activity", 50, 60), "access_lag_seconds", "5");
+    let settings = with(
+        &settings_for(&sim, start, "activity", 50, 60),
+        "access_lag_seconds",
+        "5",
+    );
     run_ok(&mut host(&dir, &settings));
     let first = set(&delivered_ids(&dir.path("out.ndjson")));
     // Used three seconds ago, recorded by Slack only now.
     let t = now();
     sim.touch_access_rows(6, t - 3);
-    let late: BTreeSet<String> = sim.access_truth().iter().filter(|r| r.date_last == t - 3).map(id).collect();
+    let late: BTreeSet<String> = sim
+        .access_truth()
+        .iter()
+        .filter(|r| r.date_last == t - 3)
+        .map(id)
+        .collect();
     assert_eq!(late.len(), 6);
     std::thread::sleep(Duration::from_secs(3));
     run_ok(&mut host(&dir, &settings));
     let all = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(all.len(), set(&all).len(), "no record repeated");
     let second: BTreeSet<String> = set(&all).difference(&first).cloned().collect();
-    assert!(late.is_subset(&second), "late activity collected: {} of 6", late.intersection(&second).count());
+    assert!(
+        late.is_subset(&second),
+        "late activity collected: {} of 6",
+        late.intersection(&second).count()
+    );
 }

@@ -19,7 +19,10 @@ fn sim_with_history(seed: u64, events: usize) -> (Simulator, i64) {
     })
     .expect("start simulator");
     // Bursts larger than the page size (5), so pages end inside a second.
-    for (i, at) in [start + 600, start + 3600, now - 900].into_iter().enumerate() {
+    for (i, at) in [start + 600, start + 3600, now - 900]
+        .into_iter()
+        .enumerate()
+    {
         sim.add_audit_burst(at, 7 + i);
     }
     (sim, start)
@@ -35,13 +38,25 @@ fn two_passes_deliver_ground_truth_then_only_new_events() {
     let first = delivered_ids(&dir.path("out.ndjson"));
     let expected = truth(&sim, start, now());
     assert_eq!(first.len(), set(&first).len(), "no record repeated");
-    assert_eq!(set(&first), expected, "the first pass delivers exactly the simulator's ground truth");
+    assert_eq!(
+        set(&first),
+        expected,
+        "the first pass delivers exactly the simulator's ground truth"
+    );
     // `oldest` and `latest` go with every page, cursor pages included (Q3).
     let requests = sim.requests();
-    assert!(requests.iter().any(|r| r.query.iter().any(|(k, _)| k == "cursor")), "the walk used cursors");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.query.iter().any(|(k, _)| k == "cursor")),
+        "the walk used cursors"
+    );
     for r in requests.iter().filter(|r| r.path.ends_with("/logs")) {
         for key in ["oldest", "latest", "limit"] {
-            assert!(r.query.iter().any(|(k, _)| k == key), "{key} missing on {r:?}");
+            assert!(
+                r.query.iter().any(|(k, _)| k == key),
+                "{key} missing on {r:?}"
+            );
         }
     }
 
@@ -54,7 +69,11 @@ fn two_passes_deliver_ground_truth_then_only_new_events() {
     run_ok(&mut host(&dir, &settings));
     let second = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(second.len(), set(&second).len(), "no record repeated");
-    assert_eq!(set(&second), set(&new_ids), "the second pass delivers only the new events");
+    assert_eq!(
+        set(&second),
+        set(&new_ids),
+        "the second pass delivers only the new events"
+    );
 
     // Records have the documented shape, with the event as Slack sent it.
     let line = std::fs::read_to_string(dir.path("out.ndjson")).unwrap();
@@ -73,14 +92,30 @@ fn killed_mid_walk_then_rerun_delivers_the_same_set() {
     let mut settings = audit_settings(&sim, start);
     settings.push(("lease_seconds", "5".into()));
     sim.set_response_delay(Duration::from_millis(60));
-    let mut child = KillOnDrop(host(&dir, &settings).arg("run").arg("--once").stderr(std::process::Stdio::null()).spawn().unwrap());
-    assert!(wait_for(60, || sim.request_count() >= 15), "the walk did not get going");
+    let mut child = KillOnDrop(
+        host(&dir, &settings)
+            .arg("run")
+            .arg("--once")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(60, || sim.request_count() >= 15),
+        "the walk did not get going"
+    );
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let partial = delivered_ids(&dir.path("out.ndjson"));
-    assert!(!partial.is_empty(), "something was delivered before the kill");
+    assert!(
+        !partial.is_empty(),
+        "something was delivered before the kill"
+    );
     let expected = truth(&sim, start, now());
-    assert!(set(&partial).len() < expected.len(), "the kill happened mid-walk");
+    assert!(
+        set(&partial).len() < expected.len(),
+        "the kill happened mid-walk"
+    );
 
     sim.set_response_delay(Duration::ZERO);
     // The killed pass's lease has not expired, but the rerun holds the state file's lock, so it
@@ -88,12 +123,18 @@ fn killed_mid_walk_then_rerun_delivers_the_same_set() {
     // (host/src/pass_lock.rs; tests/e2e_crash.rs kills 20 times in a row).
     let out = run_ok(&mut host(&dir, &settings));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("held-elsewhere") && stderr.contains("cleared 1 lease"), "{stderr}");
+    assert!(
+        !stderr.contains("held-elsewhere") && stderr.contains("cleared 1 lease"),
+        "{stderr}"
+    );
     let all = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(set(&all), expected, "no loss across the kill");
     // A kill between "sink accepted" and "checkpoint written" may repeat that one batch.
     let repeats = all.len() - set(&all).len();
-    assert!(repeats <= 5 + 9, "at most one page repeats, got {repeats} repeats");
+    assert!(
+        repeats <= 5 + 9,
+        "at most one page repeats, got {repeats} repeats"
+    );
 }
 
 #[test]
@@ -103,11 +144,18 @@ fn auth_errors_fail_the_stream_with_advice_and_no_token_in_output() {
     let mut settings = audit_settings(&sim, start);
     settings.retain(|(k, _)| *k != "slack_token");
     settings.push(("slack_token", slack_sim::WORKSPACE_ADMIN_TOKEN.to_string()));
-    let out = host(&dir, &settings).arg("run").arg("--once").output().unwrap();
+    let out = host(&dir, &settings)
+        .arg("run")
+        .arg("--once")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "a failed stream exits 2");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("team_not_authorized"), "{stderr}");
-    assert!(stderr.contains("Enterprise org"), "the advice says what to fix: {stderr}");
+    assert!(
+        stderr.contains("Enterprise org"),
+        "the advice says what to fix: {stderr}"
+    );
     assert!(!stderr.contains(slack_sim::WORKSPACE_ADMIN_TOKEN));
     assert!(delivered_ids(&dir.path("out.ndjson")).is_empty());
 }
@@ -118,10 +166,17 @@ fn bad_config_names_the_key() {
     let dir = Scratch::new("config");
     let mut settings = audit_settings(&sim, start);
     settings.push(("audit_lag_secs", "5".into()));
-    let out = host(&dir, &settings).arg("run").arg("--once").output().unwrap();
+    let out = host(&dir, &settings)
+        .arg("run")
+        .arg("--once")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("audit_lag_secs") && stderr.contains("unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("audit_lag_secs") && stderr.contains("unknown key"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -140,7 +195,11 @@ fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
             .spawn()
             .unwrap(),
     );
-    assert!(wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "serve did not listen");
+    assert!(
+        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "serve did not listen"
+    );
 
     let (status, _) = http(port, "GET", "/healthz", None);
     assert_eq!(status, 200);
@@ -151,7 +210,11 @@ fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
     assert_eq!(status, 401);
     let (status, _) = http(port, "GET", "/collect?key=wrong", None);
     assert_eq!(status, 401);
-    assert_eq!(sim.request_count(), before, "an unauthorised request runs nothing");
+    assert_eq!(
+        sim.request_count(),
+        before,
+        "an unauthorised request runs nothing"
+    );
 
     let (status, body) = http(port, "POST", "/collect", Some("Bearer let-me-in"));
     assert_eq!(status, 200, "{body}");
@@ -169,9 +232,15 @@ fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
     let (status, body) = http(port, "GET", "/status", None);
     assert_eq!(status, 200);
     let st: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(st["streams"][0]["total_records"].as_u64().unwrap() as usize, expected.len());
+    assert_eq!(
+        st["streams"][0]["total_records"].as_u64().unwrap() as usize,
+        expected.len()
+    );
     assert!(st["streams"][0]["watermark"].as_i64().is_some());
-    assert!(!body.contains("xoxp-") && !body.contains("let-me-in"), "status reveals no secret: {body}");
+    assert!(
+        !body.contains("xoxp-") && !body.contains("let-me-in"),
+        "status reveals no secret: {body}"
+    );
 }
 
 #[test]
@@ -180,14 +249,22 @@ fn rate_limits_server_errors_expired_cursors_and_a_hung_server_lose_nothing() {
     let dir = Scratch::new("faults");
     let mut settings = audit_settings(&sim, start);
     settings.push(("request_timeout_seconds", "2".into()));
-    sim.fail_request(3, slack_sim::Fault::RateLimited { retry_after: Some("1".into()) });
+    sim.fail_request(
+        3,
+        slack_sim::Fault::RateLimited {
+            retry_after: Some("1".into()),
+        },
+    );
     sim.fail_request(6, slack_sim::Fault::ServerError(503));
     sim.fail_request(8, slack_sim::Fault::HtmlErrorPage);
     sim.fail_request(10, slack_sim::Fault::InvalidCursor);
     sim.fail_request(13, slack_sim::Fault::Hang(Duration::from_secs(6)));
     let out = run_ok(&mut host(&dir, &settings));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("retrying"), "the retries are visible: {stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the retries are visible: {stderr}"
+    );
     let ids = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(ids.len(), set(&ids).len(), "no record repeated");
     assert_eq!(set(&ids), truth(&sim, start, now()));
@@ -226,17 +303,27 @@ fn a_spent_time_budget_stops_cleanly_and_the_next_pass_resumes() {
 #[test]
 fn synthetic_data_flows_without_a_token() {
     let dir = Scratch::new("synthetic");
-    let settings = vec![("synthetic_data", "true".to_string()), ("streams", "audit,integration".to_string())];
+    let settings = vec![
+        ("synthetic_data", "true".to_string()),
+        ("streams", "audit,integration".to_string()),
+    ];
     let out = run_ok(&mut host(&dir, &settings));
     let ids = delivered_ids(&dir.path("out.ndjson"));
-    assert!(ids.len() > 20, "an hour of synthetic audit events and a day of integration entries: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        ids.len() > 20,
+        "an hour of synthetic audit events and a day of integration entries: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(ids.len(), set(&ids).len());
     // A second pass right after repeats nothing: same checkpoints, same dedupe. It may deliver
     // the few events made up for the seconds in between.
     std::fs::remove_file(dir.path("out.ndjson")).unwrap();
     run_ok(&mut host(&dir, &settings));
     let again = delivered_ids(&dir.path("out.ndjson"));
-    assert!(set(&again).is_disjoint(&set(&ids)), "nothing delivered twice");
+    assert!(
+        set(&again).is_disjoint(&set(&ids)),
+        "nothing delivered twice"
+    );
     assert!(again.len() < 20);
 }
 
@@ -251,28 +338,57 @@ fn more_than_30_audit_actions_are_collected_in_groups() {
         .as_object()
         .unwrap()
         .values()
-        .flat_map(|v| v.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+        .flat_map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+        })
         .collect();
     names.sort();
     names.dedup();
     // The actions that occur, first, so the filter really selects; then others up to 45.
-    let occurring: std::collections::BTreeSet<String> = sim.audit_truth(start, now()).into_iter().map(|t| t.action).collect();
+    let occurring: std::collections::BTreeSet<String> = sim
+        .audit_truth(start, now())
+        .into_iter()
+        .map(|t| t.action)
+        .collect();
     let mut chosen: Vec<String> = occurring.iter().take(35).cloned().collect();
-    chosen.extend(names.into_iter().filter(|n| !occurring.contains(n)).take(45 - chosen.len()));
+    chosen.extend(
+        names
+            .into_iter()
+            .filter(|n| !occurring.contains(n))
+            .take(45 - chosen.len()),
+    );
     assert!(chosen.len() > 30);
     let dir = Scratch::new("actions");
     let mut settings = audit_settings(&sim, start);
     settings.push(("audit_actions", chosen.join(",")));
     run_ok(&mut host(&dir, &settings));
     let ids = delivered_ids(&dir.path("out.ndjson"));
-    let want: std::collections::BTreeSet<String> =
-        sim.audit_truth(start, now()).into_iter().filter(|t| chosen.contains(&t.action)).map(|t| t.id).collect();
-    assert!(!want.is_empty() && want.len() < truth(&sim, start, now()).len(), "the filter selects some, not all");
+    let want: std::collections::BTreeSet<String> = sim
+        .audit_truth(start, now())
+        .into_iter()
+        .filter(|t| chosen.contains(&t.action))
+        .map(|t| t.id)
+        .collect();
+    assert!(
+        !want.is_empty() && want.len() < truth(&sim, start, now()).len(),
+        "the filter selects some, not all"
+    );
     assert_eq!(ids.len(), set(&ids).len(), "no record repeated");
     assert_eq!(set(&ids), want);
     for r in sim.requests().iter().filter(|r| r.path.ends_with("/logs")) {
-        let n = r.query.iter().find(|(k, _)| k == "action").map(|(_, v)| v.split(',').count()).unwrap_or(0);
-        assert!((1..=30).contains(&n), "every request names 1 to 30 actions: {n}");
+        let n = r
+            .query
+            .iter()
+            .find(|(k, _)| k == "action")
+            .map(|(_, v)| v.split(',').count())
+            .unwrap_or(0);
+        assert!(
+            (1..=30).contains(&n),
+            "every request names 1 to 30 actions: {n}"
+        );
     }
 }
 
@@ -282,9 +398,23 @@ fn a_body_larger_than_any_real_page_is_refused_and_moves_nothing() {
     let dir = Scratch::new("huge-body");
     let settings = audit_settings(&sim, start);
     // ~70 MiB of a valid-looking JSON start: the cap (64 MiB) must stop reading, not the parser.
-    let body = format!("{{\"entries\":[{}", "{\"id\":\"x\",\"date_create\":1},".repeat((70 << 20) / 27));
-    sim.fail_request(1, slack_sim::Fault::Raw { status: 200, content_type: Some("application/json".into()), headers: vec![], body });
-    let out = host(&dir, &settings).args(["run", "--once"]).output().unwrap();
+    let body = format!(
+        "{{\"entries\":[{}",
+        "{\"id\":\"x\",\"date_create\":1},".repeat((70 << 20) / 27)
+    );
+    sim.fail_request(
+        1,
+        slack_sim::Fault::Raw {
+            status: 200,
+            content_type: Some("application/json".into()),
+            headers: vec![],
+            body,
+        },
+    );
+    let out = host(&dir, &settings)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "the stream failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("larger than 67108864 bytes"), "{stderr}");
@@ -311,14 +441,29 @@ fn an_absurd_retry_after_ends_the_pass_cleanly_and_the_next_pass_collects() {
         ("Fri, 31 Dec 9999 23:59:59 GMT", true),
         ("Sun, 06 Nov 1994 08:49:37 GMT", false),
     ] {
-        sim.fail_request(2, slack_sim::Fault::RateLimited { retry_after: Some(value.into()) });
+        sim.fail_request(
+            2,
+            slack_sim::Fault::RateLimited {
+                retry_after: Some(value.into()),
+            },
+        );
         let out = run_ok(&mut host(&dir, &settings));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked") && !stderr.to_lowercase().contains("trap"), "{value}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.to_lowercase().contains("trap"),
+            "{value}: {stderr}"
+        );
         if waits {
-            assert!(stderr.contains("budget-exhausted") && stderr.contains("waiting 86400 s would outlast"), "{value}: {stderr}");
+            assert!(
+                stderr.contains("budget-exhausted")
+                    && stderr.contains("waiting 86400 s would outlast"),
+                "{value}: {stderr}"
+            );
         } else {
-            assert!(stderr.contains("retrying in 0.0 s") && stderr.contains("caught-up"), "{value}: {stderr}");
+            assert!(
+                stderr.contains("retrying in 0.0 s") && stderr.contains("caught-up"),
+                "{value}: {stderr}"
+            );
         }
     }
     let ids = delivered_ids(&dir.path("out.ndjson"));

@@ -68,7 +68,13 @@ fn killed_twenty_times_in_a_row_then_rerun_a_second_later_each_time() {
     let seed = std::env::var("CRASH_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("kill points from CRASH_TEST_SEED={seed}");
     let mut rng = Rng(seed);
 
@@ -106,13 +112,19 @@ fn killed_twenty_times_in_a_row_then_rerun_a_second_later_each_time() {
                     sim.request_count() - requests_before
                 );
             }
-            assert!(Instant::now() < deadline, "run {kill} made no progress within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "run {kill} made no progress within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(jitter);
         child.0.kill().unwrap();
         let status = child.0.wait().unwrap();
-        assert!(status.code().is_none(), "run {kill} was killed, not finished: {status}");
+        assert!(
+            status.code().is_none(),
+            "run {kill} was killed, not finished: {status}"
+        );
 
         let after = delivered_ids(&out);
         let this_run = &after[before.len()..];
@@ -133,11 +145,20 @@ fn killed_twenty_times_in_a_row_then_rerun_a_second_later_each_time() {
     let before = delivered_ids(&out);
     let run = run_ok(&mut host(&dir, &settings));
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("caught-up") && !stderr.contains("held-elsewhere"), "{stderr}");
+    assert!(
+        stderr.contains("caught-up") && !stderr.contains("held-elsewhere"),
+        "{stderr}"
+    );
     let all = delivered_ids(&out);
     let seen: BTreeSet<&String> = before.iter().collect();
-    let last_repeats = all[before.len()..].iter().filter(|id| seen.contains(id)).count();
-    assert!(last_repeats <= MAX_BATCH, "the last pass repeated {last_repeats}");
+    let last_repeats = all[before.len()..]
+        .iter()
+        .filter(|id| seen.contains(id))
+        .count();
+    assert!(
+        last_repeats <= MAX_BATCH,
+        "the last pass repeated {last_repeats}"
+    );
 
     let expected = truth(&sim, start, now());
     assert_eq!(set(&all), expected, "every record arrived across 20 kills");
@@ -168,20 +189,42 @@ fn a_pass_on_a_state_file_in_use_does_not_run() {
             .spawn()
             .unwrap(),
     );
-    assert!(wait_for(60, || sim.request_count() >= 3), "the first pass did not start walking");
+    assert!(
+        wait_for(60, || sim.request_count() >= 3),
+        "the first pass did not start walking"
+    );
     let started = Instant::now();
-    let second = host_with_state(&dir, &state, "second.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+    let second = host_with_state(&dir, &state, "second.ndjson", &settings)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(second.status.success(), "a skipped pass is not a failure: {stderr}");
-    assert!(stderr.contains("skipped") && stderr.contains("running a pass on the state file"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(15), "it does not wait for the other pass");
-    assert!(delivered_ids(&dir.path("second.ndjson")).is_empty(), "the second pass delivered nothing");
+    assert!(
+        second.status.success(),
+        "a skipped pass is not a failure: {stderr}"
+    );
+    assert!(
+        stderr.contains("skipped") && stderr.contains("running a pass on the state file"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "it does not wait for the other pass"
+    );
+    assert!(
+        delivered_ids(&dir.path("second.ndjson")).is_empty(),
+        "the second pass delivered nothing"
+    );
     let status = first.0.wait().unwrap();
     let log = std::fs::read_to_string(dir.path("first.log")).unwrap_or_default();
     assert!(status.success(), "{log}");
     let delivered = delivered_ids(&dir.path("first.ndjson"));
     assert_eq!(delivered.len(), set(&delivered).len(), "no repeats");
-    assert_eq!(set(&delivered), truth(&sim, start, now()), "the first pass delivered everything");
+    assert_eq!(
+        set(&delivered),
+        truth(&sim, start, now()),
+        "the first pass delivered everything"
+    );
 
     // serve: one pass at a time across concurrent requests too.
     let port = free_port();
@@ -192,7 +235,11 @@ fn a_pass_on_a_state_file_in_use_does_not_run() {
             .spawn()
             .unwrap(),
     );
-    assert!(wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "serve did not listen");
+    assert!(
+        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "serve did not listen"
+    );
     // Slow enough that the first /collect is still running when the second arrives.
     sim.set_response_delay(Duration::from_millis(1500));
     let url = format!("http://127.0.0.1:{port}/collect");
@@ -201,13 +248,20 @@ fn a_pass_on_a_state_file_in_use_does_not_run() {
         std::thread::spawn(move || request("POST", &url, None))
     };
     let before = sim.request_count();
-    assert!(wait_for(30, || sim.request_count() > before), "the first /collect did not start its pass");
+    assert!(
+        wait_for(30, || sim.request_count() > before),
+        "the first /collect did not start its pass"
+    );
     let busy = request("POST", &url, None);
     assert_eq!(busy.status, 503, "{}", busy.body);
     assert!(busy.header("retry-after").is_some(), "Retry-After");
-    let body: serde_json::Value = serde_json::from_str(&busy.body).expect("JSON like /collect's answer");
+    let body: serde_json::Value =
+        serde_json::from_str(&busy.body).expect("JSON like /collect's answer");
     assert_eq!(body["ok"], false);
-    assert!(body["error"].as_str().unwrap().contains("running a pass"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("running a pass"),
+        "{body}"
+    );
     let done = slow.join().unwrap();
     assert_eq!(done.status, 200, "{}", done.body);
     // Once it ended, the next /collect runs.

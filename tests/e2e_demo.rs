@@ -25,20 +25,42 @@ fn the_demo_collects_all_three_streams_and_checks_its_own_ground_truth() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // One table row per stream, each with records.
-    let table: Vec<&str> = stderr.lines().skip_while(|l| !l.starts_with("STREAM")).take(4).collect();
+    let table: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("STREAM"))
+        .take(4)
+        .collect();
     assert_eq!(table.len(), 4, "{stderr}");
     for (line, stream) in table[1..].iter().zip(["audit", "access", "integration"]) {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells[0], stream, "{line}");
-        assert!(cells[1].parse::<u64>().unwrap() > 0, "{stream} delivered nothing: {line}");
+        assert!(
+            cells[1].parse::<u64>().unwrap() > 0,
+            "{stream} delivered nothing: {line}"
+        );
         assert_eq!(cells[3], "3", "three passes: {line}");
         assert_eq!(cells[4], "stdout", "{line}");
     }
     // The demo's own checks against the simulator passed, and it says what to run next.
-    assert!(stderr.contains("check: the simulator holds") && stderr.contains("were delivered, each pass only what was new"), "{stderr}");
-    assert!(stderr.contains("integration log entries since") && stderr.contains("were delivered once"), "{stderr}");
-    assert!(!stderr.lines().any(|l| l.contains("check:") && l.contains(", but ")), "a check failed: {stderr}");
-    assert!(stderr.contains("SLACK_LOGS_SLACK_TOKEN=xoxp-... slack-logs run --every 5m"), "{stderr}");
+    assert!(
+        stderr.contains("check: the simulator holds")
+            && stderr.contains("were delivered, each pass only what was new"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("integration log entries since") && stderr.contains("were delivered once"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("check:") && l.contains(", but ")),
+        "a check failed: {stderr}"
+    );
+    assert!(
+        stderr.contains("SLACK_LOGS_SLACK_TOKEN=xoxp-... slack-logs run --every 5m"),
+        "{stderr}"
+    );
     // The records on stdout are NDJSON of all three streams.
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut streams = std::collections::BTreeSet::new();
@@ -46,22 +68,34 @@ fn the_demo_collects_all_three_streams_and_checks_its_own_ground_truth() {
         let v: serde_json::Value = serde_json::from_str(l).expect("NDJSON");
         streams.insert(v["stream"].as_str().unwrap().to_string());
     }
-    assert_eq!(streams.into_iter().collect::<Vec<_>>(), vec!["access", "audit", "integration"]);
+    assert_eq!(
+        streams.into_iter().collect::<Vec<_>>(),
+        vec!["access", "audit", "integration"]
+    );
 }
 
 #[test]
 fn synthetic_data_gives_all_three_streams_without_a_token() {
     let dir = Scratch::new("synthetic");
-    let settings = vec![("synthetic_data", "true".to_string()), ("lease_settle_ms", "0".to_string())];
+    let settings = vec![
+        ("synthetic_data", "true".to_string()),
+        ("lease_settle_ms", "0".to_string()),
+    ];
     run_ok(&mut host(&dir, &settings));
     let text = std::fs::read_to_string(dir.path("out.ndjson")).unwrap();
     let mut per_stream = std::collections::BTreeMap::new();
     for l in text.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["event"]["synthetic"], true, "{l}");
-        *per_stream.entry(v["stream"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        *per_stream
+            .entry(v["stream"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
-    assert_eq!(per_stream.keys().cloned().collect::<Vec<_>>(), vec!["access", "audit", "integration"], "{per_stream:?}");
+    assert_eq!(
+        per_stream.keys().cloned().collect::<Vec<_>>(),
+        vec!["access", "audit", "integration"],
+        "{per_stream:?}"
+    );
     // Through the same checkpoints: a second pass repeats nothing.
     let first = delivered_ids(&dir.path("out.ndjson"));
     run_ok(&mut host(&dir, &settings));

@@ -38,16 +38,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use slack_sim::{AccessRowTruth, AccessSortKey, EndForm, Fault, IntegrationOrder, IntegrationPagingCount, SimConfig, Simulator};
+use slack_sim::{
+    AccessRowTruth, AccessSortKey, EndForm, Fault, IntegrationOrder, IntegrationPagingCount,
+    SimConfig, Simulator,
+};
 
 // ------------------------------------------------------------------ knobs and randomness
 
 fn schedules() -> u64 {
-    std::env::var("SLACK_LOGS_FAULT_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(4)
+    std::env::var("SLACK_LOGS_FAULT_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
 }
 
 fn base_seed() -> u64 {
-    std::env::var("SLACK_LOGS_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+    std::env::var("SLACK_LOGS_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// splitmix64: small, seedable, good enough to drive schedules.
@@ -81,7 +90,10 @@ impl Rng {
 }
 
 fn wall() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 // ------------------------------------------------------------------ the sink
@@ -151,7 +163,12 @@ impl SinkServer {
                 });
             }
         });
-        SinkServer { state, port, shutdown, thread: Some(thread) }
+        SinkServer {
+            state,
+            port,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 
     fn spec(&self) -> String {
@@ -192,7 +209,11 @@ impl SinkServer {
     }
 
     fn batches_of_run(&self, run: usize) -> usize {
-        lock(&self.state).batches.iter().filter(|b| b.run == run).count()
+        lock(&self.state)
+            .batches
+            .iter()
+            .filter(|b| b.run == run)
+            .count()
     }
 }
 
@@ -208,7 +229,9 @@ impl Drop for SinkServer {
 
 fn handle_sink_connection(conn: TcpStream, state: &Mutex<SinkState>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(read_half) = conn.try_clone() else { return };
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(read_half);
     let mut conn = conn;
     let mut len = 0usize;
@@ -229,7 +252,11 @@ fn handle_sink_connection(conn: TcpStream, state: &Mutex<SinkState>) {
     if reader.read_exact(&mut body).is_err() {
         return; // the host died mid-send: nothing was accepted
     }
-    let lines: Vec<String> = String::from_utf8_lossy(&body).lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
+    let lines: Vec<String> = String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect();
     let answer = {
         let mut st = lock(state);
         let n = st.requests;
@@ -237,8 +264,16 @@ fn handle_sink_connection(conn: TcpStream, state: &Mutex<SinkState>) {
         let a = st.plan.remove(&n).unwrap_or(SinkAnswer::Accept);
         let run = st.run;
         match a {
-            SinkAnswer::Accept => st.batches.push(Batch { lines, run, at_risk: false }),
-            SinkAnswer::AckLost | SinkAnswer::KillBeforeAck => st.batches.push(Batch { lines, run, at_risk: true }),
+            SinkAnswer::Accept => st.batches.push(Batch {
+                lines,
+                run,
+                at_risk: false,
+            }),
+            SinkAnswer::AckLost | SinkAnswer::KillBeforeAck => st.batches.push(Batch {
+                lines,
+                run,
+                at_risk: true,
+            }),
             SinkAnswer::Status(_) => {}
         }
         if a == SinkAnswer::KillBeforeAck {
@@ -278,7 +313,12 @@ fn fault_host(state: &PathBuf, sink: &str, settings: &[(&'static str, String)]) 
             cmd.env_remove(k);
         }
     }
-    cmd.arg("--component").arg(component()).arg("--state").arg(state).arg("--sink").arg(sink);
+    cmd.arg("--component")
+        .arg(component())
+        .arg("--state")
+        .arg(state)
+        .arg("--sink")
+        .arg(sink);
     for (k, v) in settings {
         cmd.env(format!("SLACK_LOGS_{}", k.to_uppercase()), v);
     }
@@ -326,7 +366,12 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn fail(&self, what: &str) -> String {
-        format!("seed={} stream={}: {what}\nschedule:\n  {}", self.seed, self.stream, self.trace.join("\n  "))
+        format!(
+            "seed={} stream={}: {what}\nschedule:\n  {}",
+            self.seed,
+            self.stream,
+            self.trace.join("\n  ")
+        )
     }
 
     fn run(&mut self, mut plan: RunPlan) -> RunInfo {
@@ -361,7 +406,11 @@ impl Ctx<'_> {
                 let _ = child.0.kill();
                 break child.0.wait().unwrap();
             }
-            assert!(Instant::now() < deadline, "{}", self.fail("a pass did not end within 150 s"));
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                self.fail("a pass did not end within 150 s")
+            );
             std::thread::sleep(Duration::from_millis(2));
         };
         // Killed means it died of the signal, not that it had already finished.
@@ -381,18 +430,26 @@ impl Ctx<'_> {
             .filter(|l| {
                 l.split_whitespace().next().is_some_and(|first| {
                     first == self.stream
-                        || first.strip_prefix(self.stream).is_some_and(|rest| rest.starts_with('['))
+                        || first
+                            .strip_prefix(self.stream)
+                            .is_some_and(|rest| rest.starts_with('['))
                 })
             })
             .collect();
         let line = walks.join(" | ");
-        let caught_up =
-            !killed && !walks.is_empty() && walks.iter().all(|l| l.split_whitespace().nth(1) == Some("caught-up"));
+        let caught_up = !killed
+            && !walks.is_empty()
+            && walks
+                .iter()
+                .all(|l| l.split_whitespace().nth(1) == Some("caught-up"));
         let walks: Vec<(String, bool)> = walks
             .iter()
             .map(|l| {
                 let mut w = l.split_whitespace();
-                (w.next().unwrap_or_default().to_string(), !killed && w.next() == Some("caught-up"))
+                (
+                    w.next().unwrap_or_default().to_string(),
+                    !killed && w.next() == Some("caught-up"),
+                )
             })
             .collect();
         RunInfo {
@@ -410,10 +467,26 @@ impl Ctx<'_> {
     }
 
     fn status_json(&self) -> serde_json::Value {
-        let out = fault_host(&self.state, &self.sink.spec(), &self.settings).arg("status").arg("--json").output().unwrap();
-        assert!(out.status.success(), "{}", self.fail(&format!("status failed: {}", String::from_utf8_lossy(&out.stderr))));
+        let out = fault_host(&self.state, &self.sink.spec(), &self.settings)
+            .arg("status")
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            self.fail(&format!(
+                "status failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        );
         let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        all.as_array().unwrap().iter().find(|s| s["stream"] == self.stream).cloned().unwrap_or_default()
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stream"] == self.stream)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -434,7 +507,13 @@ trait Model {
     const LABEL: &'static str = Self::NAME;
     /// The simulator config and the backfill start.
     fn config(rng: &mut Rng) -> (SimConfig, i64);
-    fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Self;
+    fn new(
+        sim: &Simulator,
+        rng: &mut Rng,
+        backfill: i64,
+        cfg: &SimConfig,
+        trace: &mut Vec<String>,
+    ) -> Self;
     fn settings(&self) -> Vec<(&'static str, String)>;
     /// Roughly how many requests the next pass makes, given the stream's watermark.
     fn estimate_requests(&self, sim: &Simulator, watermark: Option<i64>) -> usize;
@@ -475,7 +554,11 @@ fn history(rng: &mut Rng) -> (i64, i64, i64) {
     let now = now();
     let start = now - rng.range(2, 6) * 3600;
     let end = now - 120;
-    let backfill = if rng.chance(50) { start } else { start + (end - start) * rng.range(10, 60) / 100 };
+    let backfill = if rng.chance(50) {
+        start
+    } else {
+        start + (end - start) * rng.range(10, 60) / 100
+    };
     (start, end, backfill)
 }
 
@@ -506,14 +589,24 @@ impl Model for Audit {
             history_start: start,
             history_end: end,
             short_pages: rng.chance(30),
-            audit_end_form: if rng.chance(50) { EndForm::EmptyString } else { EndForm::Absent },
+            audit_end_form: if rng.chance(50) {
+                EndForm::EmptyString
+            } else {
+                EndForm::Absent
+            },
             cursor_ttl: Duration::from_secs(if rng.chance(25) { 1 } else { 300 }),
             ..SimConfig::default()
         };
         (cfg, backfill)
     }
 
-    fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Audit {
+    fn new(
+        sim: &Simulator,
+        rng: &mut Rng,
+        backfill: i64,
+        cfg: &SimConfig,
+        trace: &mut Vec<String>,
+    ) -> Audit {
         let page = rng.range(3, 10) as usize;
         // Bursts larger than a page, so pages end inside a second.
         for _ in 0..rng.range(1, 3) {
@@ -551,7 +644,13 @@ impl Model for Audit {
             cfg.short_pages,
             cfg.cursor_ttl
         ));
-        Audit { sim_settings: s, backfill, page, lag, late_visible_by: 0.0 }
+        Audit {
+            sim_settings: s,
+            backfill,
+            page,
+            lag,
+            late_visible_by: 0.0,
+        }
     }
 
     fn settings(&self) -> Vec<(&'static str, String)> {
@@ -593,7 +692,9 @@ impl Model for Audit {
                 let delay = 0.1 + (room - 0.1) * (rng.below(1000) as f64 / 1000.0);
                 let n = rng.range(1, 6) as usize;
                 sim.add_late_audit_events(n, at, Duration::from_secs_f64(delay));
-                trace.push(format!("  +{n} late events at {at}, visible after {delay:.2}s"));
+                trace.push(format!(
+                    "  +{n} late events at {at}, visible after {delay:.2}s"
+                ));
             }
         }
         if rng.chance(30) {
@@ -636,7 +737,9 @@ impl Model for Audit {
 
     fn truth(&mut self, sim: &Simulator, ctx: &Ctx<'_>) -> Truth {
         let st = ctx.status_json();
-        let watermark = st["watermark"].as_i64().unwrap_or_else(|| panic!("{}", ctx.fail(&format!("no watermark: {st}"))));
+        let watermark = st["watermark"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{}", ctx.fail(&format!("no watermark: {st}"))));
         // Only what the watermark passed is due; newer events are legitimately not collected yet.
         let mut must = BTreeMap::new();
         for t in sim.audit_truth(self.backfill, watermark) {
@@ -647,7 +750,11 @@ impl Model for Audit {
     }
 
     fn describe(&self, sim: &Simulator, key: &str) -> String {
-        match sim.audit_truth(0, i64::MAX).into_iter().find(|t| t.id == key) {
+        match sim
+            .audit_truth(0, i64::MAX)
+            .into_iter()
+            .find(|t| t.id == key)
+        {
             Some(t) => format!("{key}: date_create {} ({})", t.date_create, t.action),
             None => key.to_string(),
         }
@@ -679,7 +786,13 @@ struct Access {
 }
 
 fn state_id(r: &AccessRowTruth) -> String {
-    slack_logs_core::access::record_id(&r.user_id, Some(&r.ip), &r.user_agent, r.date_first, r.date_last)
+    slack_logs_core::access::record_id(
+        &r.user_id,
+        Some(&r.ip),
+        &r.user_agent,
+        r.date_first,
+        r.date_last,
+    )
 }
 
 fn combo(user: &str, ip: &str, ua: &str, date_first: i64) -> String {
@@ -690,14 +803,22 @@ impl Access {
     fn snapshot(&mut self, sim: &Simulator) {
         self.current = sim.access_truth();
         for r in sim.access_history() {
-            self.known.insert(state_id(&r), (r.date_first, r.date_last, combo(&r.user_id, &r.ip, &r.user_agent, r.date_first)));
+            self.known.insert(
+                state_id(&r),
+                (
+                    r.date_first,
+                    r.date_last,
+                    combo(&r.user_id, &r.ip, &r.user_agent, r.date_first),
+                ),
+            );
         }
     }
 
     /// The key of a row state, if the stream must deliver it once it settled before `bound`.
     fn due(&self, r: &AccessRowTruth, bound: i64) -> Option<String> {
         if self.new_only {
-            (r.date_first >= self.backfill && r.date_first <= bound).then(|| combo(&r.user_id, &r.ip, &r.user_agent, r.date_first))
+            (r.date_first >= self.backfill && r.date_first <= bound)
+                .then(|| combo(&r.user_id, &r.ip, &r.user_agent, r.date_first))
         } else {
             (r.date_last >= self.backfill && r.date_last <= bound).then(|| state_id(r))
         }
@@ -709,7 +830,11 @@ impl Model for Access {
 
     fn config(rng: &mut Rng) -> (SimConfig, i64) {
         let (start, end, backfill) = history(rng);
-        let sort = if rng.chance(50) { AccessSortKey::DateFirst } else { AccessSortKey::DateLast };
+        let sort = if rng.chance(50) {
+            AccessSortKey::DateFirst
+        } else {
+            AccessSortKey::DateLast
+        };
         let other = match sort {
             AccessSortKey::DateFirst => AccessSortKey::DateLast,
             AccessSortKey::DateLast => AccessSortKey::DateFirst,
@@ -724,20 +849,35 @@ impl Model for Access {
             access_filter_key: rng.chance(50).then_some(other),
             access_offset_cursor: rng.chance(50),
             // Rows used again while a walk pages through them.
-            access_touch_every: if rng.chance(30) { rng.range(2, 6) as usize } else { 0 },
+            access_touch_every: if rng.chance(30) {
+                rng.range(2, 6) as usize
+            } else {
+                0
+            },
             access_touch_rows: rng.range(1, 2) as usize,
             short_pages: rng.chance(30),
-            web_end_form: if rng.chance(50) { EndForm::EmptyString } else { EndForm::Absent },
+            web_end_form: if rng.chance(50) {
+                EndForm::EmptyString
+            } else {
+                EndForm::Absent
+            },
             cursor_ttl: Duration::from_secs(if rng.chance(25) { 1 } else { 300 }),
             ..SimConfig::default()
         };
         (cfg, backfill)
     }
 
-    fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Access {
+    fn new(
+        sim: &Simulator,
+        rng: &mut Rng,
+        backfill: i64,
+        cfg: &SimConfig,
+        trace: &mut Vec<String>,
+    ) -> Access {
         // Documented limit: under date_last order, new-only misses a combination used again
         // before the walk reached it; rows used mid-walk are for activity there.
-        let new_only = rng.chance(50) && !(cfg.access_touch_every > 0 && cfg.access_sort_key == AccessSortKey::DateLast);
+        let new_only = rng.chance(50)
+            && !(cfg.access_touch_every > 0 && cfg.access_sort_key == AccessSortKey::DateLast);
         let mut page = rng.range(2, 10) as usize;
         let mut tie = None;
         if rng.chance(30) {
@@ -762,7 +902,10 @@ impl Model for Access {
         let lag = rng.range(1, 2);
         let mut s = base_settings(sim, "access", backfill);
         s.push(("access_page_size", page.to_string()));
-        s.push(("access_mode", if new_only { "new-only" } else { "activity" }.into()));
+        s.push((
+            "access_mode",
+            if new_only { "new-only" } else { "activity" }.into(),
+        ));
         s.push(("access_sort_key", key.into()));
         s.push(("access_lag_seconds", lag.to_string()));
         trace.push(format!(
@@ -820,7 +963,9 @@ impl Model for Access {
         // walk reached it moves ahead of the walk, and new-only then misses it. Touch only when
         // every combination is behind a completed walk.
         let safe = !(self.new_only && self.sort_key == AccessSortKey::DateLast)
-            || self.last_caught_up.is_some_and(|start| start - self.lag >= self.last_add);
+            || self
+                .last_caught_up
+                .is_some_and(|start| start - self.lag >= self.last_add);
         if rng.chance(60) {
             if safe {
                 let n = rng.range(1, (self.current.len() / 4).max(1) as i64) as usize;
@@ -848,7 +993,11 @@ impl Model for Access {
         self.snapshot(sim);
         if info.caught_up {
             let bound = info.spawn_floor - self.lag;
-            let due: Vec<String> = self.current.iter().filter_map(|r| self.due(r, bound)).collect();
+            let due: Vec<String> = self
+                .current
+                .iter()
+                .filter_map(|r| self.due(r, bound))
+                .collect();
             self.required.extend(due);
             self.last_caught_up = Some(info.spawn_floor);
             self.last_bound = Some(bound);
@@ -865,12 +1014,23 @@ impl Model for Access {
     fn key(&self, rec: &serde_json::Value) -> Result<String, String> {
         let id = rec["id"].as_str().ok_or("no id")?;
         let e = &rec["event"];
-        let (user, ip, ua) = (e["user_id"].as_str().unwrap_or(""), e["ip"].as_str(), e["user_agent"].as_str().unwrap_or(""));
-        let (df, dl) = (e["date_first"].as_i64().unwrap_or(0), e["date_last"].as_i64().unwrap_or(0));
+        let (user, ip, ua) = (
+            e["user_id"].as_str().unwrap_or(""),
+            e["ip"].as_str(),
+            e["user_agent"].as_str().unwrap_or(""),
+        );
+        let (df, dl) = (
+            e["date_first"].as_i64().unwrap_or(0),
+            e["date_last"].as_i64().unwrap_or(0),
+        );
         if slack_logs_core::access::record_id(user, ip, ua, df, dl) != id {
             return Err(format!("record id {id} does not match its row {e}"));
         }
-        Ok(if self.new_only { combo(user, ip.unwrap_or(""), ua, df) } else { id.to_string() })
+        Ok(if self.new_only {
+            combo(user, ip.unwrap_or(""), ua, df)
+        } else {
+            id.to_string()
+        })
     }
 
     fn describe(&self, _sim: &Simulator, key: &str) -> String {
@@ -883,15 +1043,26 @@ impl Model for Access {
         let now: Vec<String> = self
             .current
             .iter()
-            .filter(|r| state_id(r) == key || combo(&r.user_id, &r.ip, &r.user_agent, r.date_first) == key)
-            .map(|r| format!("now {} date_first {} date_last {} count {}", state_id(r), r.date_first, r.date_last, r.count))
+            .filter(|r| {
+                state_id(r) == key || combo(&r.user_id, &r.ip, &r.user_agent, r.date_first) == key
+            })
+            .map(|r| {
+                format!(
+                    "now {} date_first {} date_last {} count {}",
+                    state_id(r),
+                    r.date_first,
+                    r.date_last,
+                    r.count
+                )
+            })
             .collect();
         format!("{key}: {} | {}", states.join(", "), now.join(", "))
     }
 
     fn truth(&mut self, sim: &Simulator, _ctx: &Ctx<'_>) -> Truth {
         self.snapshot(sim);
-        let mut must: BTreeMap<String, usize> = self.required.iter().map(|k| (k.clone(), 1)).collect();
+        let mut must: BTreeMap<String, usize> =
+            self.required.iter().map(|k| (k.clone(), 1)).collect();
         // The schedule ends with caught-up passes: what is current and settled before the last
         // one's bound (rows used during it, if the simulator uses rows mid-walk, are newer).
         let bound = self.last_bound.unwrap_or(i64::MIN);
@@ -903,7 +1074,13 @@ impl Model for Access {
         let may = self
             .known
             .iter()
-            .filter(|(_, (df, dl, _))| if self.new_only { *df >= self.backfill } else { *dl >= self.backfill })
+            .filter(|(_, (df, dl, _))| {
+                if self.new_only {
+                    *df >= self.backfill
+                } else {
+                    *dl >= self.backfill
+                }
+            })
             .map(|(id, (_, _, c))| if self.new_only { c.clone() } else { id.clone() })
             .collect();
         Truth { must, may }
@@ -929,17 +1106,35 @@ impl Model for Integration {
             integration_entries: rng.range(20, 150) as usize,
             history_start: start,
             history_end: end,
-            integration_order: if rng.chance(75) { IntegrationOrder::NewestFirst } else { IntegrationOrder::OldestFirst },
-            integration_paging_count: if rng.chance(50) { IntegrationPagingCount::Returned } else { IntegrationPagingCount::PageSize },
+            integration_order: if rng.chance(75) {
+                IntegrationOrder::NewestFirst
+            } else {
+                IntegrationOrder::OldestFirst
+            },
+            integration_paging_count: if rng.chance(50) {
+                IntegrationPagingCount::Returned
+            } else {
+                IntegrationPagingCount::PageSize
+            },
             // Byte-identical copies in half the schedules, so page boundaries fall between
             // copies, and copies arrive between passes and during interrupted walks.
-            integration_identical_percent: if rng.chance(50) { rng.range(5, 40) as u32 } else { 0 },
+            integration_identical_percent: if rng.chance(50) {
+                rng.range(5, 40) as u32
+            } else {
+                0
+            },
             ..SimConfig::default()
         };
         (cfg, backfill)
     }
 
-    fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Integration {
+    fn new(
+        sim: &Simulator,
+        rng: &mut Rng,
+        backfill: i64,
+        cfg: &SimConfig,
+        trace: &mut Vec<String>,
+    ) -> Integration {
         let page = rng.range(3, 10) as usize;
         let mut s = base_settings(sim, "integration", backfill);
         s.push(("integration_page_size", page.to_string()));
@@ -947,7 +1142,12 @@ impl Model for Integration {
             "integration: {} entries ({}% with identical copies), backfill {backfill}, page {page}, order {:?}, paging.count {:?}",
             cfg.integration_entries, cfg.integration_identical_percent, cfg.integration_order, cfg.integration_paging_count
         ));
-        Integration { sim_settings: s, backfill, page, newest_first: cfg.integration_order == IntegrationOrder::NewestFirst }
+        Integration {
+            sim_settings: s,
+            backfill,
+            page,
+            newest_first: cfg.integration_order == IntegrationOrder::NewestFirst,
+        }
     }
 
     fn settings(&self) -> Vec<(&'static str, String)> {
@@ -959,7 +1159,12 @@ impl Model for Integration {
         let due = match watermark {
             Some(w) if self.newest_first => entries
                 .iter()
-                .filter(|e| e["date"].as_str().and_then(|d| d.parse::<i64>().ok()).is_some_and(|d| d >= w - 300))
+                .filter(|e| {
+                    e["date"]
+                        .as_str()
+                        .and_then(|d| d.parse::<i64>().ok())
+                        .is_some_and(|d| d >= w - 300)
+                })
                 .count(),
             _ => entries.len(),
         };
@@ -978,10 +1183,16 @@ impl Model for Integration {
 
     fn key(&self, rec: &serde_json::Value) -> Result<String, String> {
         let id = rec["id"].as_str().ok_or("no id")?;
-        let (_, first) = slack_logs_core::integration::canonical(&rec["event"].to_string(), rec["team_id"].as_str())?;
+        let (_, first) = slack_logs_core::integration::canonical(
+            &rec["event"].to_string(),
+            rec["team_id"].as_str(),
+        )?;
         // The entry's own id, or that of one of its identical copies.
         if !(0..64).any(|n| slack_logs_core::integration::copy_id(&first, n) == id) {
-            return Err(format!("record id {id} is not the id of its entry or of a copy of it: {}", rec["event"]));
+            return Err(format!(
+                "record id {id} is not the id of its entry or of a copy of it: {}",
+                rec["event"]
+            ));
         }
         Ok(id.to_string())
     }
@@ -1000,7 +1211,11 @@ impl Model for Integration {
     fn describe(&self, sim: &Simulator, key: &str) -> String {
         let truth = sim.integration_truth();
         match integration_ids(sim).iter().position(|(_, id)| id == key) {
-            Some(i) => format!("{key}: entry {i} of {} in serving order: {}", truth.len(), truth[i]),
+            Some(i) => format!(
+                "{key}: entry {i} of {} in serving order: {}",
+                truth.len(),
+                truth[i]
+            ),
             None => key.to_string(),
         }
     }
@@ -1008,8 +1223,13 @@ impl Model for Integration {
 
 /// The record ids of the simulator's entries, in serving order (each identical copy its own).
 fn integration_ids(sim: &Simulator) -> Vec<(i64, String)> {
-    let entries: Vec<String> = sim.integration_truth().iter().map(|e| e.to_string()).collect();
-    slack_logs_core::integration::listing_ids(entries.iter().map(String::as_str), None).expect("simulator entries parse")
+    let entries: Vec<String> = sim
+        .integration_truth()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    slack_logs_core::integration::listing_ids(entries.iter().map(String::as_str), None)
+        .expect("simulator entries parse")
 }
 
 // ---- many workspaces
@@ -1037,9 +1257,18 @@ impl Model for Workspaces {
         (cfg, backfill)
     }
 
-    fn new(sim: &Simulator, rng: &mut Rng, backfill: i64, cfg: &SimConfig, trace: &mut Vec<String>) -> Workspaces {
+    fn new(
+        sim: &Simulator,
+        rng: &mut Rng,
+        backfill: i64,
+        cfg: &SimConfig,
+        trace: &mut Vec<String>,
+    ) -> Workspaces {
         let mut inner = Integration::new(sim, rng, backfill, cfg, trace);
-        let mut teams: Vec<String> = slack_sim::WORKSPACE_IDS[..2].iter().map(|s| s.to_string()).collect();
+        let mut teams: Vec<String> = slack_sim::WORKSPACE_IDS[..2]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         teams.extend(sim.add_workspaces(rng.range(3, 30) as usize));
         let busy = rng.range(0, 3) as usize;
         for t in teams.iter().take(busy) {
@@ -1048,8 +1277,13 @@ impl Model for Workspaces {
         let budget = rng.range(10, 15);
         inner.sim_settings.retain(|(k, _)| *k != "max_run_seconds");
         inner.sim_settings.push(("team_ids", "all".into()));
-        inner.sim_settings.push(("max_run_seconds", budget.to_string()));
-        trace.push(format!("workspaces: {} (the first {busy} slow), max_run_seconds {budget}", teams.len()));
+        inner
+            .sim_settings
+            .push(("max_run_seconds", budget.to_string()));
+        trace.push(format!(
+            "workspaces: {} (the first {busy} slow), max_run_seconds {budget}",
+            teams.len()
+        ));
         Workspaces { inner, teams }
     }
 
@@ -1066,7 +1300,9 @@ impl Model for Workspaces {
     }
 
     fn key(&self, rec: &serde_json::Value) -> Result<String, String> {
-        let team = rec["team_id"].as_str().ok_or("a workspace walk's record without team_id")?;
+        let team = rec["team_id"]
+            .as_str()
+            .ok_or("a workspace walk's record without team_id")?;
         if !self.teams.iter().any(|t| t == team) {
             return Err(format!("record of a workspace not in the org: {team}"));
         }
@@ -1074,11 +1310,18 @@ impl Model for Workspaces {
     }
 
     fn truth(&mut self, sim: &Simulator, _ctx: &Ctx<'_>) -> Truth {
-        let entries: Vec<String> = sim.integration_truth().iter().map(|e| e.to_string()).collect();
+        let entries: Vec<String> = sim
+            .integration_truth()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         let mut must = BTreeMap::new();
         for team in &self.teams {
-            let ids = slack_logs_core::integration::listing_ids(entries.iter().map(String::as_str), Some(team))
-                .expect("simulator entries parse");
+            let ids = slack_logs_core::integration::listing_ids(
+                entries.iter().map(String::as_str),
+                Some(team),
+            )
+            .expect("simulator entries parse");
             for (date, id) in ids {
                 if date >= self.inner.backfill {
                     *must.entry(id).or_insert(0) += 1;
@@ -1178,7 +1421,10 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
                 let at = rng.below(est_batches as u64) as usize;
                 match rng.below(100) {
                     0..=29 => answers.push((at, SinkAnswer::Status(503))),
-                    30..=44 => answers.extend([(at, SinkAnswer::Status(503)), (at + 1, SinkAnswer::Status(503))]),
+                    30..=44 => answers.extend([
+                        (at, SinkAnswer::Status(503)),
+                        (at + 1, SinkAnswer::Status(503)),
+                    ]),
                     45..=69 => answers.push((at, SinkAnswer::Status(400))),
                     70..=89 => answers.push((at, SinkAnswer::AckLost)),
                     // Five 503s: more than the host's retries (4 tries, host/src/sink.rs) allow.
@@ -1211,7 +1457,11 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
         }
         trace.push(format!(
             "  faults: {}\n  -> {} (exit {:?}, {} requests, {} batches) {}",
-            if notes.is_empty() { "none".to_string() } else { notes.join(", ") },
+            if notes.is_empty() {
+                "none".to_string()
+            } else {
+                notes.join(", ")
+            },
             if info.killed { "KILLED" } else { "ran" },
             info.exit,
             info.requests,
@@ -1235,10 +1485,21 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
     for pass in 0..15 {
         let info = ctx.run(RunPlan::default());
         totals.passes += 1;
-        ctx.trace.push(format!("settle {pass}: exit {:?}, {} requests: {}", info.exit, info.requests, info.line));
+        ctx.trace.push(format!(
+            "settle {pass}: exit {:?}, {} requests: {}",
+            info.exit, info.requests, info.line
+        ));
         model.after_run(&sim, &info);
         if info.caught_up {
-            assert_eq!(info.exit, Some(0), "{}", ctx.fail(&format!("caught up but exit {:?}:\n{}", info.exit, info.stderr)));
+            assert_eq!(
+                info.exit,
+                Some(0),
+                "{}",
+                ctx.fail(&format!(
+                    "caught up but exit {:?}:\n{}",
+                    info.exit, info.stderr
+                ))
+            );
         }
         for (walk, caught_up) in &info.walks {
             *caught_ups.entry(walk.clone()).or_insert(0) += usize::from(*caught_up);
@@ -1254,7 +1515,11 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
     assert!(settled);
 
     if std::env::var_os("SLACK_LOGS_FAULT_TRACE").is_some() {
-        eprintln!("seed={seed} stream={}:\n  {}", M::NAME, ctx.trace.join("\n  "));
+        eprintln!(
+            "seed={seed} stream={}:\n  {}",
+            M::NAME,
+            ctx.trace.join("\n  ")
+        );
     }
 
     // The verdict.
@@ -1267,12 +1532,23 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
     for (bi, b) in st.batches.iter().enumerate() {
         let mut keys = BTreeSet::new();
         for line in &b.lines {
-            let rec: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}", ctx.fail(&format!("bad NDJSON line {line:?}: {e}"))));
-            assert_eq!(rec["stream"], M::NAME, "{}", ctx.fail(&format!("record of another stream: {line}")));
-            let k = model.key(&rec).unwrap_or_else(|e| panic!("{}", ctx.fail(&e)));
+            let rec: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("{}", ctx.fail(&format!("bad NDJSON line {line:?}: {e}")))
+            });
+            assert_eq!(
+                rec["stream"],
+                M::NAME,
+                "{}",
+                ctx.fail(&format!("record of another stream: {line}"))
+            );
+            let k = model
+                .key(&rec)
+                .unwrap_or_else(|e| panic!("{}", ctx.fail(&e)));
             *count.entry(k.clone()).or_insert(0) += 1;
-            seen_in.entry(k.clone()).or_default().push((b.run, bi, b.lines.len(), b.at_risk));
+            seen_in
+                .entry(k.clone())
+                .or_default()
+                .push((b.run, bi, b.lines.len(), b.at_risk));
             keys.insert(k);
         }
         if b.at_risk {
@@ -1283,8 +1559,15 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
         }
     }
     drop(st);
-    let lost: Vec<&String> = truth.must.keys().filter(|k| !count.contains_key(*k)).collect();
-    let unknown: Vec<&String> = count.keys().filter(|k| !truth.may.contains(*k) && !truth.must.contains_key(*k)).collect();
+    let lost: Vec<&String> = truth
+        .must
+        .keys()
+        .filter(|k| !count.contains_key(*k))
+        .collect();
+    let unknown: Vec<&String> = count
+        .keys()
+        .filter(|k| !truth.may.contains(*k) && !truth.must.contains_key(*k))
+        .collect();
     let mut repeated = 0;
     let mut unexplained = Vec::new();
     for (k, &n) in &count {
@@ -1311,22 +1594,48 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
             "lost {} of {} keys:\n  {}",
             lost.len(),
             truth.must.len(),
-            lost.iter().take(20).map(|k| model.describe(&sim, k)).collect::<Vec<_>>().join("\n  ")
+            lost.iter()
+                .take(20)
+                .map(|k| model.describe(&sim, k))
+                .collect::<Vec<_>>()
+                .join("\n  ")
         ))
     );
-    assert!(unknown.is_empty(), "{}", ctx.fail(&format!("delivered keys that are not due: {:?}", unknown.iter().take(20).collect::<Vec<_>>())));
+    assert!(
+        unknown.is_empty(),
+        "{}",
+        ctx.fail(&format!(
+            "delivered keys that are not due: {:?}",
+            unknown.iter().take(20).collect::<Vec<_>>()
+        ))
+    );
     assert!(
         unexplained.is_empty(),
         "{}",
-        ctx.fail(&format!("repeats beyond the batches at risk:\n  {}", unexplained.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ")))
+        ctx.fail(&format!(
+            "repeats beyond the batches at risk:\n  {}",
+            unexplained
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ))
     );
 }
 
 fn random_fault_schedules<M: Model>() {
     let dir = Scratch::new(&format!("faults-{}", M::LABEL));
     // Compile the component into this directory's cache before any kill can interrupt that.
-    let warm = fault_host(&dir.path("warm.db"), "stdout", &[]).arg("status").output().expect("start host");
-    assert!(warm.status.success(), "{}", String::from_utf8_lossy(&warm.stderr));
+    let warm = fault_host(&dir.path("warm.db"), "stdout", &[])
+        .arg("status")
+        .output()
+        .expect("start host");
+    assert!(
+        warm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
     let started = Instant::now();
     let mut totals = Totals::default();
     let base = base_seed();
@@ -1403,7 +1712,11 @@ fn integration_oldest_first_with_backfill_past_page_one_collects() {
         .map(|(_, id)| id)
         .collect();
     assert!(!expected.is_empty());
-    assert_eq!(set(&delivered_ids(&dir.path("out.ndjson"))), expected, "two passes deliver every entry since the backfill start");
+    assert_eq!(
+        set(&delivered_ids(&dir.path("out.ndjson"))),
+        expected,
+        "two passes deliver every entry since the backfill start"
+    );
 }
 
 /// Seed 214 (integration), reduced, without kills or sink faults: Slack serves newest first; a walk
@@ -1415,14 +1728,32 @@ fn integration_oldest_first_with_backfill_past_page_one_collects() {
 /// is judged within a response only, and a newer entry on a later page is left to the next walk.
 #[test]
 fn integration_entries_arriving_during_an_interrupted_walk_repeat_nothing() {
-    let sim = Simulator::start(SimConfig { seed: 214, integration_entries: 40, ..SimConfig::default() }).unwrap();
+    let sim = Simulator::start(SimConfig {
+        seed: 214,
+        integration_entries: 40,
+        ..SimConfig::default()
+    })
+    .unwrap();
     let start = sim.config().history_start;
     let dir = Scratch::new("faults-resume-shift");
     let settings = integration_settings(&sim, start); // 7 entries a page
     sim.fail_request(2, Fault::MalformedBody);
-    let out = host(&dir, &settings).arg("run").arg("--once").output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(delivered_ids(&dir.path("out.ndjson")).len(), 7, "page 1 was delivered before the walk stopped");
+    let out = host(&dir, &settings)
+        .arg("run")
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        delivered_ids(&dir.path("out.ndjson")).len(),
+        7,
+        "page 1 was delivered before the walk stopped"
+    );
     let t = now();
     sim.add_integration_entries(10, t - 60, t);
     for _ in 0..2 {
@@ -1432,7 +1763,11 @@ fn integration_entries_arriving_during_an_interrupted_walk_repeat_nothing() {
     let expected: BTreeSet<String> = sim
         .integration_truth()
         .iter()
-        .map(|e| slack_logs_core::integration::canonical(&e.to_string(), None).unwrap().1)
+        .map(|e| {
+            slack_logs_core::integration::canonical(&e.to_string(), None)
+                .unwrap()
+                .1
+        })
         .collect();
     assert_eq!(set(&all), expected, "nothing lost");
     assert_eq!(all.len(), set(&all).len(), "no record repeated");

@@ -53,12 +53,21 @@ fn scenario(seed: u64) -> (Simulator, i64, Vec<(&'static str, String)>) {
 fn ground_truth(sim: &Simulator, start: i64) -> BTreeSet<String> {
     let mut ids = truth(sim, start, now());
     ids.extend(sim.access_truth().iter().map(|r| {
-        slack_logs_core::access::record_id(&r.user_id, Some(&r.ip), &r.user_agent, r.date_first, r.date_last)
+        slack_logs_core::access::record_id(
+            &r.user_id,
+            Some(&r.ip),
+            &r.user_agent,
+            r.date_first,
+            r.date_last,
+        )
     }));
     ids.extend(
         sim.integration_truth()
             .iter()
-            .map(|e| slack_logs_core::integration::canonical(&e.to_string(), None).expect("simulator entries parse"))
+            .map(|e| {
+                slack_logs_core::integration::canonical(&e.to_string(), None)
+                    .expect("simulator entries parse")
+            })
             .filter(|(date, _)| *date >= start)
             .map(|(_, id)| id),
     );
@@ -66,58 +75,150 @@ fn ground_truth(sim: &Simulator, start: i64) -> BTreeSet<String> {
 }
 
 fn succeeded(out: &Output, who: &str) {
-    assert!(out.status.success(), "{who} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{who} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Compiles the component into the scratch directory's cache once, so the hosts started next
 /// start their passes together rather than one compile apart; and shows `status` works on Redis.
 fn warm_up(dir: &Scratch, state: &str, settings: &[(&str, String)]) {
-    let out = host_with_state(dir, state, "status.ndjson", settings).arg("status").output().unwrap();
+    let out = host_with_state(dir, state, "status.ndjson", settings)
+        .arg("status")
+        .output()
+        .unwrap();
     succeeded(&out, "status");
 }
 
 #[test]
 fn hosts_one_after_the_other_share_checkpoints_status_and_reset_in_redis() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let (sim, start, settings) = scenario(41);
     let dir = Scratch::new("redis-sequential");
     let state = redis.url();
     warm_up(&dir, &state, &settings);
 
-    succeeded(&host_with_state(&dir, &state, "a.ndjson", &settings).args(["run", "--once"]).output().unwrap(), "host A");
+    succeeded(
+        &host_with_state(&dir, &state, "a.ndjson", &settings)
+            .args(["run", "--once"])
+            .output()
+            .unwrap(),
+        "host A",
+    );
     let a = delivered_ids(&dir.path("a.ndjson"));
     assert_eq!(a.len(), set(&a).len(), "no record repeated");
-    assert_eq!(set(&a), ground_truth(&sim, start), "host A delivers the ground truth");
+    assert_eq!(
+        set(&a),
+        ground_truth(&sim, start),
+        "host A delivers the ground truth"
+    );
     // The checkpoints are in Redis, namespaced: nothing went to a state file.
-    assert_eq!(redis.command(&[b"EXISTS", b"slack-logs:default:slack-logs/v1/audit/org/checkpoint"]), ":1");
+    assert_eq!(
+        redis.command(&[
+            b"EXISTS",
+            b"slack-logs:default:slack-logs/v1/audit/org/checkpoint"
+        ]),
+        ":1"
+    );
     assert!(!dir.path(".slack-logs/state.db").exists());
 
     // Host B, another process with its own sink, finds A's checkpoints: nothing is due.
-    succeeded(&host_with_state(&dir, &state, "b.ndjson", &settings).args(["run", "--once"]).output().unwrap(), "host B");
-    assert!(delivered_ids(&dir.path("b.ndjson")).is_empty(), "host B repeats nothing host A delivered");
+    succeeded(
+        &host_with_state(&dir, &state, "b.ndjson", &settings)
+            .args(["run", "--once"])
+            .output()
+            .unwrap(),
+        "host B",
+    );
+    assert!(
+        delivered_ids(&dir.path("b.ndjson")).is_empty(),
+        "host B repeats nothing host A delivered"
+    );
 
-    let out = host_with_state(&dir, &state, "x.ndjson", &settings).args(["status", "--json"]).output().unwrap();
+    let out = host_with_state(&dir, &state, "x.ndjson", &settings)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
     succeeded(&out, "status");
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
-    let streams: BTreeSet<&str> = status.as_array().unwrap().iter().filter(|s| s["watermark"].is_i64()).map(|s| s["stream"].as_str().unwrap()).collect();
-    assert_eq!(streams, BTreeSet::from(["audit", "access", "integration"]), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    let streams: BTreeSet<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["watermark"].is_i64())
+        .map(|s| s["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        streams,
+        BTreeSet::from(["audit", "access", "integration"]),
+        "{status}"
+    );
 
     // A corrupt checkpoint stops the stream, naming the reset; reset on Redis; the stream restarts
     // from backfill_start_time and delivers the audit history again.
-    assert_eq!(redis.command(&[b"SET", b"slack-logs:default:slack-logs/v1/audit/org/checkpoint", b"{\"v\":1,"]), "+OK");
-    let out = host_with_state(&dir, &state, "c.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+    assert_eq!(
+        redis.command(&[
+            b"SET",
+            b"slack-logs:default:slack-logs/v1/audit/org/checkpoint",
+            b"{\"v\":1,"
+        ]),
+        "+OK"
+    );
+    let out = host_with_state(&dir, &state, "c.ndjson", &settings)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("checkpoint_unreadable") && stderr.contains("slack-logs reset audit --yes"), "{stderr}");
-    let out = host_with_state(&dir, &state, "c.ndjson", &settings).args(["reset", "audit", "--yes"]).output().unwrap();
+    assert!(
+        stderr.contains("checkpoint_unreadable") && stderr.contains("slack-logs reset audit --yes"),
+        "{stderr}"
+    );
+    let out = host_with_state(&dir, &state, "c.ndjson", &settings)
+        .args(["reset", "audit", "--yes"])
+        .output()
+        .unwrap();
     succeeded(&out, "reset");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("deleted slack-logs/v1/audit/org/checkpoint") && stdout.contains("delivered again"), "{stdout}");
-    assert_eq!(redis.command(&[b"EXISTS", b"slack-logs:default:slack-logs/v1/audit/org/checkpoint"]), ":0");
-    assert_eq!(redis.command(&[b"EXISTS", b"slack-logs:default:slack-logs/v1/access/org/checkpoint"]), ":1", "other streams untouched");
-    succeeded(&host_with_state(&dir, &state, "d.ndjson", &settings).args(["run", "--once"]).output().unwrap(), "host after reset");
+    assert!(
+        stdout.contains("deleted slack-logs/v1/audit/org/checkpoint")
+            && stdout.contains("delivered again"),
+        "{stdout}"
+    );
+    assert_eq!(
+        redis.command(&[
+            b"EXISTS",
+            b"slack-logs:default:slack-logs/v1/audit/org/checkpoint"
+        ]),
+        ":0"
+    );
+    assert_eq!(
+        redis.command(&[
+            b"EXISTS",
+            b"slack-logs:default:slack-logs/v1/access/org/checkpoint"
+        ]),
+        ":1",
+        "other streams untouched"
+    );
+    succeeded(
+        &host_with_state(&dir, &state, "d.ndjson", &settings)
+            .args(["run", "--once"])
+            .output()
+            .unwrap(),
+        "host after reset",
+    );
     let d = set(&delivered_ids(&dir.path("d.ndjson")));
-    assert_eq!(d, truth(&sim, start, now()), "after the reset, audit starts again from backfill_start_time");
+    assert_eq!(
+        d,
+        truth(&sim, start, now()),
+        "after the reset, audit starts again from backfill_start_time"
+    );
 }
 
 /// Two hosts run the same streams at the same time against one Redis. Every record must reach
@@ -125,7 +226,9 @@ fn hosts_one_after_the_other_share_checkpoints_status_and_reset_in_redis() {
 /// without which both hosts walk every stream and both deliver it.
 #[test]
 fn two_hosts_at_once_on_one_redis_deliver_every_record_exactly_once() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let (sim, start, settings) = scenario(43);
     let dir = Scratch::new("redis-concurrent");
     let state = redis.url();
@@ -137,22 +240,38 @@ fn two_hosts_at_once_on_one_redis_deliver_every_record_exactly_once() {
         let spawn = |who: &str| {
             let log = std::fs::File::create(dir.path(&format!("{round}-{who}.log"))).unwrap();
             let sink = format!("{round}-{who}.ndjson");
-            KillOnDrop(host_with_state(&dir, &state, &sink, &settings).args(["run", "--once"]).stderr(log).spawn().unwrap())
+            KillOnDrop(
+                host_with_state(&dir, &state, &sink, &settings)
+                    .args(["run", "--once"])
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            )
         };
         // Both started before either is waited for: the passes overlap.
         let mut hosts = [("a", spawn("a")), ("b", spawn("b"))];
         for (who, child) in &mut hosts {
             let status = child.0.wait().unwrap();
-            let log = std::fs::read_to_string(dir.path(&format!("{round}-{who}.log"))).unwrap_or_default();
-            assert!(status.success(), "{round}: host {who} failed ({status}):\n{log}");
+            let log = std::fs::read_to_string(dir.path(&format!("{round}-{who}.log")))
+                .unwrap_or_default();
+            assert!(
+                status.success(),
+                "{round}: host {who} failed ({status}):\n{log}"
+            );
         }
-        (delivered_ids(&dir.path(&format!("{round}-a.ndjson"))), delivered_ids(&dir.path(&format!("{round}-b.ndjson"))))
+        (
+            delivered_ids(&dir.path(&format!("{round}-a.ndjson"))),
+            delivered_ids(&dir.path(&format!("{round}-b.ndjson"))),
+        )
     };
     let check = |round: &str, a: &[String], b: &[String], expected: &BTreeSet<String>| {
         let (sa, sb) = (set(a), set(b));
         // Loss first: a gap would be a plumbing bug whatever the lease does.
         let union: BTreeSet<String> = sa.union(&sb).cloned().collect();
-        assert_eq!(&union, expected, "{round}: the two hosts together deliver the ground truth");
+        assert_eq!(
+            &union, expected,
+            "{round}: the two hosts together deliver the ground truth"
+        );
         assert_eq!(a.len(), sa.len(), "{round}: host A repeated a record");
         assert_eq!(b.len(), sb.len(), "{round}: host B repeated a record");
         let twice: Vec<&String> = sa.intersection(&sb).collect();
@@ -176,8 +295,15 @@ fn two_hosts_at_once_on_one_redis_deliver_every_record_exactly_once() {
     sim.add_access_rows(8, t, t);
     std::thread::sleep(Duration::from_secs(4));
     let (a2, b2) = both("round2");
-    let truth2: BTreeSet<String> = ground_truth(&sim, start).difference(&truth1).cloned().collect();
-    assert!(truth2.len() >= 48, "the new data is in the truth: {}", truth2.len());
+    let truth2: BTreeSet<String> = ground_truth(&sim, start)
+        .difference(&truth1)
+        .cloned()
+        .collect();
+    assert!(
+        truth2.len() >= 48,
+        "the new data is in the truth: {}",
+        truth2.len()
+    );
     check("round 2", &a2, &b2, &truth2);
 }
 
@@ -188,36 +314,69 @@ fn two_hosts_at_once_on_one_redis_deliver_every_record_exactly_once() {
 /// fails too: nothing falls back to clear text.
 #[test]
 fn hosts_share_checkpoints_in_redis_over_tls_as_an_acl_user() {
-    let Some(redis) = TlsRedis::start("collector", "tls-pass-Wk3Rz") else { return };
+    let Some(redis) = TlsRedis::start("collector", "tls-pass-Wk3Rz") else {
+        return;
+    };
     let (sim, start, settings) = scenario(47);
     let dir = Scratch::new("redis-tls");
     let state = redis.url("collector", "tls-pass-Wk3Rz", 3);
     let trusting = |sink: &str, args: &[&str]| {
-        host_with_state(&dir, &state, sink, &settings).env("SSL_CERT_FILE", redis.ca()).args(args).output().unwrap()
+        host_with_state(&dir, &state, sink, &settings)
+            .env("SSL_CERT_FILE", redis.ca())
+            .args(args)
+            .output()
+            .unwrap()
     };
     succeeded(&trusting("status.ndjson", &["status"]), "status over TLS");
     succeeded(&trusting("a.ndjson", &["run", "--once"]), "host A over TLS");
     let a = delivered_ids(&dir.path("a.ndjson"));
     assert_eq!(a.len(), set(&a).len(), "no record repeated");
-    assert_eq!(set(&a), ground_truth(&sim, start), "host A delivers the ground truth");
+    assert_eq!(
+        set(&a),
+        ground_truth(&sim, start),
+        "host A delivers the ground truth"
+    );
     succeeded(&trusting("b.ndjson", &["run", "--once"]), "host B over TLS");
-    assert!(delivered_ids(&dir.path("b.ndjson")).is_empty(), "host B finds A's checkpoints in Redis");
+    assert!(
+        delivered_ids(&dir.path("b.ndjson")).is_empty(),
+        "host B finds A's checkpoints in Redis"
+    );
     let out = trusting("x.ndjson", &["reset", "audit", "--yes"]);
     succeeded(&out, "reset over TLS");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted slack-logs/v1/audit/org/checkpoint"));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rediss://collector:***@localhost"), "the state is named without its password");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted slack-logs/v1/audit/org/checkpoint")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rediss://collector:***@localhost"),
+        "the state is named without its password"
+    );
 
     // The CA not trusted: refused, with the way to trust it.
-    let out = host_with_state(&dir, &state, "c.ndjson", &settings).env_remove("SSL_CERT_FILE").args(["run", "--once"]).output().unwrap();
+    let out = host_with_state(&dir, &state, "c.ndjson", &settings)
+        .env_remove("SSL_CERT_FILE")
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("TLS") && stderr.contains("SSL_CERT_FILE") && stderr.contains("certificate"), "{stderr}");
+    assert!(
+        stderr.contains("TLS")
+            && stderr.contains("SSL_CERT_FILE")
+            && stderr.contains("certificate"),
+        "{stderr}"
+    );
     // Clear text to the TLS port does not work either.
     let plain = state.replacen("rediss://", "redis://", 1);
-    let out = host_with_state(&dir, &plain, "c.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+    let out = host_with_state(&dir, &plain, "c.ndjson", &settings)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("rediss://"), "the error suggests TLS: {stderr}");
+    assert!(
+        stderr.contains("rediss://"),
+        "the error suggests TLS: {stderr}"
+    );
     assert!(delivered_ids(&dir.path("c.ndjson")).is_empty());
 }
 
@@ -226,7 +385,9 @@ fn hosts_share_checkpoints_in_redis_over_tls_as_an_acl_user() {
 /// since it renews as it goes (issue #12 item 0). Then the next pass resumes from its checkpoint.
 #[test]
 fn after_a_killed_pass_on_redis_the_next_resumes_within_30_seconds_by_default() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let (sim, start, mut settings) = scenario(41);
     settings.retain(|(k, _)| !["streams", "request_timeout_seconds"].contains(k));
     settings.push(("streams", "audit".into()));
@@ -241,7 +402,10 @@ fn after_a_killed_pass_on_redis_the_next_resumes_within_30_seconds_by_default() 
             .spawn()
             .unwrap(),
     );
-    assert!(wait_for(60, || sim.request_count() >= 10), "the walk did not get going");
+    assert!(
+        wait_for(60, || sim.request_count() >= 10),
+        "the walk did not get going"
+    );
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let killed = std::time::Instant::now();
@@ -249,7 +413,10 @@ fn after_a_killed_pass_on_redis_the_next_resumes_within_30_seconds_by_default() 
 
     // A second later the walk is still leased to the dead pass: left to it, and says until when.
     std::thread::sleep(Duration::from_secs(1));
-    let out = host_with_state(&dir, &state, "out.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+    let out = host_with_state(&dir, &state, "out.ndjson", &settings)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
     succeeded(&out, "the pass right after the kill");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("held-elsewhere"), "{stderr}");
@@ -257,15 +424,27 @@ fn after_a_killed_pass_on_redis_the_next_resumes_within_30_seconds_by_default() 
     // Then passes every few seconds, as a tight schedule would run them: one resumes within 30 s.
     let resumed = loop {
         std::thread::sleep(Duration::from_secs(3));
-        let out = host_with_state(&dir, &state, "out.ndjson", &settings).args(["run", "--once"]).output().unwrap();
+        let out = host_with_state(&dir, &state, "out.ndjson", &settings)
+            .args(["run", "--once"])
+            .output()
+            .unwrap();
         succeeded(&out, "a pass after the kill");
         if !String::from_utf8_lossy(&out.stderr).contains("held-elsewhere") {
             break killed.elapsed();
         }
-        assert!(killed.elapsed() < Duration::from_secs(40), "still held 40 s after the kill");
+        assert!(
+            killed.elapsed() < Duration::from_secs(40),
+            "still held 40 s after the kill"
+        );
     };
-    assert!(resumed <= Duration::from_secs(34), "resumed {resumed:?} after the kill");
+    assert!(
+        resumed <= Duration::from_secs(34),
+        "resumed {resumed:?} after the kill"
+    );
     let ids = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(set(&ids), truth(&sim, start, now()), "everything arrived");
-    assert!(ids.len() - set(&ids).len() <= 15, "at most the batch in flight at the kill repeated");
+    assert!(
+        ids.len() - set(&ids).len() <= 15,
+        "at most the batch in flight at the kill repeated"
+    );
 }

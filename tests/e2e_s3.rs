@@ -33,7 +33,20 @@ fn utc_day(secs: i64) -> String {
         let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
         let len = if leap { 366 } else { 365 };
         if days < len {
-            let months = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+            let months = [
+                31,
+                if leap { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
             let mut month = 0;
             while days >= months[month] {
                 days -= months[month];
@@ -54,13 +67,25 @@ fn stored(server: &S3Server) -> BTreeMap<String, Vec<String>> {
         let rest = key
             .strip_prefix(&format!("{PREFIX}/stream=audit/date="))
             .unwrap_or_else(|| panic!("{key}: not under {PREFIX}/stream=audit/date=…/"));
-        let (date, file) = rest.split_once('/').unwrap_or_else(|| panic!("{key}: no date folder"));
-        let batch_key = file.strip_suffix(".ndjson.gz").unwrap_or_else(|| panic!("{key}: not .ndjson.gz"));
-        assert!(batch_key.len() == 32 && batch_key.bytes().all(|b| b.is_ascii_hexdigit()), "{key}: named by the batch key");
+        let (date, file) = rest
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{key}: no date folder"));
+        let batch_key = file
+            .strip_suffix(".ndjson.gz")
+            .unwrap_or_else(|| panic!("{key}: not .ndjson.gz"));
+        assert!(
+            batch_key.len() == 32 && batch_key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}: named by the batch key"
+        );
         let mut ids = Vec::new();
         for v in records {
             let time = v["time"].as_i64().expect("time");
-            assert_eq!(utc_day(time), date, "{key}: a record of {} in the folder of {date}", utc_day(time));
+            assert_eq!(
+                utc_day(time),
+                date,
+                "{key}: a record of {} in the folder of {date}",
+                utc_day(time)
+            );
             assert_eq!(v["stream"], "audit");
             ids.push(v["id"].as_str().expect("id").to_string());
         }
@@ -77,7 +102,11 @@ fn union_and_repeats(objects: &BTreeMap<String, Vec<String>>) -> (BTreeSet<Strin
             *seen.entry(id).or_default() += 1;
         }
     }
-    let repeats = seen.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id.to_string()).collect();
+    let repeats = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.to_string())
+        .collect();
     (seen.keys().map(|s| s.to_string()).collect(), repeats)
 }
 
@@ -115,41 +144,77 @@ fn s3_host(dir: &Scratch, settings: &[(&str, String)], endpoint: &str, secret: &
 #[test]
 fn every_record_lands_once_in_the_object_of_its_day() {
     let dir = Scratch::new("s3-layout");
-    let Some(server) = S3Server::start(&dir.path("s3"), BUCKET) else { return };
+    let Some(server) = S3Server::start(&dir.path("s3"), BUCKET) else {
+        return;
+    };
     let (sim, start, midnight) = sim_across_midnight(41);
     let first_now = midnight + 1800;
     sim.set_now(Some(first_now));
     let settings = audit_settings(&sim, start);
 
     // Credentials the server does not accept: the pass fails, says what to fix, stores nothing.
-    let out = s3_host(&dir, &settings, &server.endpoint(), "not-the-secret").output().expect("host");
+    let out = s3_host(&dir, &settings, &server.endpoint(), "not-the-secret")
+        .output()
+        .expect("host");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("sink_unavailable") && stderr.contains("SignatureDoesNotMatch") && stderr.contains("AWS_SECRET_ACCESS_KEY"), "{stderr}");
+    assert!(
+        stderr.contains("sink_unavailable")
+            && stderr.contains("SignatureDoesNotMatch")
+            && stderr.contains("AWS_SECRET_ACCESS_KEY"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("not-the-secret"), "{stderr}");
     assert!(server.objects(BUCKET).is_empty());
 
     // The right ones: everything up to the simulator's now (less the lag), once.
-    let out = s3_host(&dir, &settings, &server.endpoint(), S3Server::SECRET_ACCESS_KEY).output().expect("host");
+    let out = s3_host(
+        &dir,
+        &settings,
+        &server.endpoint(),
+        S3Server::SECRET_ACCESS_KEY,
+    )
+    .output()
+    .expect("host");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("s3://{BUCKET}/{PREFIX}/")), "the summary names the bucket: {stderr}");
+    assert!(
+        stderr.contains(&format!("s3://{BUCKET}/{PREFIX}/")),
+        "the summary names the bucket: {stderr}"
+    );
     assert!(out.stdout.is_empty(), "records go to S3 only");
     let objects = stored(&server);
     let (ids, repeats) = union_and_repeats(&objects);
     assert!(repeats.is_empty(), "records in two objects: {repeats:?}");
     let expected = truth(&sim, start, first_now - 2);
-    assert_eq!(ids, expected, "the union of the objects is the ground truth");
-    assert!(objects.len() > 10, "one object per batch of 5: {}", objects.len());
+    assert_eq!(
+        ids, expected,
+        "the union of the objects is the ground truth"
+    );
+    assert!(
+        objects.len() > 10,
+        "one object per batch of 5: {}",
+        objects.len()
+    );
     // The batch that reached over midnight became one object per day, under one key.
     let mut days_of_key: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for key in objects.keys() {
         let (folder, file) = key.rsplit_once('/').unwrap();
-        days_of_key.entry(file).or_default().insert(folder.rsplit('/').next().unwrap());
+        days_of_key
+            .entry(file)
+            .or_default()
+            .insert(folder.rsplit('/').next().unwrap());
     }
-    assert!(days_of_key.values().any(|days| days.len() == 2), "some batch spans midnight: {days_of_key:?}");
-    assert!(objects.keys().any(|k| k.contains(&format!("/date={}/", utc_day(midnight - 1)))));
-    assert!(objects.keys().any(|k| k.contains(&format!("/date={}/", utc_day(midnight)))));
+    assert!(
+        days_of_key.values().any(|days| days.len() == 2),
+        "some batch spans midnight: {days_of_key:?}"
+    );
+    assert!(objects
+        .keys()
+        .any(|k| k.contains(&format!("/date={}/", utc_day(midnight - 1)))));
+    assert!(objects
+        .keys()
+        .any(|k| k.contains(&format!("/date={}/", utc_day(midnight)))));
 
     // Later passes write new objects for new records (here events Slack indexed late, a minute
     // below the watermark, which the look-back's 5-minute re-read finds once Slack's clock is 5
@@ -160,19 +225,40 @@ fn every_record_lands_once_in_the_object_of_its_day() {
         let late = sim.add_audit_events(4, slack_now - 70, slack_now - 60);
         slack_now += 300;
         sim.set_now(Some(slack_now));
-        let out = s3_host(&dir, &settings, &server.endpoint(), S3Server::SECRET_ACCESS_KEY).output().expect("host");
+        let out = s3_host(
+            &dir,
+            &settings,
+            &server.endpoint(),
+            S3Server::SECRET_ACCESS_KEY,
+        )
+        .output()
+        .expect("host");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         let after = server.objects(BUCKET);
         for (key, bytes) in &before {
-            assert_eq!(after.get(key), Some(bytes), "round {round}: {key} was rewritten:\n{stderr}");
+            assert_eq!(
+                after.get(key),
+                Some(bytes),
+                "round {round}: {key} was rewritten:\n{stderr}"
+            );
         }
-        assert!(after.len() > before.len(), "round {round}: the late events went to new objects:\n{stderr}");
+        assert!(
+            after.len() > before.len(),
+            "round {round}: the late events went to new objects:\n{stderr}"
+        );
         let objects = stored(&server);
         let (ids, repeats) = union_and_repeats(&objects);
         assert!(repeats.is_empty(), "records in two objects: {repeats:?}");
-        assert!(late.iter().all(|id| ids.contains(id)), "round {round}: the late events are stored");
-        assert_eq!(ids, truth(&sim, start, slack_now - 2), "round {round}: nothing lost");
+        assert!(
+            late.iter().all(|id| ids.contains(id)),
+            "round {round}: the late events are stored"
+        );
+        assert_eq!(
+            ids,
+            truth(&sim, start, slack_now - 2),
+            "round {round}: nothing lost"
+        );
     }
 }
 
@@ -263,14 +349,24 @@ fn proxy_one(client: TcpStream, upstream: u16, state: &Mutex<ProxyState>) {
     if reader.read_exact(&mut body).is_err() {
         return;
     }
-    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
     let _ = up.set_read_timeout(Some(Duration::from_secs(30)));
-    if up.write_all(head.as_bytes()).and_then(|()| up.write_all(&body)).is_err() {
+    if up
+        .write_all(head.as_bytes())
+        .and_then(|()| up.write_all(&body))
+        .is_err()
+    {
         return;
     }
     let mut answer = Vec::new();
     let _ = up.read_to_end(&mut answer);
-    let status: u16 = String::from_utf8_lossy(&answer).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status: u16 = String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("").to_string();
@@ -303,7 +399,11 @@ fn proxy_one(client: TcpStream, upstream: u16, state: &Mutex<ProxyState>) {
 /// Runs the host until it exits, or kills it (SIGKILL) as soon as the proxy holds an answer.
 /// Returns whether it was killed.
 fn run_until_held(mut cmd: Command, proxy: &HoldingProxy, log: &std::path::Path) -> bool {
-    let child = cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().expect("start host");
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start host");
     let mut child = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -313,7 +413,11 @@ fn run_until_held(mut cmd: Command, proxy: &HoldingProxy, log: &std::path::Path)
             return true;
         }
         if let Some(status) = child.0.try_wait().unwrap() {
-            assert!(status.success(), "host failed ({status}):\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            assert!(
+                status.success(),
+                "host failed ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
             return false;
         }
         assert!(Instant::now() < deadline, "the host ran for two minutes");
@@ -324,7 +428,9 @@ fn run_until_held(mut cmd: Command, proxy: &HoldingProxy, log: &std::path::Path)
 #[test]
 fn a_kill_between_put_and_checkpoint_overwrites_the_object_instead_of_adding_a_copy() {
     let dir = Scratch::new("s3-kill");
-    let Some(server) = S3Server::start(&dir.path("s3"), BUCKET) else { return };
+    let Some(server) = S3Server::start(&dir.path("s3"), BUCKET) else {
+        return;
+    };
     let proxy = HoldingProxy::start(server.port);
     let (sim, start, _) = sim_across_midnight(43);
     let settings = audit_settings(&sim, start);
@@ -334,23 +440,44 @@ fn a_kill_between_put_and_checkpoint_overwrites_the_object_instead_of_adding_a_c
     let mut held_objects = Vec::new();
     for (round, hold) in [Some(2), Some(5), None, None].into_iter().enumerate() {
         proxy.hold(hold);
-        let killed = run_until_held(s3_host(&dir, &settings, &proxy.endpoint(), S3Server::SECRET_ACCESS_KEY), &proxy, &dir.path(&format!("host-{round}.log")));
+        let killed = run_until_held(
+            s3_host(
+                &dir,
+                &settings,
+                &proxy.endpoint(),
+                S3Server::SECRET_ACCESS_KEY,
+            ),
+            &proxy,
+            &dir.path(&format!("host-{round}.log")),
+        );
         assert_eq!(killed, hold.is_some(), "round {round}");
         if let Some(path) = proxy.held() {
             // S3 stored it before the kill: the retry has a copy to overwrite.
-            let key = path.strip_prefix(&format!("/{BUCKET}/")).unwrap().replace("%3D", "=");
-            assert!(server.objects(BUCKET).contains_key(&key), "{key} was stored before the kill");
+            let key = path
+                .strip_prefix(&format!("/{BUCKET}/"))
+                .unwrap()
+                .replace("%3D", "=");
+            assert!(
+                server.objects(BUCKET).contains_key(&key),
+                "{key} was stored before the kill"
+            );
             held_objects.push((path, proxy.stored().len()));
         }
     }
 
     let objects = stored(&server);
     let (ids, repeats) = union_and_repeats(&objects);
-    assert!(repeats.is_empty(), "records in two objects after the kills: {repeats:?}");
+    assert!(
+        repeats.is_empty(),
+        "records in two objects after the kills: {repeats:?}"
+    );
     assert_eq!(ids, truth(&sim, start, now()), "nothing lost");
     let stored_puts = proxy.stored();
     for (path, count_at_kill) in &held_objects {
         // The batch went out again after the kill, to the same object: the overwrite happened.
-        assert!(stored_puts[*count_at_kill..].contains(path), "{path} was written again after the kill: {stored_puts:?}");
+        assert!(
+            stored_puts[*count_at_kill..].contains(path),
+            "{path} was written again after the kill: {stored_puts:?}"
+        );
     }
 }

@@ -220,7 +220,6 @@ fn settings(sim: &Simulator, start: i64, token: &str) -> Vec<(&'static str, Stri
     ]
 }
 
-
 // ------------------------------------------------------------------ the check itself
 
 /// The check must fail on a leak, or every test below would pass however much leaked: a token
@@ -613,7 +612,9 @@ fn serve_routes_answer_without_secrets() {
 /// holds only what the component writes.)
 #[test]
 fn the_redis_password_under_tls_stays_out_of_every_output() {
-    let Some(redis) = TlsRedis::start("collector", REDIS_PASSWORD) else { return };
+    let Some(redis) = TlsRedis::start("collector", REDIS_PASSWORD) else {
+        return;
+    };
     let (sim, start) = sim();
     let dir = Scratch::new("secrets-redis-tls");
     let settings = settings(&sim, start, VALID);
@@ -631,12 +632,37 @@ fn the_redis_password_under_tls_stays_out_of_every_output() {
         out
     };
 
-    let out = run("a pass on Redis over TLS", &state, true, &["-v", "run", "--once"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("rediss://collector:***@"), "the -v line names the state masked");
-    for args in [&["status"][..], &["status", "--json"][..], &["reset", "audit", "--yes"][..]] {
-        let out = run(&format!("slack-logs {}", args.join(" ")), &state, true, args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        "a pass on Redis over TLS",
+        &state,
+        true,
+        &["-v", "run", "--once"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rediss://collector:***@"),
+        "the -v line names the state masked"
+    );
+    for args in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["reset", "audit", "--yes"][..],
+    ] {
+        let out = run(
+            &format!("slack-logs {}", args.join(" ")),
+            &state,
+            true,
+            args,
+        );
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     if let Ok(bytes) = std::fs::read(dir.path("out.ndjson")) {
         assert_no_secret("the records file", &bytes);
@@ -644,15 +670,37 @@ fn the_redis_password_under_tls_stays_out_of_every_output() {
 
     let wrong = redis.url("collector", WRONG_REDIS_PASSWORD, 0);
     let out = run("a wrong Redis password", &wrong, true, &["run", "--once"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credentials"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run("an untrusted Redis certificate", &state, false, &["run", "--once"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SSL_CERT_FILE"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run("clear text to the TLS port", &state.replacen("rediss://", "redis://", 1), true, &["run", "--once"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused the credentials"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        "an untrusted Redis certificate",
+        &state,
+        false,
+        &["run", "--once"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SSL_CERT_FILE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        "clear text to the TLS port",
+        &state.replacen("rediss://", "redis://", 1),
+        true,
+        &["run", "--once"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let port = redis.server.port;
     drop(redis);
     let out = run("Redis gone", &state, false, &["reset", "audit", "--yes"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("localhost:{port}")), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("localhost:{port}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ------------------------------------------------------------------ the S3 sink
@@ -691,9 +739,16 @@ fn echoing_s3() -> (String, Arc<Mutex<Vec<String>>>) {
                 t.push(target.clone());
                 t.len()
             };
-            let (status, code) = if n == 1 { (503, "SlowDown") } else { (403, "SignatureDoesNotMatch") };
+            let (status, code) = if n == 1 {
+                (503, "SlowDown")
+            } else {
+                (403, "SignatureDoesNotMatch")
+            };
             // The token first, so that the message's cut to 200 characters keeps it.
-            let token = target.split(['?', '&']).find_map(|p| p.strip_prefix("X-Amz-Security-Token=")).unwrap_or("");
+            let token = target
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix("X-Amz-Security-Token="))
+                .unwrap_or("");
             let text = format!(
                 "<Error><Code>{code}</Code><Message>token {} ({token}) in {decoded} with {}</Message><CanonicalRequest>{target}</CanonicalRequest></Error>",
                 url_decode(token),
@@ -712,7 +767,11 @@ fn url_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+        match (
+            b[i],
+            b.get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()),
+        ) {
             (b'%', Some(v)) => {
                 out.push(v);
                 i += 3;
@@ -745,28 +804,50 @@ fn s3_credentials_stay_out_of_every_output() {
 
     let dir = Scratch::new("secrets-s3-echo");
     let (endpoint, targets) = echoing_s3();
-    let (status, stderr) = pass("an S3 store that echoes the request", &mut s3_host(&dir, &s, &endpoint, S3_SECRET_KEY));
+    let (status, stderr) = pass(
+        "an S3 store that echoes the request",
+        &mut s3_host(&dir, &s, &endpoint, S3_SECRET_KEY),
+    );
     assert_eq!(status, Some(2), "{stderr}");
-    assert!(stderr.contains("SlowDown") && stderr.contains("SignatureDoesNotMatch") && stderr.contains("AWS_SECRET_ACCESS_KEY"), "the refusal was reached:\n{stderr}");
+    assert!(
+        stderr.contains("SlowDown")
+            && stderr.contains("SignatureDoesNotMatch")
+            && stderr.contains("AWS_SECRET_ACCESS_KEY"),
+        "the refusal was reached:\n{stderr}"
+    );
     let targets = targets.lock().unwrap().clone();
     assert!(
-        targets.iter().any(|t| t.contains("X-Amz-Security-Token=") && url_decode(t).contains(S3_SESSION_TOKEN)),
+        targets.iter().any(
+            |t| t.contains("X-Amz-Security-Token=") && url_decode(t).contains(S3_SESSION_TOKEN)
+        ),
         "the store got the session token, so its echo could have leaked it: {targets:?}"
     );
     check_state("an S3 store that echoes the request", &dir, &s);
 
     let dir = Scratch::new("secrets-s3-real");
-    let Some(server) = S3Server::start_with_secret(&dir.path("s3"), "canary-bucket", S3_SECRET_KEY) else { return };
+    let Some(server) = S3Server::start_with_secret(&dir.path("s3"), "canary-bucket", S3_SECRET_KEY)
+    else {
+        return;
+    };
     let wrong = format!("{S3_SECRET_KEY}-wrong");
-    let (status, stderr) = pass("a wrong S3 secret key", &mut s3_host(&dir, &s, &server.endpoint(), &wrong));
+    let (status, stderr) = pass(
+        "a wrong S3 secret key",
+        &mut s3_host(&dir, &s, &server.endpoint(), &wrong),
+    );
     assert_eq!(status, Some(2), "{stderr}");
     assert!(stderr.contains("SignatureDoesNotMatch"), "{stderr}");
-    let (status, stderr) = pass("a good pass into S3", s3_host(&dir, &s, &server.endpoint(), S3_SECRET_KEY).arg("-v"));
+    let (status, stderr) = pass(
+        "a good pass into S3",
+        s3_host(&dir, &s, &server.endpoint(), S3_SECRET_KEY).arg("-v"),
+    );
     assert_eq!(status, Some(0), "{stderr}");
     let objects = server.objects("canary-bucket");
     assert!(!objects.is_empty(), "the records were stored");
     for (key, records) in s3_records(&server, "canary-bucket") {
-        assert_no_secret(&format!("the object {key}"), serde_json::to_string(&records).unwrap().as_bytes());
+        assert_no_secret(
+            &format!("the object {key}"),
+            serde_json::to_string(&records).unwrap().as_bytes(),
+        );
     }
     check_state("a pass into S3", &dir, &s);
 }

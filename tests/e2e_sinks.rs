@@ -28,7 +28,6 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Waits between tries: 0.5 + 1 + 2 s.
 const BACKOFF_TOTAL: Duration = Duration::from_millis(3500);
 
-
 // ------------------------------------------------------------------ the receiver
 
 /// What the receiver does with one POST.

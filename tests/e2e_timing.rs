@@ -21,8 +21,16 @@ fn sim(seed: u64, events: usize, start: i64, end: i64) -> Simulator {
 }
 
 fn status_json(dir: &Scratch, settings: &[(&str, String)]) -> serde_json::Value {
-    let out = host(dir, settings).arg("status").arg("--json").output().expect("status");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = host(dir, settings)
+        .arg("status")
+        .arg("--json")
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
@@ -43,7 +51,12 @@ fn events_slack_indexes_late_are_collected_by_the_look_back_and_counted() {
     // Slack's index lags: events dated 2 s below the watermark the first pass reached (read when
     // about 4 s old) become visible only after that pass.
     let status = status_json(&dir, &settings);
-    let audit = status.as_array().unwrap().iter().find(|s| s["stream"] == "audit").unwrap();
+    let audit = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "audit")
+        .unwrap();
     let at = audit["watermark"].as_i64().expect("a watermark") - 2;
     let late = sim.add_late_audit_events(6, at, Duration::from_millis(500));
     // Once they are 8 s old, the next pass reads their second again.
@@ -53,14 +66,30 @@ fn events_slack_indexes_late_are_collected_by_the_look_back_and_counted() {
     let out = run_ok(&mut host(&dir, &settings));
     let all = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(all.len(), set(&all).len(), "no record repeated");
-    assert_eq!(set(&all), truth(&sim, start, at), "the late events arrived, each once");
+    assert_eq!(
+        set(&all),
+        truth(&sim, start, at),
+        "the late events arrived, each once"
+    );
     let second: Vec<String> = all[first.len()..].to_vec();
-    assert_eq!(set(&second), set(&late), "the second pass delivered exactly the late events");
+    assert_eq!(
+        set(&second),
+        set(&late),
+        "the second pass delivered exactly the late events"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("indexed late"), "the pass says so: {stderr}");
+    assert!(
+        stderr.contains("indexed late"),
+        "the pass says so: {stderr}"
+    );
 
     let status = status_json(&dir, &settings);
-    let audit = status.as_array().unwrap().iter().find(|s| s["stream"] == "audit").unwrap();
+    let audit = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "audit")
+        .unwrap();
     assert_eq!(audit["late_events"], 6, "{status}");
 
     // A third pass reads again only what aged since, and delivers nothing.
@@ -82,10 +111,19 @@ fn a_25000_event_burst_in_one_second_is_delivered_once_with_every_value_under_40
     let out = run_ok(&mut host(&dir, &settings));
     let ids = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(ids.len(), set(&ids).len(), "no record repeated");
-    assert_eq!(set(&ids), truth(&sim, start, now), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        set(&ids),
+        truth(&sim, start, now),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every value the component stored fits the portable limit (the host also enforces it).
     let db = rusqlite::Connection::open(dir.path("state.db")).unwrap();
-    let largest: i64 = db.query_row("SELECT COALESCE(MAX(LENGTH(value)), 0) FROM kv", [], |r| r.get(0)).unwrap();
+    let largest: i64 = db
+        .query_row("SELECT COALESCE(MAX(LENGTH(value)), 0) FROM kv", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert!(largest <= 400_000, "largest stored value: {largest} bytes");
     // The next pass delivers nothing of the burst again.
     run_ok(&mut host(&dir, &settings));
@@ -112,15 +150,26 @@ fn a_host_clock_ahead_of_slack_neither_stalls_nor_loses() {
     // Events Slack writes in its own present (just above the watermark, which is Slack's now
     // less the 2 s lag), which this machine's clock places minutes ago.
     let status = status_json(&dir, &settings);
-    let audit = status.as_array().unwrap().iter().find(|s| s["stream"] == "audit").unwrap();
+    let audit = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "audit")
+        .unwrap();
     let watermark = audit["watermark"].as_i64().expect("a watermark");
-    assert!(watermark < now - 290, "windows end by Slack's clock: {watermark} vs {now}");
+    assert!(
+        watermark < now - 290,
+        "windows end by Slack's clock: {watermark} vs {now}"
+    );
     let fresh = sim.add_audit_events(5, watermark + 1, watermark + 2);
     std::thread::sleep(Duration::from_secs(4));
     run_ok(&mut host(&dir, &settings));
     let all = delivered_ids(&dir.path("out.ndjson"));
     assert_eq!(all.len(), set(&all).len(), "no record repeated");
-    assert!(set(&fresh).is_subset(&set(&all)), "the events of Slack's present arrived");
+    assert!(
+        set(&fresh).is_subset(&set(&all)),
+        "the events of Slack's present arrived"
+    );
     assert_eq!(set(&all), truth(&sim, start, now - 300 + 10));
 }
 
@@ -129,7 +178,8 @@ fn per_team(path: &std::path::Path) -> std::collections::BTreeMap<String, usize>
     let mut m = std::collections::BTreeMap::new();
     for l in std::fs::read_to_string(path).unwrap_or_default().lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        *m.entry(v["team_id"].as_str().unwrap_or("-").to_string()).or_insert(0) += 1;
+        *m.entry(v["team_id"].as_str().unwrap_or("-").to_string())
+            .or_insert(0) += 1;
     }
     m
 }
@@ -146,7 +196,10 @@ fn with_40_workspaces_and_a_25_s_budget_every_workspace_gets_its_turn() {
         ..SimConfig::default()
     })
     .expect("start simulator");
-    let mut teams = slack_sim::WORKSPACE_IDS[..2].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut teams = slack_sim::WORKSPACE_IDS[..2]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
     teams.extend(sim.add_workspaces(38));
     assert_eq!(teams.len(), 40);
     // The first four workspaces Slack lists are busy: each answer takes 4 s, so each of their
@@ -168,14 +221,29 @@ fn with_40_workspaces_and_a_25_s_budget_every_workspace_gets_its_turn() {
     let mut passes = 0;
     while passes < 2 {
         passes += 1;
-        let out = host(&dir, &settings).arg("run").arg("--once").output().unwrap();
-        assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = host(&dir, &settings)
+            .arg("run")
+            .arg("--once")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code().is_some(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let got = per_team(&dir.path("out.ndjson"));
     for t in &teams[4..] {
-        assert_eq!(got.get(t).copied().unwrap_or(0), expected, "workspace {t} after {passes} passes: {got:?}");
+        assert_eq!(
+            got.get(t).copied().unwrap_or(0),
+            expected,
+            "workspace {t} after {passes} passes: {got:?}"
+        );
     }
     // The busy ones had their turn too, and made progress.
-    let busy_delivered: usize = teams[..4].iter().map(|t| got.get(t).copied().unwrap_or(0)).sum();
+    let busy_delivered: usize = teams[..4]
+        .iter()
+        .map(|t| got.get(t).copied().unwrap_or(0))
+        .sum();
     assert!(busy_delivered > 0, "{got:?}");
 }

@@ -27,8 +27,10 @@ struct Manifest {
 impl Manifest {
     fn load(rel: &str) -> Manifest {
         let path = repo().join(rel);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let doc: Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid TOML: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let doc: Table = toml::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not valid TOML: {e}", path.display()));
         Manifest { path, doc }
     }
 
@@ -40,7 +42,10 @@ impl Manifest {
     fn table(&self, dotted: &str) -> &Table {
         let mut t = &self.doc;
         for part in dotted.split('.') {
-            t = t.get(part).and_then(Value::as_table).unwrap_or_else(|| panic!("{}: no [{dotted}]", self.path.display()));
+            t = t
+                .get(part)
+                .and_then(Value::as_table)
+                .unwrap_or_else(|| panic!("{}: no [{dotted}]", self.path.display()));
         }
         t
     }
@@ -50,7 +55,9 @@ impl Manifest {
     }
 
     fn str_at<'a>(&self, t: &'a Table, key: &str) -> &'a str {
-        t.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("{}: `{key}` is not a string", self.path.display()))
+        t.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{}: `{key}` is not a string", self.path.display()))
     }
 }
 
@@ -73,37 +80,89 @@ fn key_names() -> BTreeSet<&'static str> {
 
 /// `{{ name }}` → `name`.
 fn template_var(s: &str) -> Option<&str> {
-    s.trim().strip_prefix("{{")?.strip_suffix("}}").map(str::trim)
+    s.trim()
+        .strip_prefix("{{")?
+        .strip_suffix("}}")
+        .map(str::trim)
 }
 
 /// The checks both manifests must pass; `extra_vars` are their own non-config variables and
 /// `required` the config keys they require.
 fn check_common(m: &Manifest, extra_vars: &[&str], required: &[&str]) {
     let shown = m.path.display().to_string();
-    assert_eq!(m.doc.get("spin_manifest_version").and_then(Value::as_integer), Some(2), "{shown}");
+    assert_eq!(
+        m.doc
+            .get("spin_manifest_version")
+            .and_then(Value::as_integer),
+        Some(2),
+        "{shown}"
+    );
     // Spin's v2 schema denies unknown fields; a typo would fail `spin up`, so catch it here.
     for key in m.doc.keys() {
-        assert!(["spin_manifest_version", "application", "variables", "trigger", "component"].contains(&key.as_str()), "{shown}: unknown top-level `{key}`");
+        assert!(
+            [
+                "spin_manifest_version",
+                "application",
+                "variables",
+                "trigger",
+                "component"
+            ]
+            .contains(&key.as_str()),
+            "{shown}: unknown top-level `{key}`"
+        );
     }
 
     // The HTTP trigger routes everything to the collector; its routes match on the path's end.
-    let http = m.doc.get("trigger").and_then(|t| t.get("http")).and_then(Value::as_array).expect("[[trigger.http]]");
+    let http = m
+        .doc
+        .get("trigger")
+        .and_then(|t| t.get("http"))
+        .and_then(Value::as_array)
+        .expect("[[trigger.http]]");
     assert_eq!(http.len(), 1, "{shown}");
-    assert_eq!(http[0].get("route").and_then(Value::as_str), Some("/..."), "{shown}");
-    assert_eq!(http[0].get("component").and_then(Value::as_str), Some("collector"), "{shown}");
+    assert_eq!(
+        http[0].get("route").and_then(Value::as_str),
+        Some("/..."),
+        "{shown}"
+    );
+    assert_eq!(
+        http[0].get("component").and_then(Value::as_str),
+        Some("collector"),
+        "{shown}"
+    );
 
     let c = m.collector();
     for key in c.keys() {
         assert!(
-            ["source", "description", "variables", "environment", "files", "exclude_files", "allowed_outbound_hosts", "key_value_stores", "sqlite_databases", "ai_models", "build", "dependencies_inherit_configuration", "dependencies", "tool"]
-                .contains(&key.as_str()),
+            [
+                "source",
+                "description",
+                "variables",
+                "environment",
+                "files",
+                "exclude_files",
+                "allowed_outbound_hosts",
+                "key_value_stores",
+                "sqlite_databases",
+                "ai_models",
+                "build",
+                "dependencies_inherit_configuration",
+                "dependencies",
+                "tool"
+            ]
+            .contains(&key.as_str()),
             "{shown}: unknown component field `{key}`"
         );
     }
 
     // The source is the file `cargo xtask build` produces, and it exists after the build.
     let source = m.resolve(m.str_at(c, "source"));
-    assert!(same_file(&source, &common::component()), "{shown}: source {} is not {}", source.display(), common::component().display());
+    assert!(
+        same_file(&source, &common::component()),
+        "{shown}: source {} is not {}",
+        source.display(),
+        common::component().display()
+    );
 
     // Application variables: every config key, the host variables, nothing else.
     let vars = m.table("variables");
@@ -113,25 +172,49 @@ fn check_common(m: &Manifest, extra_vars: &[&str], required: &[&str]) {
     let declared: BTreeSet<&str> = vars.keys().map(String::as_str).collect();
     assert_eq!(declared, expected, "{shown}: application variables");
     for (name, v) in vars {
-        let v = v.as_table().unwrap_or_else(|| panic!("{shown}: variable `{name}` is not a table"));
+        let v = v
+            .as_table()
+            .unwrap_or_else(|| panic!("{shown}: variable `{name}` is not a table"));
         for field in v.keys() {
-            assert!(["required", "default", "secret"].contains(&field.as_str()), "{shown}: variable `{name}` has `{field}`");
+            assert!(
+                ["required", "default", "secret"].contains(&field.as_str()),
+                "{shown}: variable `{name}` has `{field}`"
+            );
         }
         let required = v.get("required").and_then(Value::as_bool).unwrap_or(false);
         // Spin: a variable is either required or has a default, never both.
-        assert_ne!(required, v.contains_key("default"), "{shown}: variable `{name}` needs exactly one of required / default");
+        assert_ne!(
+            required,
+            v.contains_key("default"),
+            "{shown}: variable `{name}` needs exactly one of required / default"
+        );
     }
     // Not required: the OAuth install flow (/oauth/start) can supply the token instead, and a
     // required variable would force a placeholder that then wins over the installed token.
     let slack_token = vars["slack_token"].as_table().expect("slack_token");
-    assert_eq!(slack_token.get("required").and_then(Value::as_bool), None, "{shown}: slack_token");
+    assert_eq!(
+        slack_token.get("required").and_then(Value::as_bool),
+        None,
+        "{shown}: slack_token"
+    );
     // The keys the core calls secret are secret here too, so Spin keeps them out of its logs.
     for (key, meaning) in KEYS {
-        let secret = vars[*key].get("secret").and_then(Value::as_bool).unwrap_or(false);
-        assert_eq!(secret, meaning.contains("Secret."), "{shown}: `secret` of `{key}`");
+        let secret = vars[*key]
+            .get("secret")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        assert_eq!(
+            secret,
+            meaning.contains("Secret."),
+            "{shown}: `secret` of `{key}`"
+        );
         if !required.contains(key) {
             // Empty means unset: the component's own default applies, defined in one place.
-            assert_eq!(vars[*key].get("default").and_then(Value::as_str), Some(""), "{shown}: default of `{key}`");
+            assert_eq!(
+                vars[*key].get("default").and_then(Value::as_str),
+                Some(""),
+                "{shown}: default of `{key}`"
+            );
         }
     }
 
@@ -139,47 +222,111 @@ fn check_common(m: &Manifest, extra_vars: &[&str], required: &[&str]) {
     // The component refuses keys it does not know, so nothing else may map into it.
     let cvars = m.table("component.collector.variables");
     let mapped: BTreeSet<&str> = cvars.keys().map(String::as_str).collect();
-    assert_eq!(mapped, key_names(), "{shown}: component variables vs slack_logs_core::config::KEYS");
+    assert_eq!(
+        mapped,
+        key_names(),
+        "{shown}: component variables vs slack_logs_core::config::KEYS"
+    );
     for (k, v) in cvars {
-        assert_eq!(v.as_str().and_then(template_var), Some(k.as_str()), "{shown}: `{k}` maps to {v}");
+        assert_eq!(
+            v.as_str().and_then(template_var),
+            Some(k.as_str()),
+            "{shown}: `{k}` maps to {v}"
+        );
     }
     // And the component really accepts all of them (with the manifest's empty defaults).
-    let pairs: Vec<(&str, &str)> = mapped.iter().map(|k| (*k, if *k == "slack_token" { "xoxp-test" } else { "" })).collect();
-    slack_logs_core::Config::from_pairs(&pairs).unwrap_or_else(|e| panic!("{shown}: the component refuses the manifest's variables: {e}"));
+    let pairs: Vec<(&str, &str)> = mapped
+        .iter()
+        .map(|k| (*k, if *k == "slack_token" { "xoxp-test" } else { "" }))
+        .collect();
+    slack_logs_core::Config::from_pairs(&pairs)
+        .unwrap_or_else(|e| panic!("{shown}: the component refuses the manifest's variables: {e}"));
 
     // Outbound hosts are templates of host variables whose defaults are scheme://host, no path.
-    let hosts = c.get("allowed_outbound_hosts").and_then(Value::as_array).expect("allowed_outbound_hosts");
+    let hosts = c
+        .get("allowed_outbound_hosts")
+        .and_then(Value::as_array)
+        .expect("allowed_outbound_hosts");
     let mut templated = BTreeSet::new();
     for h in hosts {
-        let var = h.as_str().and_then(template_var).unwrap_or_else(|| panic!("{shown}: outbound host {h} is not a {{{{ variable }}}}"));
-        assert!(declared.contains(var) && !key_names().contains(var), "{shown}: `{var}` must be a host variable, not a config key");
+        let var = h
+            .as_str()
+            .and_then(template_var)
+            .unwrap_or_else(|| panic!("{shown}: outbound host {h} is not a {{{{ variable }}}}"));
+        assert!(
+            declared.contains(var) && !key_names().contains(var),
+            "{shown}: `{var}` must be a host variable, not a config key"
+        );
         if let Some(d) = vars[var].get("default").and_then(Value::as_str) {
-            let rest = d.strip_prefix("https://").or_else(|| d.strip_prefix("http://")).unwrap_or_else(|| panic!("{shown}: {var} = {d:?} has no scheme"));
-            assert!(!rest.is_empty() && !rest.contains('/'), "{shown}: {var} = {d:?}: Spin takes no path here");
+            let rest = d
+                .strip_prefix("https://")
+                .or_else(|| d.strip_prefix("http://"))
+                .unwrap_or_else(|| panic!("{shown}: {var} = {d:?} has no scheme"));
+            assert!(
+                !rest.is_empty() && !rest.contains('/'),
+                "{shown}: {var} = {d:?}: Spin takes no path here"
+            );
         }
         templated.insert(var);
     }
     for var in HOST_VARIABLES {
-        assert!(templated.contains(var), "{shown}: `{var}` is not in allowed_outbound_hosts");
+        assert!(
+            templated.contains(var),
+            "{shown}: `{var}` is not in allowed_outbound_hosts"
+        );
     }
     // The host defaults allow what the component calls by default.
     let defaults = slack_logs_core::Config::default();
-    for (var, base) in [("slack_api_host", &defaults.slack_api_base), ("slack_audit_host", &defaults.slack_audit_base)] {
-        let host = vars[var].get("default").and_then(Value::as_str).expect("host default");
-        assert!(base.starts_with(&format!("{host}/")), "{shown}: {var} = {host} does not allow the default base {base}");
+    for (var, base) in [
+        ("slack_api_host", &defaults.slack_api_base),
+        ("slack_audit_host", &defaults.slack_audit_base),
+    ] {
+        let host = vars[var]
+            .get("default")
+            .and_then(Value::as_str)
+            .expect("host default");
+        assert!(
+            base.starts_with(&format!("{host}/")),
+            "{shown}: {var} = {host} does not allow the default base {base}"
+        );
     }
 
-    let kv = c.get("key_value_stores").and_then(Value::as_array).expect("key_value_stores");
+    let kv = c
+        .get("key_value_stores")
+        .and_then(Value::as_array)
+        .expect("key_value_stores");
     assert_eq!(kv, &vec![Value::String("default".into())], "{shown}");
 
     // The build command builds the collector and the sinks for wasm32-wasip2 in one invocation.
     let build = m.table("component.collector.build");
     let command = m.str_at(build, "command");
-    let workdir = build.get("workdir").and_then(Value::as_str).map_or_else(|| m.resolve(""), |w| m.resolve(w));
-    assert!(same_file(&workdir, &repo()), "{shown}: the build runs in {}", workdir.display());
-    assert!(command.starts_with("cargo build --release --target wasm32-wasip2 "), "{shown}: {command}");
-    for package in ["slack-logs-collector", "sink-stdout", "sink-http", "sink-s3"] {
-        assert!(command.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["-p", package]), "{shown}: {command} does not build {package}");
+    let workdir = build
+        .get("workdir")
+        .and_then(Value::as_str)
+        .map_or_else(|| m.resolve(""), |w| m.resolve(w));
+    assert!(
+        same_file(&workdir, &repo()),
+        "{shown}: the build runs in {}",
+        workdir.display()
+    );
+    assert!(
+        command.starts_with("cargo build --release --target wasm32-wasip2 "),
+        "{shown}: {command}"
+    );
+    for package in [
+        "slack-logs-collector",
+        "sink-stdout",
+        "sink-http",
+        "sink-s3",
+    ] {
+        assert!(
+            command
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| w == ["-p", package]),
+            "{shown}: {command} does not build {package}"
+        );
     }
 }
 
@@ -194,16 +341,35 @@ fn check_dependency(m: &Manifest, sink_file: &str) {
     let import = imports
         .iter()
         .find(|i| i.split('@').next() == Some(name.as_str()))
-        .unwrap_or_else(|| panic!("{shown}: dependency `{name}` matches none of the component's imports {imports:?}"));
-    let path = m.resolve(dep.get("path").and_then(Value::as_str).expect("a path dependency"));
+        .unwrap_or_else(|| {
+            panic!(
+                "{shown}: dependency `{name}` matches none of the component's imports {imports:?}"
+            )
+        });
+    let path = m.resolve(
+        dep.get("path")
+            .and_then(Value::as_str)
+            .expect("a path dependency"),
+    );
     let built = common::component().with_file_name(sink_file);
-    assert!(same_file(&path, &built), "{shown}: dependency path {} is not the built {}", path.display(), built.display());
+    assert!(
+        same_file(&path, &built),
+        "{shown}: dependency path {} is not the built {}",
+        path.display(),
+        built.display()
+    );
     let (_, sink_exports) = world(&built);
-    assert!(sink_exports.contains(import), "{}: exports {sink_exports:?}, not {import}", built.display());
+    assert!(
+        sink_exports.contains(import),
+        "{}: exports {sink_exports:?}, not {import}",
+        built.display()
+    );
 }
 
 fn inherits(m: &Manifest) -> Option<bool> {
-    m.collector().get("dependencies_inherit_configuration").and_then(Value::as_bool)
+    m.collector()
+        .get("dependencies_inherit_configuration")
+        .and_then(Value::as_bool)
 }
 
 #[test]
@@ -225,10 +391,18 @@ fn http_sink_manifest_grants_what_the_http_sink_needs() {
     assert_eq!(inherits(&m), Some(true));
     let vars = m.table("variables");
     for required in ["sink_url", "sink_host"] {
-        assert_eq!(vars[required].get("required").and_then(Value::as_bool), Some(true), "{required}");
+        assert_eq!(
+            vars[required].get("required").and_then(Value::as_bool),
+            Some(true),
+            "{required}"
+        );
     }
-    let hosts = m.collector()["allowed_outbound_hosts"].as_array().expect("hosts");
-    assert!(hosts.iter().any(|h| h.as_str().and_then(template_var) == Some("sink_host")));
+    let hosts = m.collector()["allowed_outbound_hosts"]
+        .as_array()
+        .expect("hosts");
+    assert!(hosts
+        .iter()
+        .any(|h| h.as_str().and_then(template_var) == Some("sink_host")));
 }
 
 #[test]
@@ -241,10 +415,18 @@ fn s3_sink_manifest_grants_what_the_s3_sink_needs() {
     assert_eq!(inherits(&m), Some(true));
     let vars = m.table("variables");
     for name in required.iter().chain(&["s3_host"]) {
-        assert_eq!(vars[*name].get("required").and_then(Value::as_bool), Some(true), "{name}");
+        assert_eq!(
+            vars[*name].get("required").and_then(Value::as_bool),
+            Some(true),
+            "{name}"
+        );
     }
-    let hosts = m.collector()["allowed_outbound_hosts"].as_array().expect("hosts");
-    assert!(hosts.iter().any(|h| h.as_str().and_then(template_var) == Some("s3_host")));
+    let hosts = m.collector()["allowed_outbound_hosts"]
+        .as_array()
+        .expect("hosts");
+    assert!(hosts
+        .iter()
+        .any(|h| h.as_str().and_then(template_var) == Some("s3_host")));
 }
 
 #[test]
@@ -257,32 +439,58 @@ fn deploy_examples_name_only_manifest_variables() {
     };
 
     let redis = runtime("deploy/spin/runtime-config-redis.toml");
-    assert_eq!(redis["key_value_store"]["default"]["type"].as_str(), Some("redis"));
+    assert_eq!(
+        redis["key_value_store"]["default"]["type"].as_str(),
+        Some("redis")
+    );
     let vault = runtime("deploy/spin/runtime-config-vault.toml");
     assert_eq!(vault["config_provider"][0]["type"].as_str(), Some("vault"));
 
     // `spin aka deploy --variable @deploy/akamai/variables.toml`
     let aka = runtime("deploy/akamai/variables.toml");
     for k in aka.keys() {
-        assert!(vars.contains(k), "deploy/akamai/variables.toml: `{k}` is not a manifest variable");
+        assert!(
+            vars.contains(k),
+            "deploy/akamai/variables.toml: `{k}` is not a manifest variable"
+        );
     }
-    let max_run: u32 = aka["max_run_seconds"].as_str().and_then(|v| v.parse().ok()).expect("max_run_seconds");
+    let max_run: u32 = aka["max_run_seconds"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("max_run_seconds");
     assert!(max_run < 30, "Akamai Functions ends a request at 30 s");
 
     // SPIN_VARIABLE_<NAME> lines of the env file (commented ones too: they are suggestions).
     let env = std::fs::read_to_string(repo().join("deploy/spin/slack-logs.env")).expect("env file");
     for line in env.lines().map(|l| l.trim_start_matches('#')) {
-        if let Some((name, _)) = line.strip_prefix("SPIN_VARIABLE_").and_then(|l| l.split_once('=')) {
-            assert!(vars.contains(&name.to_ascii_lowercase()), "slack-logs.env: {name}");
+        if let Some((name, _)) = line
+            .strip_prefix("SPIN_VARIABLE_")
+            .and_then(|l| l.split_once('='))
+        {
+            assert!(
+                vars.contains(&name.to_ascii_lowercase()),
+                "slack-logs.env: {name}"
+            );
         }
     }
 
     // The SpinApp's `variables` entries (a flat YAML list: `- name: x` under `variables:`).
-    let spinapp = std::fs::read_to_string(repo().join("deploy/kubernetes/spinapp.yaml")).expect("spinapp.yaml");
-    let section = spinapp.split("\n  variables:\n").nth(1).and_then(|s| s.split("\n  runtimeConfig:").next()).expect("variables section");
-    let names: Vec<&str> = section.lines().filter_map(|l| l.trim().strip_prefix("- name: ")).collect();
+    let spinapp = std::fs::read_to_string(repo().join("deploy/kubernetes/spinapp.yaml"))
+        .expect("spinapp.yaml");
+    let section = spinapp
+        .split("\n  variables:\n")
+        .nth(1)
+        .and_then(|s| s.split("\n  runtimeConfig:").next())
+        .expect("variables section");
+    let names: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name: "))
+        .collect();
     assert!(names.contains(&"slack_token"), "{names:?}");
     for n in names {
-        assert!(vars.contains(n), "spinapp.yaml: `{n}` is not a manifest variable");
+        assert!(
+            vars.contains(n),
+            "spinapp.yaml: `{n}` is not a manifest variable"
+        );
     }
 }

@@ -252,7 +252,9 @@ impl Transport for HttpTransport {
 
 /// A lease owner id for the native pass (one pass per process: any distinct value does).
 fn random_id() -> [u8; 16] {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     (nanos ^ u128::from(std::process::id())).to_le_bytes()
 }
 
@@ -450,7 +452,9 @@ fn measure(cmd: Command, scratch: &Path) -> Result<Measurement, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(efh))
         .spawn()
-        .map_err(|e| format!("cannot run /usr/bin/time ({e}); install it with `apt-get install time`"))?;
+        .map_err(|e| {
+            format!("cannot run /usr/bin/time ({e}); install it with `apt-get install time`")
+        })?;
     let mut out = child.stdout.take().expect("piped");
     let mut buf = vec![0u8; 1 << 18];
     let mut records = 0u64;

@@ -259,7 +259,12 @@ impl AuditWindow {
     /// `record_from`: from this `date_create` up, every delivered id is (or will be) in the
     /// ledger, so there the ledger decides what was delivered; below it, inside the window and
     /// above the boundary, the walk's order does (Slack pages newest first).
-    pub fn absorb(&self, entries: &[AuditEntry<'_>], ledger: &Ledger, record_from: i64) -> Absorbed {
+    pub fn absorb(
+        &self,
+        entries: &[AuditEntry<'_>],
+        ledger: &Ledger,
+        record_from: i64,
+    ) -> Absorbed {
         let mut emit = Vec::with_capacity(entries.len());
         let (mut duplicates, mut out_of_window) = (0, 0);
         let mut page_min: Option<i64> = None;
@@ -373,15 +378,25 @@ pub fn rescan_ages(lookback: i64) -> Vec<i64> {
 /// The tiers for `ages`, keeping what the checkpoint knows of each. A new tier starts where
 /// seconds are still younger than its age (what is older was read at that age already, or is
 /// beyond the look-back), never below where the ledger is complete.
-pub fn sync_tiers(tiers: &[RescanTier], ages: &[i64], watermark: i64, slack_now: i64, complete_from: i64) -> Vec<RescanTier> {
+pub fn sync_tiers(
+    tiers: &[RescanTier],
+    ages: &[i64],
+    watermark: i64,
+    slack_now: i64,
+    complete_from: i64,
+) -> Vec<RescanTier> {
     ages.iter()
         .map(|&age| {
-            tiers.iter().copied().find(|t| t.age == age).unwrap_or(RescanTier {
-                age,
-                done: watermark
-                    .min(slack_now.saturating_sub(age))
-                    .max(complete_from.saturating_sub(1)),
-            })
+            tiers
+                .iter()
+                .copied()
+                .find(|t| t.age == age)
+                .unwrap_or(RescanTier {
+                    age,
+                    done: watermark
+                        .min(slack_now.saturating_sub(age))
+                        .max(complete_from.saturating_sub(1)),
+                })
         })
         .collect()
 }
@@ -389,7 +404,12 @@ pub fn sync_tiers(tiers: &[RescanTier], ages: &[i64], watermark: i64, slack_now:
 /// The re-read due for `tier` at Slack's `slack_now`: the seconds that reached its age since it
 /// last ran, `[done + 1, min(watermark, slack_now - age)]`, never below where the ledger is
 /// complete (the stream's start, or where an upgrade or the cap left it).
-pub fn plan_rescan(tier: &RescanTier, watermark: i64, slack_now: i64, complete_from: i64) -> Option<AuditWindow> {
+pub fn plan_rescan(
+    tier: &RescanTier,
+    watermark: i64,
+    slack_now: i64,
+    complete_from: i64,
+) -> Option<AuditWindow> {
     let oldest = tier.done.saturating_add(1).max(complete_from);
     let latest = watermark.min(slack_now.saturating_sub(tier.age));
     (oldest <= latest).then(|| AuditWindow {
@@ -467,7 +487,9 @@ pub fn walk(
         Err(e) => {
             return WalkEnd::Failed {
                 code: "store_error".into(),
-                message: format!("{e} (reading the audit ledger); nothing was delivered, the next pass tries again"),
+                message: format!(
+                "{e} (reading the audit ledger); nothing was delivered, the next pass tries again"
+            ),
             }
         }
     };
@@ -490,13 +512,28 @@ pub fn walk(
         walker.ledger.complete_from,
     );
     if let Some(r) = checkpoint.rescan.clone() {
-        if let Err(end) = walker.window(Kind::Rescan(r.age), fetcher, io, checkpoint, r.window, r.group, stats) {
+        if let Err(end) = walker.window(
+            Kind::Rescan(r.age),
+            fetcher,
+            io,
+            checkpoint,
+            r.window,
+            r.group,
+            stats,
+        ) {
             return end;
         }
     }
     for tier in checkpoint.rescanned.clone() {
-        if let Some(w) = plan_rescan(&tier, checkpoint.watermark, slack_now, walker.ledger.complete_from) {
-            if let Err(end) = walker.window(Kind::Rescan(tier.age), fetcher, io, checkpoint, w, 0, stats) {
+        if let Some(w) = plan_rescan(
+            &tier,
+            checkpoint.watermark,
+            slack_now,
+            walker.ledger.complete_from,
+        ) {
+            if let Err(end) =
+                walker.window(Kind::Rescan(tier.age), fetcher, io, checkpoint, w, 0, stats)
+            {
                 return end;
             }
         }
@@ -527,7 +564,9 @@ pub fn walk(
                 }
             }
         };
-        if let Err(end) = walker.window(Kind::Forward, fetcher, io, checkpoint, window, group, stats) {
+        if let Err(end) =
+            walker.window(Kind::Forward, fetcher, io, checkpoint, window, group, stats)
+        {
             return end;
         }
     }
@@ -579,16 +618,26 @@ impl Walker<'_> {
             if let Some(c) = fetcher.stats.slack_clock {
                 checkpoint.clock_offset = Some(c.offset());
             }
-            if answer.is_ok() && window.since.is_none() && window.boundary.is_none() && cursor.is_none() && group == 0 {
+            if answer.is_ok()
+                && window.since.is_none()
+                && window.boundary.is_none()
+                && cursor.is_none()
+                && group == 0
+            {
                 // When the request left, by Slack's clock as this answer shows it (a first pass
                 // knows no offset before it): the page was read at that instant or later.
                 window.since = Some(settled(asked_at, checkpoint.clock_offset, 0));
             }
             // A window reaching past Slack's own now (our clock is ahead): end it where Slack's
             // now minus the lag is, before anything in it counts as delivered.
-            let slack_settled = settled(fetcher.clock.now_unix(), checkpoint.clock_offset, config.audit_lag_seconds);
+            let slack_settled = settled(
+                fetcher.clock.now_unix(),
+                checkpoint.clock_offset,
+                config.audit_lag_seconds,
+            );
             let fresh = window.boundary.is_none() && cursor.is_none();
-            let shorten = kind == Kind::Forward && fresh && !clamped && window.latest > slack_settled;
+            let shorten =
+                kind == Kind::Forward && fresh && !clamped && window.latest > slack_settled;
             let resp = match answer {
                 Ok(r) => r,
                 Err(FetchError::Slack(SlackError::InvalidCursor))
@@ -600,7 +649,9 @@ impl Walker<'_> {
                     cursor = None;
                     continue;
                 }
-                Err(FetchError::Slack(SlackError::Api { ref code, .. })) if code == "invalid_range" && shorten => {
+                Err(FetchError::Slack(SlackError::Api { ref code, .. }))
+                    if code == "invalid_range" && shorten =>
+                {
                     // Slack refused a `latest` in its future: ask again with the window shortened.
                     clamped = true;
                     if !shorten_window(&mut window, slack_settled, checkpoint, io.log) {
@@ -628,7 +679,8 @@ impl Walker<'_> {
             let absorbed = window.absorb(&page.entries, &self.ledger, record_from);
             stats.duplicates += u64::from(absorbed.duplicates);
             stats.out_of_window += u64::from(absorbed.out_of_window);
-            let mut writer = RecordWriter::new("audit", SOURCE, io.collected_at, config.output_format);
+            let mut writer =
+                RecordWriter::new("audit", SOURCE, io.collected_at, config.output_format);
             for &(i, _) in &absorbed.emit {
                 let e = &page.entries[i];
                 writer.push(&e.id, None, e.date_create, e.raw.get());
@@ -758,10 +810,14 @@ impl Walker<'_> {
                 format_rfc3339(from)
             ));
         }
-        self.ledger.write_parts(&mut *io.store).map_err(|e| WalkEnd::Failed {
-            code: "store_error".into(),
-            message: format!("{e}; records already delivered for this page may be offered again next pass"),
-        })?;
+        self.ledger
+            .write_parts(&mut *io.store)
+            .map_err(|e| WalkEnd::Failed {
+                code: "store_error".into(),
+                message: format!(
+                    "{e}; records already delivered for this page may be offered again next pass"
+                ),
+            })?;
         checkpoint.ledger = self.ledger.index();
         checkpoint.filters = filters_key(self.config);
         io.save(CHECKPOINT_KEY, &checkpoint.encode())?;
@@ -781,9 +837,15 @@ fn refresh_clock(
     let at = (AUDIT_EPOCH + 86_400).to_string();
     let url = with_query(
         &format!("{}/logs", config.slack_audit_base),
-        &[("oldest", at.as_str()), ("latest", at.as_str()), ("limit", "1")],
+        &[
+            ("oldest", at.as_str()),
+            ("latest", at.as_str()),
+            ("limit", "1"),
+        ],
     );
-    fetcher.get(&url, token).map_err(|e| fetch_end(e, "the audit API"))?;
+    fetcher
+        .get(&url, token)
+        .map_err(|e| fetch_end(e, "the audit API"))?;
     checkpoint.clock_offset = fetcher.stats.slack_clock.map(|c| c.offset());
     Ok(())
 }

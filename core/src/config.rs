@@ -361,7 +361,9 @@ impl Config {
             "max_silence" => self.max_silence = parse_silence(key, value)?,
             "audit_max_silence" => self.stream_max_silence[0] = Some(parse_silence(key, value)?),
             "access_max_silence" => self.stream_max_silence[1] = Some(parse_silence(key, value)?),
-            "integration_max_silence" => self.stream_max_silence[2] = Some(parse_silence(key, value)?),
+            "integration_max_silence" => {
+                self.stream_max_silence[2] = Some(parse_silence(key, value)?)
+            }
             "lease_seconds" => self.lease_seconds = parse_int(key, value, 0, 86_400)? as u32,
             "lease_settle_ms" => self.lease_settle_ms = parse_int(key, value, 0, 10_000)? as u32,
             "request_timeout_seconds" => {
@@ -382,9 +384,7 @@ impl Config {
             }
             "collect_secret" => self.collect_secret = Some(value.to_string()),
             "slack_client_id" => self.slack_client_id = Some(parse_credential(key, value)?),
-            "slack_client_secret" => {
-                self.slack_client_secret = Some(parse_credential(key, value)?)
-            }
+            "slack_client_secret" => self.slack_client_secret = Some(parse_credential(key, value)?),
             "oauth_redirect_url" => self.oauth_redirect_url = Some(parse_redirect_url(key, value)?),
             "token_encryption_key" => {
                 if value.len() < MIN_ENCRYPTION_KEY_LEN {
@@ -400,8 +400,16 @@ impl Config {
             }
             "slack_oauth_base" => self.slack_oauth_base = parse_base_url(key, value)?,
             // The sink component's keys: accepted, not used here.
-            "sink_url" | "sink_token" | "sink_preset" | "s3_bucket" | "s3_prefix" | "s3_endpoint_url"
-            | "s3_region" | "s3_access_key_id" | "s3_secret_access_key" | "s3_session_token"
+            "sink_url"
+            | "sink_token"
+            | "sink_preset"
+            | "s3_bucket"
+            | "s3_prefix"
+            | "s3_endpoint_url"
+            | "s3_region"
+            | "s3_access_key_id"
+            | "s3_secret_access_key"
+            | "s3_session_token"
             | "s3_path_style" => {}
             "synthetic_data" => {
                 self.synthetic_data = match value.to_ascii_lowercase().as_str() {
@@ -547,12 +555,17 @@ fn parse_redirect_url(key: &str, value: &str) -> Result<String, ConfigError> {
         return Err(err(key, format!("{value:?} has no host")));
     }
     if value.contains('?') || value.contains('#') {
-        return Err(err(key, format!("{value:?} must not have a query or fragment")));
+        return Err(err(
+            key,
+            format!("{value:?} must not have a query or fragment"),
+        ));
     }
     if !value.trim_end_matches('/').ends_with("/oauth/callback") {
         return Err(err(
             key,
-            format!("{value:?} does not end in /oauth/callback, the route that finishes the install"),
+            format!(
+                "{value:?} does not end in /oauth/callback, the route that finishes the install"
+            ),
         ));
     }
     Ok(value.to_string())
@@ -607,9 +620,17 @@ fn parse_silence(key: &str, value: &str) -> Result<Option<i64>, ConfigError> {
         "d" => 86_400,
         _ => 0,
     };
-    match digits.parse::<i64>().ok().and_then(|n| n.checked_mul(factor)).filter(|&n| n > 0) {
+    match digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&n| n > 0)
+    {
         Some(seconds) => Ok(Some(seconds)),
-        None => Err(err(key, format!("expected a duration such as 24h, 90m, 45s, 7d or off, got {value:?}"))),
+        None => Err(err(
+            key,
+            format!("expected a duration such as 24h, 90m, 45s, 7d or off, got {value:?}"),
+        )),
     }
 }
 
@@ -754,13 +775,29 @@ mod tests {
     /// variables from the same store: the collector must take them, and keep their secrets.
     #[test]
     fn the_s3_sink_components_keys_are_accepted_and_its_secrets_kept_secret() {
-        let keys = ["s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region", "s3_access_key_id", "s3_secret_access_key", "s3_session_token", "s3_path_style"];
+        let keys = [
+            "s3_bucket",
+            "s3_prefix",
+            "s3_endpoint_url",
+            "s3_region",
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "s3_session_token",
+            "s3_path_style",
+        ];
         let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (*k, "value")).collect();
         Config::from_pairs(&pairs).unwrap();
         for (key, meaning) in KEYS {
-            assert_eq!(SECRET_KEYS.contains(key), meaning.contains("Secret."), "{key}");
+            assert_eq!(
+                SECRET_KEYS.contains(key),
+                meaning.contains("Secret."),
+                "{key}"
+            );
         }
-        assert!(SECRET_KEYS.contains(&"s3_secret_access_key") && SECRET_KEYS.contains(&"s3_session_token"));
+        assert!(
+            SECRET_KEYS.contains(&"s3_secret_access_key")
+                && SECRET_KEYS.contains(&"s3_session_token")
+        );
     }
 
     #[test]
@@ -813,13 +850,33 @@ mod tests {
 
     #[test]
     fn max_silence_takes_durations_and_per_stream_overrides() {
-        let c = Config::from_pairs(&[("max_silence", "24h"), ("access_max_silence", "off"), ("integration_max_silence", "90m")]).unwrap();
+        let c = Config::from_pairs(&[
+            ("max_silence", "24h"),
+            ("access_max_silence", "off"),
+            ("integration_max_silence", "90m"),
+        ])
+        .unwrap();
         assert_eq!(c.max_silence(Stream::Audit), Some(86_400));
         assert_eq!(c.max_silence(Stream::Access), None);
         assert_eq!(c.max_silence(Stream::Integration), Some(5_400));
-        assert_eq!(Config::from_pairs(&[("max_silence", "3600")]).unwrap().max_silence, Some(3600));
-        assert_eq!(Config::from_pairs(&[("max_silence", "2d")]).unwrap().max_silence, Some(172_800));
-        assert_eq!(Config::from_pairs::<&str, &str>(&[]).unwrap().max_silence(Stream::Audit), None);
+        assert_eq!(
+            Config::from_pairs(&[("max_silence", "3600")])
+                .unwrap()
+                .max_silence,
+            Some(3600)
+        );
+        assert_eq!(
+            Config::from_pairs(&[("max_silence", "2d")])
+                .unwrap()
+                .max_silence,
+            Some(172_800)
+        );
+        assert_eq!(
+            Config::from_pairs::<&str, &str>(&[])
+                .unwrap()
+                .max_silence(Stream::Audit),
+            None
+        );
         for bad in ["24x", "h", "-5m", "1.5h", "99999999999999999999d"] {
             let e = Config::from_pairs(&[("max_silence", bad)]).unwrap_err();
             assert!(e.to_string().contains("max_silence"), "{bad}: {e}");
@@ -859,7 +916,10 @@ mod tests {
         assert!(!e.to_string().contains("short-secret-value"), "{e}");
         let c = with("token_encryption_key", "k-0123456789abcdef0123456789abcdef").unwrap();
         let d = format!("{c:?}");
-        assert!(!d.contains("sec-ret") && !d.contains("0123456789abcdef"), "{d}");
+        assert!(
+            !d.contains("sec-ret") && !d.contains("0123456789abcdef"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -879,16 +939,41 @@ mod tests {
         // timeout (20 s) must not turn that into an error the operator never caused.
         let c = Config::from_pairs(&[("max_run_seconds", "20")]).unwrap();
         assert_eq!(c.request_timeout_seconds, 15);
-        assert_eq!(Config::from_pairs(&[("max_run_seconds", "10")]).unwrap().request_timeout_seconds, 5);
-        assert_eq!(Config::from_pairs(&[("max_run_seconds", "3")]).unwrap().request_timeout_seconds, 1);
+        assert_eq!(
+            Config::from_pairs(&[("max_run_seconds", "10")])
+                .unwrap()
+                .request_timeout_seconds,
+            5
+        );
+        assert_eq!(
+            Config::from_pairs(&[("max_run_seconds", "3")])
+                .unwrap()
+                .request_timeout_seconds,
+            1
+        );
         assert_eq!(Config::default().request_timeout_seconds, 20);
-        assert_eq!(Config::from_pairs::<&str, &str>(&[]).unwrap().request_timeout_seconds, 20);
-        assert_eq!(Config::from_pairs(&[("max_run_seconds", "600")]).unwrap().request_timeout_seconds, 20);
+        assert_eq!(
+            Config::from_pairs::<&str, &str>(&[])
+                .unwrap()
+                .request_timeout_seconds,
+            20
+        );
+        assert_eq!(
+            Config::from_pairs(&[("max_run_seconds", "600")])
+                .unwrap()
+                .request_timeout_seconds,
+            20
+        );
         // A timeout the operator set is theirs: kept, and refused only when it conflicts.
-        let c = Config::from_pairs(&[("max_run_seconds", "20"), ("request_timeout_seconds", "19")]).unwrap();
+        let c = Config::from_pairs(&[("max_run_seconds", "20"), ("request_timeout_seconds", "19")])
+            .unwrap();
         assert_eq!(c.request_timeout_seconds, 19);
-        let e = Config::from_pairs(&[("max_run_seconds", "20"), ("request_timeout_seconds", "20")]).unwrap_err();
+        let e = Config::from_pairs(&[("max_run_seconds", "20"), ("request_timeout_seconds", "20")])
+            .unwrap_err();
         assert_eq!(e.key, "request_timeout_seconds");
-        assert!(e.problem.contains("not shorter than max_run_seconds"), "{e}");
+        assert!(
+            e.problem.contains("not shorter than max_run_seconds"),
+            "{e}"
+        );
     }
 }

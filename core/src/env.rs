@@ -191,10 +191,21 @@ mod tests {
             date: Some(d.into()),
             ..HttpResponse::default()
         };
-        assert_eq!(r("Sun, 06 Nov 1994 08:49:37 GMT").date_unix(), Some(784_111_777));
-        assert_eq!(r("Sunday, 06-Nov-94 08:49:37 GMT").date_unix(), Some(784_111_777));
+        assert_eq!(
+            r("Sun, 06 Nov 1994 08:49:37 GMT").date_unix(),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            r("Sunday, 06-Nov-94 08:49:37 GMT").date_unix(),
+            Some(784_111_777)
+        );
         assert_eq!(r("Sun Nov  6 08:49:37 1994").date_unix(), Some(784_111_777));
-        for bad in ["", "yesterday", "Sun, 06 Nov 1994 25:49:37 GMT", "18446744073709551615"] {
+        for bad in [
+            "",
+            "yesterday",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+            "18446744073709551615",
+        ] {
             assert_eq!(r(bad).date_unix(), None, "{bad:?}");
         }
         assert_eq!(HttpResponse::default().date_unix(), None);

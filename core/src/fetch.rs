@@ -168,8 +168,10 @@ impl Fetcher<'_> {
                 Ok(resp) => {
                     // A Retry-After date is read against the answer's own Date (Slack's clock).
                     let now = resp.date_unix().unwrap_or_else(|| self.clock.now_unix());
-                    let retry_after =
-                        resp.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
+                    let retry_after = resp
+                        .retry_after
+                        .as_deref()
+                        .and_then(|v| parse_retry_after(v, now));
                     let e = SlackError::from_response(resp.status, retry_after, &resp.body);
                     if !e.is_retryable() {
                         return Err(FetchError::Slack(e));

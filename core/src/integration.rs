@@ -61,7 +61,6 @@ pub const MAX_FUTURE_SKEW: i64 = 3600;
 /// `paging.total`).
 const UNSURE_HORIZON: i64 = 86_400;
 
-
 pub fn checkpoint_key(team_id: Option<&str>) -> String {
     format!(
         "slack-logs/v1/integration/{}/checkpoint",
@@ -178,7 +177,10 @@ impl IntegrationCheckpoint {
     /// Below this every entry counts as delivered, unless its copies are unsure.
     fn floor(&self) -> i64 {
         let overlap = self.watermark.saturating_sub(OVERLAP);
-        self.unsure_copies.keys().next().map_or(overlap, |d| overlap.min(*d))
+        self.unsure_copies
+            .keys()
+            .next()
+            .map_or(overlap, |d| overlap.min(*d))
     }
 }
 
@@ -423,7 +425,9 @@ pub fn walk(
         let rising = page.entries.windows(2).any(|w| w[0].date < w[1].date);
         if !next.unsorted && rising {
             next.unsorted = true;
-            (io.log)("integration: entries are not sorted newest first; reading every page from now on");
+            (io.log)(
+                "integration: entries are not sorted newest first; reading every page from now on",
+            );
         }
         next.newest_first |= page.entries.windows(2).any(|w| w[0].date > w[1].date);
         // Unsure copies, older, keep the walk going down to them.
@@ -524,15 +528,13 @@ pub fn walk(
             // page shows the order broken, the date range no longer vouches for them.
             let (o, n) = (progress.oldest, progress.newest.unwrap_or(i64::MIN));
             let on_page: BTreeSet<i64> = page.entries.iter().map(|e| e.date).collect();
-            progress
-                .seen
-                .retain(|d, _| {
-                    Some(*d) == o
-                        || *d >= n.saturating_sub(OVERLAP)
-                        || on_page.contains(d)
-                        || next.unsure_copies.contains_key(d)
-                        || progress.unsure.contains_key(d)
-                });
+            progress.seen.retain(|d, _| {
+                Some(*d) == o
+                    || *d >= n.saturating_sub(OVERLAP)
+                    || on_page.contains(d)
+                    || next.unsure_copies.contains_key(d)
+                    || progress.unsure.contains_key(d)
+            });
         }
 
         let last_page = page.entries.is_empty()
@@ -559,7 +561,10 @@ pub fn walk(
             for (d, keys) in &unsure {
                 for k in keys {
                     let n = count(&seen, *d, k).max(next.delivered_copies(*d, k));
-                    next.unsure_copies.entry(*d).or_default().insert(k.clone(), n);
+                    next.unsure_copies
+                        .entry(*d)
+                        .or_default()
+                        .insert(k.clone(), n);
                 }
             }
             for (d, copies) in seen {
@@ -571,7 +576,11 @@ pub fn walk(
             }
             next.recent_copies.retain(|d, _| *d >= floor);
             let horizon = next.watermark.saturating_sub(UNSURE_HORIZON);
-            let given_up: usize = next.unsure_copies.range(..horizon).map(|(_, k)| k.len()).sum();
+            let given_up: usize = next
+                .unsure_copies
+                .range(..horizon)
+                .map(|(_, k)| k.len())
+                .sum();
             if given_up > 0 {
                 (io.log)(&format!("integration: {given_up} entries with identical copies could not be counted for sure within a day; a copy of them may be missing"));
                 next.unsure_copies.retain(|d, _| *d >= horizon);

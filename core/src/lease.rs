@@ -191,7 +191,9 @@ pub enum ClaimError {
     Lease(LeaseError),
     /// The checkpoint in the store is not the one this walk read or last wrote: another pass
     /// wrote it meanwhile (this one stalled past its lease), so ours would set it back.
-    CheckpointMoved { key: String },
+    CheckpointMoved {
+        key: String,
+    },
 }
 
 impl std::fmt::Display for ClaimError {
@@ -295,7 +297,9 @@ impl<'a> LeaseKeeper<'a> {
                     .get(key)
                     .map_err(|e| ClaimError::Lease(LeaseError::Store(e)))?;
                 if &stored != expected {
-                    return Err(ClaimError::CheckpointMoved { key: key.to_string() });
+                    return Err(ClaimError::CheckpointMoved {
+                        key: key.to_string(),
+                    });
                 }
             }
         }
@@ -447,7 +451,10 @@ mod tests {
 
     #[test]
     fn owner_ids_carry_the_random_bytes() {
-        assert_eq!(new_owner_id([0xab; 16]), format!("pass-{}", "ab".repeat(16)));
+        assert_eq!(
+            new_owner_id([0xab; 16]),
+            format!("pass-{}", "ab".repeat(16))
+        );
         assert_ne!(new_owner_id([1; 16]), new_owner_id([2; 16]));
     }
 
@@ -462,7 +469,10 @@ mod tests {
     fn a_long_wait_renews_the_lease_so_no_rival_can_take_it() {
         let mut inner = MemStore::default();
         let clock = TestClock::new(1000);
-        let ours = Lease { ttl: 30, ..lease("a") };
+        let ours = Lease {
+            ttl: 30,
+            ..lease("a")
+        };
         ours.claim(&mut inner, 1000).unwrap();
         let cell: RefCell<&mut dyn KvStore> = RefCell::new(&mut inner);
         let keeper = LeaseKeeper::new(&ours, &cell, &clock, 1000);
@@ -481,13 +491,19 @@ mod tests {
             }
         }
         let walking = Walking(&clock);
-        let leased = LeasedClock { inner: &walking, keeper: &keeper };
+        let leased = LeasedClock {
+            inner: &walking,
+            keeper: &keeper,
+        };
         // A 120 s Retry-After: four times the lifetime.
         leased.sleep(Duration::from_secs(120));
         assert_eq!(clock.now_unix(), 1120);
         let rival = lease("b");
         assert!(
-            matches!(rival.claim(&mut **cell.borrow_mut(), 1120), Err(LeaseError::Held { .. })),
+            matches!(
+                rival.claim(&mut **cell.borrow_mut(), 1120),
+                Err(LeaseError::Held { .. })
+            ),
             "renewed during the wait"
         );
         keeper.confirm().unwrap();
@@ -508,7 +524,11 @@ mod tests {
         first.expect_checkpoint("cp", Some(b"v1".to_vec()));
         let k1 = first.next_batch_key();
         assert_eq!(k1.len(), 32);
-        assert_ne!(first.next_batch_key(), k1, "a second batch before a save differs");
+        assert_ne!(
+            first.next_batch_key(),
+            k1,
+            "a second batch before a save differs"
+        );
         first.after_save("cp", b"v2").unwrap();
         let k2 = first.next_batch_key();
         assert_ne!(k2, k1, "after the save, from the new checkpoint");

@@ -415,11 +415,15 @@ pub fn parse_access_response(status: u16, body: &[u8]) -> Result<Grant, OAuthErr
     let envelope = if (200..300).contains(&status) {
         crate::web_api::parse_envelope(body).map(|_| ())
     } else {
-        Err(crate::slack_error::SlackError::from_response(status, None, body))
+        Err(crate::slack_error::SlackError::from_response(
+            status, None, body,
+        ))
     };
     if let Err(e) = envelope {
         return Err(match e {
-            crate::slack_error::SlackError::Api { code, .. } => OAuthError::Exchange { error: code },
+            crate::slack_error::SlackError::Api { code, .. } => {
+                OAuthError::Exchange { error: code }
+            }
             other => OAuthError::Malformed(format!("oauth.v2.access: {other}")),
         });
     }

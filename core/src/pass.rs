@@ -316,7 +316,8 @@ fn claim_leases(
     if claimed.is_empty() {
         return (claimed, reports);
     }
-    env.clock.sleep(Duration::from_millis(u64::from(config.lease_settle_ms)));
+    env.clock
+        .sleep(Duration::from_millis(u64::from(config.lease_settle_ms)));
     let mut confirmed = Vec::new();
     for (unit, lease) in claimed {
         match lease.confirm(&mut *env.store) {
@@ -670,7 +671,7 @@ fn walk_unit<C: Checkpoint>(
                         stream.name(),
                         team_id.map_or(String::new(), |t| format!(" --team {t}"))
                     ),
-                )
+                );
             }
         },
         Ok(None) => {
@@ -678,12 +679,34 @@ fn walk_unit<C: Checkpoint>(
             found = c.encode();
             // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
             if let Err(e) = env.store.set(&key, &found) {
-                return failed_to_start(config, env, stream, team_id, now, "store_error", e.to_string());
+                return failed_to_start(
+                    config,
+                    env,
+                    stream,
+                    team_id,
+                    now,
+                    "store_error",
+                    e.to_string(),
+                );
             }
-            (env.log)(&format!("{}: no checkpoint yet; starting after {}", stream.name(), format_rfc3339(c.watermark())));
+            (env.log)(&format!(
+                "{}: no checkpoint yet; starting after {}",
+                stream.name(),
+                format_rfc3339(c.watermark())
+            ));
             c
         }
-        Err(e) => return failed_to_start(config, env, stream, team_id, now, "store_error", e.to_string()),
+        Err(e) => {
+            return failed_to_start(
+                config,
+                env,
+                stream,
+                team_id,
+                now,
+                "store_error",
+                e.to_string(),
+            )
+        }
     };
     let start_watermark = checkpoint.watermark();
     let mut stats = WalkStats::default();
@@ -825,7 +848,11 @@ fn update_status(
     // An unreadable store must not turn lifetime totals into zeros by saving over them.
     let mut stored = match status::try_load(env.store, stream, team_id) {
         Ok(s) => s,
-        Err(e) => return Some(format!("could not read the stream status, so it was not updated: {e}")),
+        Err(e) => {
+            return Some(format!(
+                "could not read the stream status, so it was not updated: {e}"
+            ))
+        }
     };
     stored.passes += 1;
     stored.first_pass_at.get_or_insert(now);
@@ -855,7 +882,9 @@ fn failed_to_start(
     code: &str,
     message: String,
 ) -> StreamReport {
-    let note = update_status(config, env, stream, team_id, now, |s| s.record_error(code, &message, now));
+    let note = update_status(config, env, stream, team_id, now, |s| {
+        s.record_error(code, &message, now)
+    });
     let mut report = StreamReport::failed(stream.name(), team_id, code, message);
     if let (Some(n), Some(m)) = (note, report.message.as_mut()) {
         *m += &format!("; {n}");
@@ -986,8 +1015,8 @@ pub fn stream_statuses(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{MemStore, TestClock};
     use crate::env::{HttpResponse, RecordSink, SinkBatch, SinkError, TransportError};
+    use crate::testutil::{MemStore, TestClock};
 
     /// A transport that fails the test: synthetic passes must not call Slack.
     struct NoNetwork;
@@ -1003,7 +1032,10 @@ mod tests {
     impl RecordSink for Records {
         fn write(&mut self, batch: SinkBatch) -> Result<(), SinkError> {
             for line in String::from_utf8(batch.ndjson).unwrap().lines() {
-                self.0.push((batch.stream.to_string(), serde_json::from_str(line).unwrap()));
+                self.0.push((
+                    batch.stream.to_string(),
+                    serde_json::from_str(line).unwrap(),
+                ));
             }
             Ok(())
         }
@@ -1011,8 +1043,13 @@ mod tests {
 
     #[test]
     fn synthetic_data_covers_all_three_streams_through_their_cursors() {
-        let cfg = Config::from_pairs(&[("synthetic_data", "true"), ("lease_settle_ms", "0")]).unwrap();
-        let (mut store, mut sink, clock) = (MemStore::default(), Records::default(), TestClock::new(1_700_000_000));
+        let cfg =
+            Config::from_pairs(&[("synthetic_data", "true"), ("lease_settle_ms", "0")]).unwrap();
+        let (mut store, mut sink, clock) = (
+            MemStore::default(),
+            Records::default(),
+            TestClock::new(1_700_000_000),
+        );
         let pass = |store: &mut MemStore, sink: &mut Records| {
             let mut env = Env {
                 transport: &mut NoNetwork,
@@ -1032,8 +1069,11 @@ mod tests {
         for (stream, rec) in &sink.0 {
             assert_eq!(rec["event"]["synthetic"], true, "{stream}: {rec}");
         }
-        let first: std::collections::BTreeSet<String> =
-            sink.0.iter().map(|(_, r)| r["id"].as_str().unwrap().to_string()).collect();
+        let first: std::collections::BTreeSet<String> = sink
+            .0
+            .iter()
+            .map(|(_, r)| r["id"].as_str().unwrap().to_string())
+            .collect();
         assert_eq!(first.len(), sink.0.len(), "no repeats");
         // Two hours later: new events and entries, access rows used again (new states) and new
         // combinations; nothing delivered before comes again.
@@ -1045,7 +1085,10 @@ mod tests {
             assert!(s.records > 0, "{} delivered nothing new: {r:?}", s.stream);
         }
         for (_, rec) in &sink.0[before..] {
-            assert!(!first.contains(rec["id"].as_str().unwrap()), "repeated: {rec}");
+            assert!(
+                !first.contains(rec["id"].as_str().unwrap()),
+                "repeated: {rec}"
+            );
         }
     }
 }

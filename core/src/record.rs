@@ -199,12 +199,18 @@ mod tests {
     fn content_ids_are_128_bit_hex_and_separate_parts() {
         let id = content_id(&[b"ab", b"c"]);
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(id
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(id, content_id(&[b"a", b"bc"]));
         assert_eq!(id, content_id(&[b"ab", b"c"]));
         // The key is the id's first 64 bits, little-endian.
         let key = content_key(&[b"ab", b"c"]);
-        let hex: String = key.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = key
+            .to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, id[..16]);
         // A fixed vector (computed with Python's hashlib: sha256(le64(1) + b"x")), so a change of
         // the function cannot pass unnoticed: ids are a contract with the SIEM.

@@ -316,18 +316,51 @@ mod tests {
         assert_eq!(parse_retry_after("7", now), Some(7));
         assert_eq!(parse_retry_after(" 0 ", now), Some(0));
         // Absurd numbers, past u64 too, are the cap: never an overflow further on.
-        assert_eq!(parse_retry_after("18446744073709551615", now), Some(MAX_RETRY_AFTER_SECS));
-        assert_eq!(parse_retry_after(&"9".repeat(400), now), Some(MAX_RETRY_AFTER_SECS));
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
+        assert_eq!(
+            parse_retry_after(&"9".repeat(400), now),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
         assert_eq!(parse_retry_after("86401", now), Some(MAX_RETRY_AFTER_SECS));
         // The HTTP-date form, in each of its three spellings, relative to `now`.
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(30));
-        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now), Some(30));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(30)
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:50:07 GMT", now),
+            Some(30)
+        );
         assert_eq!(parse_retry_after("Sun Nov  6 08:50:07 1994", now), Some(30));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(0), "past");
-        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_RETRY_AFTER_SECS));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", i64::MIN), Some(MAX_RETRY_AFTER_SECS));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", i64::MAX), Some(0));
-        for bad in ["", "soon", "-1", "+5", "1.5", "0x10", "Sun, 06 Nov 1994 25:50:07 GMT"] {
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(0),
+            "past"
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", i64::MIN),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", i64::MAX),
+            Some(0)
+        );
+        for bad in [
+            "",
+            "soon",
+            "-1",
+            "+5",
+            "1.5",
+            "0x10",
+            "Sun, 06 Nov 1994 25:50:07 GMT",
+        ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
     }

@@ -89,7 +89,10 @@ impl StoredStatus {
     /// first pass.
     pub fn silent_for(&self, max_silence: Option<i64>, now: i64) -> Option<i64> {
         let max = max_silence?;
-        let since = [self.last_record_at, self.last_success, self.first_pass_at].into_iter().flatten().max()?;
+        let since = [self.last_record_at, self.last_success, self.first_pass_at]
+            .into_iter()
+            .flatten()
+            .max()?;
         let quiet = now - since;
         (quiet > max).then_some(quiet)
     }
@@ -97,8 +100,16 @@ impl StoredStatus {
 
 /// The column headings of `slack-logs status` and of the status page (`GET /`), in the order of
 /// [`StreamStatus::display_cells`]. One home for the words both show.
-pub const STATUS_COLUMNS: [&str; 8] =
-    ["STREAM", "TEAM", "WATERMARK", "LAG", "LAST SUCCESS", "RECORDS", "HEALTH", "LAST ERROR"];
+pub const STATUS_COLUMNS: [&str; 8] = [
+    "STREAM",
+    "TEAM",
+    "WATERMARK",
+    "LAG",
+    "LAST SUCCESS",
+    "RECORDS",
+    "HEALTH",
+    "LAST ERROR",
+];
 
 /// What both say when no walk has a status (no stream configured yet, or `team_ids = all` before
 /// the first pass listed the workspaces).
@@ -154,8 +165,17 @@ pub fn human_secs(s: i64) -> String {
 }
 
 /// The structured log line for a silence alert raised (or still raised) or cleared.
-pub fn silence_line(stream: Stream, team_id: Option<&str>, silent_for: Option<i64>, max_silence: i64) -> String {
-    let event = if silent_for.is_some() { "stream_silent" } else { "stream_silence_cleared" };
+pub fn silence_line(
+    stream: Stream,
+    team_id: Option<&str>,
+    silent_for: Option<i64>,
+    max_silence: i64,
+) -> String {
+    let event = if silent_for.is_some() {
+        "stream_silent"
+    } else {
+        "stream_silence_cleared"
+    };
     let mut line = serde_json::json!({
         "level": if silent_for.is_some() { "warn" } else { "info" },
         "event": event,
@@ -184,7 +204,11 @@ pub fn status_key(stream: Stream, team_id: Option<&str>) -> String {
 
 /// Reads the stored status for an update: a store error is an error (saving over it would lose
 /// the lifetime totals); a value that does not parse counts as empty.
-pub fn try_load(store: &mut dyn KvStore, stream: Stream, team_id: Option<&str>) -> Result<StoredStatus, crate::env::StoreError> {
+pub fn try_load(
+    store: &mut dyn KvStore,
+    stream: Stream,
+    team_id: Option<&str>,
+) -> Result<StoredStatus, crate::env::StoreError> {
     Ok(match store.get(&status_key(stream, team_id))? {
         Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         None => StoredStatus::default(),
@@ -245,19 +269,34 @@ mod tests {
 
     #[test]
     fn display_cells_say_what_the_table_says() {
-        assert_eq!(STATUS_COLUMNS.len(), StreamStatus::default().display_cells().len());
+        assert_eq!(
+            STATUS_COLUMNS.len(),
+            StreamStatus::default().display_cells().len()
+        );
         let ok = StreamStatus {
             stream: "audit".into(),
             watermark: Some(1_709_210_096),
             lag_seconds: Some(75),
             last_success: Some(1_709_210_100),
             total_records: 42,
-            stored: StoredStatus { total_late_events: 3, ..Default::default() },
+            stored: StoredStatus {
+                total_late_events: 3,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
             ok.display_cells(),
-            ["audit", "-", "2024-02-29T12:34:56Z", "1m15s", "2024-02-29T12:35:00Z", "42 (3 late)", "ok", "-"]
+            [
+                "audit",
+                "-",
+                "2024-02-29T12:34:56Z",
+                "1m15s",
+                "2024-02-29T12:35:00Z",
+                "42 (3 late)",
+                "ok",
+                "-"
+            ]
         );
         let silent = StreamStatus {
             stream: "access".into(),
@@ -268,17 +307,31 @@ mod tests {
             ..Default::default()
         };
         let cells = silent.display_cells();
-        assert_eq!((cells[1].as_str(), cells[6].as_str()), ("T1", "SILENT 3h0m"));
-        assert_eq!(cells[7], "2024-02-29T12:33:20Z: Slack answered `token_revoked`: issue a new token");
-        let undated = StreamStatus { last_error: Some("bad key".into()), ..Default::default() };
+        assert_eq!(
+            (cells[1].as_str(), cells[6].as_str()),
+            ("T1", "SILENT 3h0m")
+        );
+        assert_eq!(
+            cells[7],
+            "2024-02-29T12:33:20Z: Slack answered `token_revoked`: issue a new token"
+        );
+        let undated = StreamStatus {
+            last_error: Some("bad key".into()),
+            ..Default::default()
+        };
         assert_eq!(undated.display_cells()[7], "bad key");
     }
 
     #[test]
     fn silence_lines_are_json() {
-        let v: serde_json::Value = serde_json::from_str(&silence_line(Stream::Audit, None, Some(90_000), 86_400)).unwrap();
-        assert_eq!((v["event"].as_str(), v["silent_for_seconds"].as_i64()), (Some("stream_silent"), Some(90_000)));
-        let v: serde_json::Value = serde_json::from_str(&silence_line(Stream::Access, Some("T1"), None, 60)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&silence_line(Stream::Audit, None, Some(90_000), 86_400)).unwrap();
+        assert_eq!(
+            (v["event"].as_str(), v["silent_for_seconds"].as_i64()),
+            (Some("stream_silent"), Some(90_000))
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&silence_line(Stream::Access, Some("T1"), None, 60)).unwrap();
         assert_eq!(v["event"], "stream_silence_cleared");
     }
 }

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-pub use crate::url::parse_query;
 use crate::env::{HttpResponse, Transport, TransportError};
 use crate::record::fnv1a64;
+pub use crate::url::parse_query;
 
 /// One audit event as the model serves it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,7 +338,6 @@ impl Transport for IntegrationApiModel {
     }
 }
 
-
 /// Synthetic access-log rows: user + IP + user-agent combinations, each first seen at a fixed
 /// time and used again every few minutes for a while, so `date_last` and `count` move between
 /// passes and new combinations appear, as in a real workspace. Everything derives from absolute
@@ -406,7 +405,9 @@ impl AccessApiModel {
         let by_last = self.sort_by_date_last;
         rows.sort_by(|a, b| {
             let key = |r: &AccessRow| if by_last { r.date_last } else { r.date_first };
-            key(b).cmp(&key(a)).then_with(|| (a.user_id, &a.ip, a.user_agent).cmp(&(b.user_id, &b.ip, b.user_agent)))
+            key(b).cmp(&key(a)).then_with(|| {
+                (a.user_id, &a.ip, a.user_agent).cmp(&(b.user_id, &b.ip, b.user_agent))
+            })
         });
         rows
     }
@@ -450,13 +451,22 @@ impl Transport for AccessApiModel {
                 .unwrap_or(0)
                 .min(listing.len());
             let to = (from + limit.clamp(1, 999) as usize).min(listing.len());
-            let next = if to < listing.len() { format!("o:{to}") } else { String::new() };
+            let next = if to < listing.len() {
+                format!("o:{to}")
+            } else {
+                String::new()
+            };
             let logins: Vec<_> = listing[from..to].iter().map(Self::row_json).collect();
             serde_json::json!({"ok": true, "logins": logins, "response_metadata": {"next_cursor": next}})
         } else {
             let count = int("count", 100).clamp(1, 1000) as usize;
             let page = int("page", 1).clamp(1, 100) as usize;
-            let logins: Vec<_> = listing.iter().skip((page - 1) * count).take(count).map(Self::row_json).collect();
+            let logins: Vec<_> = listing
+                .iter()
+                .skip((page - 1) * count)
+                .take(count)
+                .map(Self::row_json)
+                .collect();
             serde_json::json!({"ok": true, "logins": logins,
                 "paging": {"count": count, "total": listing.len(), "page": page, "pages": listing.len().div_ceil(count).max(1)}})
         };
@@ -503,7 +513,13 @@ mod tests {
 
     #[test]
     fn synthetic_access_rows_move_and_appear_over_time() {
-        let at = |now| AccessApiModel { now, sort_by_date_last: false }.rows();
+        let at = |now| {
+            AccessApiModel {
+                now,
+                sort_by_date_last: false,
+            }
+            .rows()
+        };
         let t = 1_700_000_000;
         let (a, b) = (at(t), at(t + 7200));
         assert_eq!(a, at(t), "deterministic");
@@ -511,22 +527,40 @@ mod tests {
         // Rows that existed keep their combination and first-seen time; some were used again.
         let moved = a
             .iter()
-            .filter(|r| b.iter().any(|s| s.ip == r.ip && s.user_agent == r.user_agent && s.user_id == r.user_id && s.date_first == r.date_first && s.date_last > r.date_last))
+            .filter(|r| {
+                b.iter().any(|s| {
+                    s.ip == r.ip
+                        && s.user_agent == r.user_agent
+                        && s.user_id == r.user_id
+                        && s.date_first == r.date_first
+                        && s.date_last > r.date_last
+                })
+            })
             .count();
         assert!(moved > 0, "date_last moves");
-        assert!(b.iter().any(|r| r.date_first > t), "new combinations appear");
+        assert!(
+            b.iter().any(|r| r.date_first > t),
+            "new combinations appear"
+        );
         for r in &b {
             assert!(r.date_first <= r.date_last && r.date_last <= t + 7200 && r.count >= 1);
         }
         // Newest first by the sort field, in both orders; `before` is inclusive on it.
         assert!(b.windows(2).all(|w| w[0].date_first >= w[1].date_first));
-        let by_last = AccessApiModel { now: t, sort_by_date_last: true }.rows();
+        let by_last = AccessApiModel {
+            now: t,
+            sort_by_date_last: true,
+        }
+        .rows();
         assert!(by_last.windows(2).all(|w| w[0].date_last >= w[1].date_last));
     }
 
     #[test]
     fn synthetic_access_pages_in_both_modes_cover_the_listing_once() {
-        let mut m = AccessApiModel { now: 1_700_000_000, sort_by_date_last: false };
+        let mut m = AccessApiModel {
+            now: 1_700_000_000,
+            sort_by_date_last: false,
+        };
         let total = m.rows().len();
         let mut seen = std::collections::BTreeSet::new();
         let mut cursor = String::new();
@@ -536,15 +570,24 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
             for row in v["logins"].as_array().unwrap() {
                 assert_eq!(row["synthetic"], true);
-                assert!(seen.insert((row["ip"].to_string(), row["user_agent"].to_string(), row["date_first"].as_i64())));
+                assert!(seen.insert((
+                    row["ip"].to_string(),
+                    row["user_agent"].to_string(),
+                    row["date_first"].as_i64()
+                )));
             }
-            cursor = v["response_metadata"]["next_cursor"].as_str().unwrap().to_string();
+            cursor = v["response_metadata"]["next_cursor"]
+                .as_str()
+                .unwrap()
+                .to_string();
             if cursor.is_empty() {
                 break;
             }
         }
         assert_eq!(seen.len(), total);
-        let r = m.get("x/team.accessLogs?count=1000&page=1", "", Duration::ZERO).unwrap();
+        let r = m
+            .get("x/team.accessLogs?count=1000&page=1", "", Duration::ZERO)
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["logins"].as_array().unwrap().len(), total);
         assert_eq!(v["paging"]["total"], total);

@@ -171,12 +171,23 @@ pub struct RepeatPrevious<'a> {
 
 impl<'a> RepeatPrevious<'a> {
     pub fn new(inner: &'a mut dyn Transport, at: usize) -> Self {
-        RepeatPrevious { inner, at, fired: false, n: 0, last: None }
+        RepeatPrevious {
+            inner,
+            at,
+            fired: false,
+            n: 0,
+            last: None,
+        }
     }
 }
 
 impl Transport for RepeatPrevious<'_> {
-    fn get(&mut self, url: &str, bearer: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+    fn get(
+        &mut self,
+        url: &str,
+        bearer: &str,
+        t: Duration,
+    ) -> Result<HttpResponse, TransportError> {
         self.n += 1;
         if self.n == self.at {
             if let Some(last) = self.last.clone() {

@@ -75,24 +75,24 @@ impl StreamIo<'_> {
         if let Some(keeper) = self.lease {
             // Another pass may have taken over after our lease expired (we were stalled):
             // then it emits, not us.
-            keeper.confirm().map_err(|e| lease_lost(ClaimError::Lease(e)))?;
+            keeper
+                .confirm()
+                .map_err(|e| lease_lost(ClaimError::Lease(e)))?;
         }
         let n = writer.len();
         let mut batch = writer.take_batch();
         if let Some(keeper) = self.lease {
             batch.key = keeper.next_batch_key();
         }
-        self.sink
-            .write(batch)
-            .map_err(|e| WalkEnd::Failed {
-                code: match e {
-                    SinkError::Unavailable(_) => "sink_unavailable".into(),
-                    SinkError::Rejected(_) => "sink_rejected".into(),
-                },
-                message: format!(
-                    "{e}; the checkpoint was kept, so the next pass offers these records again"
-                ),
-            })?;
+        self.sink.write(batch).map_err(|e| WalkEnd::Failed {
+            code: match e {
+                SinkError::Unavailable(_) => "sink_unavailable".into(),
+                SinkError::Rejected(_) => "sink_rejected".into(),
+            },
+            message: format!(
+                "{e}; the checkpoint was kept, so the next pass offers these records again"
+            ),
+        })?;
         stats.records += u64::from(n);
         Ok(())
     }

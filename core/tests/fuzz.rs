@@ -31,9 +31,11 @@ use slack_logs_core::access::{
 use slack_logs_core::audit::{AuditCheckpoint, AuditWindow};
 use slack_logs_core::checkpoint::{Checkpoint, CheckpointError};
 use slack_logs_core::config::{format_rfc3339, parse_time, Config, KEYS};
-use slack_logs_core::integration::{IntegrationCheckpoint, WalkProgress};
 use slack_logs_core::env::{parse_http_date, Clock, HttpResponse, Transport, TransportError};
-use slack_logs_core::fetch::{Deadline, FetchError, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET};
+use slack_logs_core::fetch::{
+    Deadline, FetchError, FetchStats, Fetcher, Pacer, MIN_REQUEST_BUDGET,
+};
+use slack_logs_core::integration::{IntegrationCheckpoint, WalkProgress};
 use slack_logs_core::slack_error::{
     parse_retry_after, SlackError, MAX_MESSAGE_CHARS, MAX_RETRY_AFTER_SECS,
 };
@@ -592,10 +594,17 @@ fn first_fields(raw: &str) -> BTreeMap<String, Value> {
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("a JSON object")
                 }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<First, A::Error> {
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> Result<First, A::Error> {
                     let mut out = BTreeMap::new();
-                    while let Some((k, v)) = m.next_entry::<String, Box<serde_json::value::RawValue>>()? {
-                        out.entry(k).or_insert_with(|| serde_json::from_str(v.get()).unwrap_or(Value::Null));
+                    while let Some((k, v)) =
+                        m.next_entry::<String, Box<serde_json::value::RawValue>>()?
+                    {
+                        out.entry(k).or_insert_with(|| {
+                            serde_json::from_str(v.get()).unwrap_or(Value::Null)
+                        });
                     }
                     Ok(First(out))
                 }
@@ -779,13 +788,15 @@ fn ids() -> impl Strategy<Value = BTreeSet<String>> {
 }
 
 fn audit_window() -> impl Strategy<Value = AuditWindow> {
-    (ts(), ts(), option::of(ts()), ids(), option::of(ts())).prop_map(|(oldest, latest, boundary, boundary_ids, since)| AuditWindow {
-        oldest,
-        latest,
-        boundary,
-        boundary_ids,
-        since,
-    })
+    (ts(), ts(), option::of(ts()), ids(), option::of(ts())).prop_map(
+        |(oldest, latest, boundary, boundary_ids, since)| AuditWindow {
+            oldest,
+            latest,
+            boundary,
+            boundary_ids,
+            since,
+        },
+    )
 }
 
 fn audit_checkpoint() -> impl Strategy<Value = AuditCheckpoint> {
@@ -796,8 +807,13 @@ fn audit_checkpoint() -> impl Strategy<Value = AuditCheckpoint> {
         (ts(), ts()).prop_map(|(age, done)| slack_logs_core::audit::RescanTier { age, done }),
         0..3,
     );
-    let ledger = (ts(), btree_map(ts(), any::<u32>(), 0..4))
-        .prop_map(|(complete_from, buckets)| slack_logs_core::audit::ledger::LedgerIndex { complete_from, buckets });
+    let ledger =
+        (ts(), btree_map(ts(), any::<u32>(), 0..4)).prop_map(|(complete_from, buckets)| {
+            slack_logs_core::audit::ledger::LedgerIndex {
+                complete_from,
+                buckets,
+            }
+        });
     (
         (
             0..=<AuditCheckpoint as Checkpoint>::VERSION,
@@ -808,17 +824,22 @@ fn audit_checkpoint() -> impl Strategy<Value = AuditCheckpoint> {
         ),
         (tiers, option::of(rescan), ledger, option::of(any::<i64>())),
     )
-        .prop_map(|((v, watermark, window, filters, group), (rescanned, rescan, ledger, clock_offset))| AuditCheckpoint {
-            v,
-            watermark,
-            window,
-            filters,
-            group,
-            rescanned,
-            rescan,
-            ledger,
-            clock_offset,
-        })
+        .prop_map(
+            |(
+                (v, watermark, window, filters, group),
+                (rescanned, rescan, ledger, clock_offset),
+            )| AuditCheckpoint {
+                v,
+                watermark,
+                window,
+                filters,
+                group,
+                rescanned,
+                rescan,
+                ledger,
+                clock_offset,
+            },
+        )
 }
 
 fn sort_order() -> impl Strategy<Value = Option<SortOrder>> {
@@ -837,7 +858,11 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
         option::of(ts()),
     )
         .prop_map(
-            |((date_first, first_keys, first_forgotten), (date_last, last_keys, last_forgotten), witness)| {
+            |(
+                (date_first, first_keys, first_forgotten),
+                (date_last, last_keys, last_forgotten),
+                witness,
+            )| {
                 Position {
                     date_first,
                     first_keys,
@@ -880,7 +905,13 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
         option::of((ts(), ts())),
     )
         .prop_map(
-            |((before, mode, order, classic, refused_limit, classic_failed), position, ahead, listing, reread_at)| {
+            |(
+                (before, mode, order, classic, refused_limit, classic_failed),
+                position,
+                ahead,
+                listing,
+                reread_at,
+            )| {
                 AccessWalk {
                     before,
                     mode,
@@ -925,7 +956,12 @@ fn copies_by_date() -> impl Strategy<Value = integration::Copies> {
 
 fn integration_checkpoint() -> impl Strategy<Value = IntegrationCheckpoint> {
     let walk = (
-        (any::<u32>(), option::of(ts()), option::of(ts()), copies_by_date()),
+        (
+            any::<u32>(),
+            option::of(ts()),
+            option::of(ts()),
+            copies_by_date(),
+        ),
         (
             vec("[0-9a-f]{16}", 0..4),
             option::of(any::<u64>()),
@@ -957,7 +993,15 @@ fn integration_checkpoint() -> impl Strategy<Value = IntegrationCheckpoint> {
         option::of(walk),
     )
         .prop_map(
-            |(v, watermark, start, recent_copies, unsure_copies, (unsorted, newest_first), walk)| {
+            |(
+                v,
+                watermark,
+                start,
+                recent_copies,
+                unsure_copies,
+                (unsorted, newest_first),
+                walk,
+            )| {
                 IntegrationCheckpoint {
                     v,
                     watermark,
@@ -1113,7 +1157,11 @@ fn retry_after_oracle(value: &str, now: i64) -> Option<u64> {
     let cap = i128::from(MAX_RETRY_AFTER_SECS);
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         let digits = v.trim_start_matches('0');
-        let secs = if digits.len() > 30 { cap } else { digits.parse::<i128>().unwrap_or(0).min(cap) };
+        let secs = if digits.len() > 30 {
+            cap
+        } else {
+            digits.parse::<i128>().unwrap_or(0).min(cap)
+        };
         return Some(secs as u64);
     }
     let at = i128::from(parse_http_date(v)?);
@@ -1148,7 +1196,11 @@ struct Answers<'a> {
 
 impl Transport for Answers<'_> {
     fn get(&mut self, _: &str, _: &str, timeout: Duration) -> Result<HttpResponse, TransportError> {
-        let answer = self.script.get(self.sent.len()).cloned().unwrap_or(Err(TransportError::Timeout));
+        let answer = self
+            .script
+            .get(self.sent.len())
+            .cloned()
+            .unwrap_or(Err(TransportError::Timeout));
         self.sent.push((self.clock.monotonic(), timeout));
         answer
     }
@@ -1156,7 +1208,10 @@ impl Transport for Answers<'_> {
 
 fn answer() -> impl Strategy<Value = Result<HttpResponse, TransportError>> {
     let status = prop_oneof![Just(200u16), Just(429), Just(500), Just(503), 100u16..600];
-    let date = option::of(prop_oneof![(0..=LAST_HTTP_DATE).prop_map(http_date), any::<String>()]);
+    let date = option::of(prop_oneof![
+        (0..=LAST_HTTP_DATE).prop_map(http_date),
+        any::<String>()
+    ]);
     let body = prop_oneof![
         Just(br#"{"ok":true}"#.to_vec()),
         Just(br#"{"ok":false,"error":"ratelimited"}"#.to_vec()),
@@ -1586,10 +1641,16 @@ fn regression_integration_format_1_checkpoint_loads() {
     let v1 = br#"{"v":1,"watermark":1700000000,"start":1690000000,"recent":{"1700000000":["0123456789abcdef"]},
         "unsorted":false,"walk":{"next_page":3,"newest":1700000500,"oldest":1699990000,"delivered":{"1699990000":["fedcba9876543210"]}}}"#;
     let cp = IntegrationCheckpoint::decode(v1).unwrap();
-    assert_eq!((cp.v, cp.watermark, cp.start), (1, 1_700_000_000, 1_690_000_000));
+    assert_eq!(
+        (cp.v, cp.watermark, cp.start),
+        (1, 1_700_000_000, 1_690_000_000)
+    );
     assert!(cp.recent_copies.is_empty() && cp.unsure_copies.is_empty());
     let walk = cp.walk.as_ref().unwrap();
-    assert_eq!((walk.next_page, walk.newest, walk.oldest), (3, Some(1_700_000_500), Some(1_699_990_000)));
+    assert_eq!(
+        (walk.next_page, walk.newest, walk.oldest),
+        (3, Some(1_700_000_500), Some(1_699_990_000))
+    );
     assert!(walk.seen.is_empty() && walk.last_page.is_empty());
     check_decode::<IntegrationCheckpoint>(v1);
 }

@@ -47,8 +47,12 @@ fn families_and_labels(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         .collect();
     let mut labels = BTreeSet::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((_, rest)) = line.split_once('{') else { continue };
-        let Some((inside, _)) = rest.rsplit_once('}') else { continue };
+        let Some((_, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let Some((inside, _)) = rest.rsplit_once('}') else {
+            continue;
+        };
         for pair in inside.split(',') {
             if let Some((name, _)) = pair.split_once('=') {
                 labels.insert(name.to_string());
@@ -71,9 +75,15 @@ fn queries(dashboard: &Value) -> Vec<String> {
             );
         }
     }
-    for var in dashboard["templating"]["list"].as_array().expect("templating.list") {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+    {
         if var["type"] == "query" {
-            let q = var["query"]["query"].as_str().or(var["query"].as_str()).expect("a variable query");
+            let q = var["query"]["query"]
+                .as_str()
+                .or(var["query"].as_str())
+                .expect("a variable query");
             out.push(q.to_string());
         }
     }
@@ -86,7 +96,9 @@ fn metric_names(expr: &str) -> Vec<String> {
     let mut rest = expr;
     while let Some(at) = rest.find("slack_logs_") {
         let tail = &rest[at..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
         names.push(tail[..end].to_string());
         rest = &tail[end..];
     }
@@ -97,7 +109,11 @@ fn metric_names(expr: &str) -> Vec<String> {
 /// and legends `{{name}}`.
 fn label_names(text: &str) -> Vec<String> {
     let mut names = Vec::new();
-    let ident = |s: &str| s.trim().trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).to_string();
+    let ident = |s: &str| {
+        s.trim()
+            .trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .to_string()
+    };
     for part in text.split("{{").skip(1) {
         if let Some((name, _)) = part.split_once("}}") {
             names.push(ident(name));
@@ -128,7 +144,10 @@ fn label_names(text: &str) -> Vec<String> {
 fn the_dashboard_queries_exactly_the_series_metrics_writes() {
     let dashboard: Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
     let (families, labels) = families_and_labels(&rendered());
-    assert!(families.len() >= 12 && labels.contains("code"), "{families:?} {labels:?}");
+    assert!(
+        families.len() >= 12 && labels.contains("code"),
+        "{families:?} {labels:?}"
+    );
     let queries = queries(&dashboard);
     let used: BTreeSet<String> = queries.iter().flat_map(|q| metric_names(q)).collect();
     let unknown: Vec<_> = used.difference(&families).collect();
@@ -147,7 +166,10 @@ fn the_dashboard_queries_exactly_the_series_metrics_writes() {
     }
     for text in &texts {
         for label in label_names(text) {
-            assert!(labels.contains(&label), "label {label:?} in {text:?} is not one /metrics writes ({labels:?})");
+            assert!(
+                labels.contains(&label),
+                "label {label:?} in {text:?} is not one /metrics writes ({labels:?})"
+            );
         }
     }
 }
@@ -156,9 +178,16 @@ fn the_dashboard_queries_exactly_the_series_metrics_writes() {
 fn the_datasource_and_the_stream_and_workspace_are_variables() {
     let dashboard: Value = serde_json::from_str(DASHBOARD).unwrap();
     let vars = dashboard["templating"]["list"].as_array().unwrap();
-    let var = |name: &str| vars.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("variable {name}"));
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("variable {name}"))
+    };
     assert_eq!(
-        (var("datasource")["type"].as_str(), var("datasource")["query"].as_str()),
+        (
+            var("datasource")["type"].as_str(),
+            var("datasource")["query"].as_str()
+        ),
         (Some("datasource"), Some("prometheus"))
     );
     for name in ["stream", "team_id"] {
@@ -168,7 +197,10 @@ fn the_datasource_and_the_stream_and_workspace_are_variables() {
     let mut ids = BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         let title = &panel["title"];
-        assert!(ids.insert(panel["id"].as_u64().expect("a panel id")), "panel ids are unique: {title}");
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("a panel id")),
+            "panel ids are unique: {title}"
+        );
         assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
         for target in panel["targets"].as_array().unwrap() {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
@@ -176,7 +208,10 @@ fn the_datasource_and_the_stream_and_workspace_are_variables() {
             // Every series is narrowed by both variables.
             for name in metric_names(expr) {
                 let selector = format!("{name}{{stream=~\"$stream\",team_id=~\"$team_id\"}}");
-                assert!(expr.contains(&selector), "{title}: {name} without the stream/team_id selector in {expr}");
+                assert!(
+                    expr.contains(&selector),
+                    "{title}: {name} without the stream/team_id selector in {expr}"
+                );
             }
         }
     }
@@ -189,9 +224,18 @@ fn the_checks_catch_a_renamed_series() {
         metric_names("sum by (stream) (rate(slack_logs_records_totl{stream=~\"$stream\"}[5m]))"),
         ["slack_logs_records_totl"]
     );
-    assert_eq!(label_names("sum by (stream, code) (x{team=~\"$t\"})"), ["team", "stream", "code"]);
-    assert_eq!(label_names("label_values(slack_logs_passes_total, stream)"), ["stream"]);
+    assert_eq!(
+        label_names("sum by (stream, code) (x{team=~\"$t\"})"),
+        ["team", "stream", "code"]
+    );
+    assert_eq!(
+        label_names("label_values(slack_logs_passes_total, stream)"),
+        ["stream"]
+    );
     assert_eq!(label_names("{{code}} {{team_id}}"), ["code", "team_id"]);
     let (families, _) = families_and_labels(&rendered());
-    assert!(!families.contains("slack_logs_records_totl") && families.contains("slack_logs_records_total"));
+    assert!(
+        !families.contains("slack_logs_records_totl")
+            && families.contains("slack_logs_records_total")
+    );
 }

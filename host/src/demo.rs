@@ -186,12 +186,23 @@ pub async fn demo(g: &Global) -> anyhow::Result<ExitCode> {
                 name.to_string(),
                 t.records.to_string(),
                 t.pages.to_string(),
-                format!("{}{}", t.passes, if t.failed > 0 { format!(" ({} failed)", t.failed) } else { String::new() }),
+                format!(
+                    "{}{}",
+                    t.passes,
+                    if t.failed > 0 {
+                        format!(" ({} failed)", t.failed)
+                    } else {
+                        String::new()
+                    }
+                ),
                 rt.sink().describe(),
             ]
         })
         .collect();
-    for line in table(["STREAM", "RECORDS", "PAGES", "PASSES", "RECORDS WENT TO"], &rows) {
+    for line in table(
+        ["STREAM", "RECORDS", "PAGES", "PASSES", "RECORDS WENT TO"],
+        &rows,
+    ) {
         log_info!("{line}");
     }
     log_info!("");
@@ -219,12 +230,18 @@ pub async fn demo(g: &Global) -> anyhow::Result<ExitCode> {
             .integration_truth()
             .iter()
             .filter(|e| {
-                e["date"].as_str().and_then(|d| d.parse::<i64>().ok()).is_some_and(|d| d >= backfill)
+                e["date"]
+                    .as_str()
+                    .and_then(|d| d.parse::<i64>().ok())
+                    .is_some_and(|d| d >= backfill)
             })
             .count() as u64;
         let integration = totals.get("integration").map_or(0, |t| t.records);
         if entries == integration {
-            log_info!("check: all {entries} integration log entries since {} were delivered once.", rfc3339(backfill));
+            log_info!(
+                "check: all {entries} integration log entries since {} were delivered once.",
+                rfc3339(backfill)
+            );
         } else {
             log_warn!("check: the simulator holds {entries} integration log entries since {}, but {integration} were delivered", rfc3339(backfill));
         }
@@ -257,7 +274,10 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Vec<String>
         out
     };
     let mut out = vec![line(header.to_vec())];
-    out.extend(rows.iter().map(|r| line(r.iter().map(String::as_str).collect())));
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
     out
 }
 

@@ -174,9 +174,16 @@ pub struct Global {
 #[derive(Debug, PartialEq)]
 enum Command {
     /// `listen`: with `every`, where `/metrics`, `/status` and `/healthz` are served.
-    Run { every: Option<Duration>, listen: Option<SocketAddr> },
-    Serve { listen: SocketAddr },
-    Status { json: bool },
+    Run {
+        every: Option<Duration>,
+        listen: Option<SocketAddr>,
+    },
+    Serve {
+        listen: SocketAddr,
+    },
+    Status {
+        json: bool,
+    },
     Reset(reset::ResetRequest),
     Demo,
     Help(Option<String>),
@@ -323,7 +330,10 @@ fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), UsageError> {
         command == "run" || (every.is_none() && !once),
         "--once/--every",
     )?;
-    check(command == "serve" || (command == "run" && every.is_some()) || listen.is_none(), "--listen (run takes it with --every)")?;
+    check(
+        command == "serve" || (command == "run" && every.is_some()) || listen.is_none(),
+        "--listen (run takes it with --every)",
+    )?;
     check(command == "status" || !json, "--json")?;
     check(
         command == "reset" || (team.is_none() && !yes),
@@ -673,7 +683,11 @@ fn install_stop_handler() -> Arc<tokio::sync::Notify> {
     notify
 }
 
-async fn cmd_run(g: &Global, every: Option<Duration>, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+async fn cmd_run(
+    g: &Global,
+    every: Option<Duration>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let component = resolve_component(g.component.as_deref())?;
     let setup = Setup::new(g, &[])?;
     let rt = Arc::new(setup.runtime(&component)?);
@@ -786,7 +800,10 @@ fn status_table(status: &[StreamStatus]) -> String {
         return format!("{NO_STREAM_YET} (run `slack-logs run` first)\n");
     }
     let header = STATUS_COLUMNS;
-    let rows: Vec<[String; 8]> = status.iter().map(|s| core_status(s).display_cells()).collect();
+    let rows: Vec<[String; 8]> = status
+        .iter()
+        .map(|s| core_status(s).display_cells())
+        .collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -824,8 +841,15 @@ fn core_status(s: &StreamStatus) -> slack_logs_core::StreamStatus {
         last_error_at: s.last_error_at,
         last_error: s.last_error.clone(),
         total_records: s.total_records,
-        stored: slack_logs_core::status::StoredStatus { total_late_events: s.late_events, ..Default::default() },
-        silent_for: if s.healthy { None } else { s.silent_for_seconds },
+        stored: slack_logs_core::status::StoredStatus {
+            total_late_events: s.late_events,
+            ..Default::default()
+        },
+        silent_for: if s.healthy {
+            None
+        } else {
+            s.silent_for_seconds
+        },
     }
 }
 
@@ -929,19 +953,33 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_args(args("run --every 1m --listen 127.0.0.1:9464")).unwrap().1,
-            Command::Run { every: Some(Duration::from_secs(60)), listen: Some("127.0.0.1:9464".parse().unwrap()) }
+            parse_args(args("run --every 1m --listen 127.0.0.1:9464"))
+                .unwrap()
+                .1,
+            Command::Run {
+                every: Some(Duration::from_secs(60)),
+                listen: Some("127.0.0.1:9464".parse().unwrap())
+            }
         );
-        assert!(parse_args(args("run --once --listen 127.0.0.1:9464")).is_err(), "--listen needs --every");
+        assert!(
+            parse_args(args("run --once --listen 127.0.0.1:9464")).is_err(),
+            "--listen needs --every"
+        );
         assert_eq!(g.state.as_deref(), Some(Path::new("/tmp/s.db")));
         assert_eq!(g.sink.as_deref(), Some("file:/tmp/x"));
         assert_eq!(
             parse_args(args("run")).unwrap().1,
-            Command::Run { every: None, listen: None }
+            Command::Run {
+                every: None,
+                listen: None
+            }
         );
         assert_eq!(
             parse_args(args("--config c.toml run --once")).unwrap().1,
-            Command::Run { every: None, listen: None }
+            Command::Run {
+                every: None,
+                listen: None
+            }
         );
         assert_eq!(
             parse_args(args("status --json")).unwrap().1,
@@ -1043,7 +1081,10 @@ mod tests {
 
     #[test]
     fn status_table_words() {
-        assert_eq!(status_table(&[]), "no stream has run yet (run `slack-logs run` first)\n");
+        assert_eq!(
+            status_table(&[]),
+            "no stream has run yet (run `slack-logs run` first)\n"
+        );
         let row = |stream: &str, team: Option<&str>| StreamStatus {
             stream: stream.into(),
             team_id: team.map(Into::into),
@@ -1072,7 +1113,11 @@ mod tests {
             silent_for_seconds: Some(10_800),
             ..row("access", Some("T1"))
         };
-        let config = StreamStatus { last_error: Some("bad key".into()), healthy: false, ..row("config", None) };
+        let config = StreamStatus {
+            last_error: Some("bad key".into()),
+            healthy: false,
+            ..row("config", None)
+        };
         assert_eq!(
             status_table(&[audit, access, config]),
             "STREAM  TEAM  WATERMARK             LAG    LAST SUCCESS          RECORDS      HEALTH       LAST ERROR\n\

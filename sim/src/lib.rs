@@ -284,7 +284,11 @@ impl Simulator {
     /// Every state any access row has had (as added, then after each use), oldest first.
     pub fn access_history(&self) -> Vec<AccessRowTruth> {
         let store = read(&self.sim.access);
-        store.history.iter().map(|r| store.truth(&self.sim.world, r)).collect()
+        store
+            .history
+            .iter()
+            .map(|r| store.truth(&self.sim.world, r))
+            .collect()
     }
 
     /// Every integration entry exactly as served, in serving order.
@@ -335,7 +339,9 @@ impl Simulator {
             .map(|t| t.granted_teams.len())
             .max()
             .unwrap_or(0);
-        let ids: Vec<String> = (start..start + n).map(|i| format!("T0SIMW{i:04}")).collect();
+        let ids: Vec<String> = (start..start + n)
+            .map(|i| format!("T0SIMW{i:04}"))
+            .collect();
         for spec in tokens.values_mut() {
             if spec.level == InstallLevel::Org {
                 spec.granted_teams.extend(ids.iter().cloned());

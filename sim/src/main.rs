@@ -78,8 +78,14 @@ fn main() -> ExitCode {
     println!("no-scope token:        {}", slack_sim::NO_SCOPE_TOKEN);
     println!("free-plan token:       {}", slack_sim::FREE_PLAN_TOKEN);
     println!("oauth client id:       {}", sim.config().oauth_client_id);
-    println!("oauth client secret:   {}", sim.config().oauth_client_secret);
-    println!("oauth authorize base:  {}  (slack_oauth_base)", sim.base_url());
+    println!(
+        "oauth client secret:   {}",
+        sim.config().oauth_client_secret
+    );
+    println!(
+        "oauth authorize base:  {}  (slack_oauth_base)",
+        sim.base_url()
+    );
     println!(
         "export SLACK_LOGS_SLACK_API_BASE={} SLACK_LOGS_SLACK_AUDIT_BASE={} SLACK_LOGS_SLACK_TOKEN={}",
         sim.api_base(),

@@ -111,9 +111,15 @@ fn serve_requests(reader: &mut BufReader<TcpStream>, writer: &mut BufWriter<TcpS
         match dispatch(sim, &req) {
             Outcome::Respond(mut resp) => {
                 // Slack's clock, as every answer of Slack's carries it (RFC 9110 §6.6.1).
-                if !resp.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("date")) {
-                    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(sim.now()).unwrap_or(0));
-                    resp.headers.push(("Date".into(), httpdate::fmt_http_date(at)));
+                if !resp
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("date"))
+                {
+                    let at =
+                        UNIX_EPOCH + Duration::from_secs(u64::try_from(sim.now()).unwrap_or(0));
+                    resp.headers
+                        .push(("Date".into(), httpdate::fmt_http_date(at)));
                 }
                 if http::write_response(writer, &resp, req.method == "HEAD", keep_alive).is_err()
                     || !keep_alive

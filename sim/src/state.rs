@@ -72,7 +72,8 @@ impl Sim {
         audit.insert(events);
         let mut access = AccessStore::new(config.seed, config.access_sort_key);
         access.add(&world, config.access_rows, from, to);
-        let mut integration = IntegrationStore::new(config.seed, config.integration_identical_percent);
+        let mut integration =
+            IntegrationStore::new(config.seed, config.integration_identical_percent);
         integration.add(&world, config.integration_entries, from, to);
         Sim {
             now_override: Mutex::new(config.now),

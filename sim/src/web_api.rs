@@ -324,7 +324,10 @@ fn access_logs(sim: &Sim, args: &Args) -> Result<Response, Response> {
         }
         let from = ((page - 1) * count).min(len);
         let to = (from + count).min(len);
-        o.raw("logins", &logins_array(sim, &store.rows, &listing[from..to]));
+        o.raw(
+            "logins",
+            &logins_array(sim, &store.rows, &listing[from..to]),
+        );
         write_paging(&mut o, count, len, page, count);
     } else {
         // cursor mode: keyset on (sort key, row id), or an offset into the listing
@@ -352,7 +355,10 @@ fn access_logs(sim: &Sim, args: &Args) -> Result<Response, Response> {
             limit
         };
         let to = (from + page_size).min(len);
-        o.raw("logins", &logins_array(sim, &store.rows, &listing[from..to]));
+        o.raw(
+            "logins",
+            &logins_array(sim, &store.rows, &listing[from..to]),
+        );
         if cfg.access_cursor_paging {
             write_paging(&mut o, limit, len, 1, limit);
         }
@@ -441,7 +447,10 @@ fn auth_teams_list(sim: &Sim, req: &Request) -> Response {
     };
     let query = parse_pairs(req.query.as_str());
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let limit = get("limit").and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0).unwrap_or(100);
+    let limit = get("limit")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(100);
     let offset = match get("cursor").filter(|c| !c.is_empty()) {
         None => 0,
         Some(c) => match c.strip_prefix("off:").and_then(|n| n.parse::<usize>().ok()) {
@@ -450,8 +459,16 @@ fn auth_teams_list(sim: &Sim, req: &Request) -> Response {
         },
     };
     let page: Vec<&String> = teams.iter().skip(offset).take(limit).collect();
-    let next = if offset + page.len() < teams.len() { format!("off:{}", offset + page.len()) } else { String::new() };
-    let list: Vec<Value> = page.iter().map(|id| serde_json::json!({"id": id, "name": format!("Workspace {id}")})).collect();
-    let body = serde_json::json!({"ok": true, "teams": list, "response_metadata": {"next_cursor": next}});
+    let next = if offset + page.len() < teams.len() {
+        format!("off:{}", offset + page.len())
+    } else {
+        String::new()
+    };
+    let list: Vec<Value> = page
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "name": format!("Workspace {id}")}))
+        .collect();
+    let body =
+        serde_json::json!({"ok": true, "teams": list, "response_metadata": {"next_cursor": next}});
     Response::json(200, body.to_string())
 }

@@ -13,25 +13,42 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// `target/<profile>/` of this test binary (`target/release/deps/e2e-…` → `target/release`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// The host binary, built by `cargo test` alongside this test.
 pub fn host_bin() -> PathBuf {
     let p = profile_dir().join("slack-logs");
-    assert!(p.exists(), "{} is missing: run the suite with `cargo xtask test`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run the suite with `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
 /// The collector component, built by `cargo xtask test` before the suite.
 pub fn component() -> PathBuf {
-    let p = profile_dir().parent().expect("target/").join("wasm32-wasip2/release/slack_logs_collector.wasm");
-    assert!(p.exists(), "{} is missing: run the suite with `cargo xtask test`, which builds it first", p.display());
+    let p = profile_dir()
+        .parent()
+        .expect("target/")
+        .join("wasm32-wasip2/release/slack_logs_collector.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run the suite with `cargo xtask test`, which builds it first",
+        p.display()
+    );
     p
 }
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A scratch directory, removed when dropped.
@@ -39,13 +56,20 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("slack-logs-test-{name}-{}-{}", std::process::id(), now()));
+        let p = std::env::temp_dir().join(format!(
+            "slack-logs-test-{name}-{}-{}",
+            std::process::id(),
+            now()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         // One compiled-component cache (`cache/` beside the state file) for every test, so the
         // component is compiled to native code once per build, not once per test. The host
         // writes it by rename, so concurrent tests never read half a file.
-        let shared = host_bin().parent().expect("target/release").join("e2e-cache");
+        let shared = host_bin()
+            .parent()
+            .expect("target/release")
+            .join("e2e-cache");
         std::fs::create_dir_all(&shared).unwrap();
         std::os::unix::fs::symlink(&shared, p.join("cache")).unwrap();
         Scratch(p)
@@ -73,7 +97,8 @@ pub fn host(dir: &Scratch, settings: &[(&str, String)]) -> Command {
     }
     cmd.arg("--component").arg(component());
     cmd.arg("--state").arg(dir.path("state.db"));
-    cmd.arg("--sink").arg(format!("file:{}", dir.path("out.ndjson").display()));
+    cmd.arg("--sink")
+        .arg(format!("file:{}", dir.path("out.ndjson").display()));
     for (k, v) in settings {
         cmd.env(format!("SLACK_LOGS_{}", k.to_uppercase()), v);
     }
@@ -99,7 +124,10 @@ pub fn audit_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&'stati
 }
 
 /// The settings that point the component at the simulator for the integration stream.
-pub fn integration_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&'static str, String)> {
+pub fn integration_settings(
+    sim: &slack_sim::Simulator,
+    backfill: i64,
+) -> Vec<(&'static str, String)> {
     vec![
         ("slack_token", slack_sim::ORG_OWNER_TOKEN.to_string()),
         ("slack_api_base", sim.api_base()),
@@ -114,7 +142,12 @@ pub fn integration_settings(sim: &slack_sim::Simulator, backfill: i64) -> Vec<(&
 
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.arg("run").arg("--once").output().expect("start host");
-    assert!(out.status.success(), "host failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "host failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -123,7 +156,8 @@ pub fn delivered_ids(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}"));
             v["id"].as_str().expect("record id").to_string()
         })
         .collect()
@@ -134,12 +168,19 @@ pub fn set(ids: &[String]) -> BTreeSet<String> {
 }
 
 pub fn truth(sim: &slack_sim::Simulator, oldest: i64, latest: i64) -> BTreeSet<String> {
-    sim.audit_truth(oldest, latest).into_iter().map(|t| t.id).collect()
+    sim.audit_truth(oldest, latest)
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
 }
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An HTTP answer as the tests read it.
@@ -151,7 +192,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Where a redirect points; fails the test when the answer is not one.
@@ -164,7 +208,9 @@ impl Reply {
 /// One HTTP/1.1 request to `http://host:port/path?query` with `Connection: close`, redirects
 /// not followed.
 pub fn request(method: &str, url: &str, auth: Option<&str>) -> Reply {
-    let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("not an http URL: {url}"));
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not an http URL: {url}"));
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut s = TcpStream::connect(authority).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
@@ -180,12 +226,28 @@ pub fn request(method: &str, url: &str, auth: Option<&str>) -> Reply {
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    let mut reply = Reply { status, headers, body: String::new() };
-    let chunked = reply.header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
-    reply.body = if chunked { dechunk(body) } else { body.to_string() };
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut reply = Reply {
+        status,
+        headers,
+        body: String::new(),
+    };
+    let chunked = reply
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"));
+    reply.body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     reply
 }
 
@@ -289,7 +351,16 @@ impl RedisServer {
         }
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -329,7 +400,12 @@ impl RedisServer {
 /// The host with its state in `state` (a path or a `redis://` URL), records appended to
 /// `dir/<sink_file>`, run from `dir` (so a compiled-component cache kept beside the default state
 /// goes there, shared by every host of the test), configured through `SLACK_LOGS_*` only.
-pub fn host_with_state(dir: &Scratch, state: &str, sink_file: &str, settings: &[(&str, String)]) -> Command {
+pub fn host_with_state(
+    dir: &Scratch,
+    state: &str,
+    sink_file: &str,
+    settings: &[(&str, String)],
+) -> Command {
     let mut cmd = Command::new(host_bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("SLACK_LOGS_") {
@@ -339,7 +415,8 @@ pub fn host_with_state(dir: &Scratch, state: &str, sink_file: &str, settings: &[
     cmd.current_dir(&dir.0);
     cmd.arg("--component").arg(component());
     cmd.arg("--state").arg(state);
-    cmd.arg("--sink").arg(format!("file:{}", dir.path(sink_file).display()));
+    cmd.arg("--sink")
+        .arg(format!("file:{}", dir.path(sink_file).display()));
     for (k, v) in settings {
         cmd.env(format!("SLACK_LOGS_{}", k.to_uppercase()), v);
     }
@@ -367,16 +444,51 @@ impl Drop for TlsRedis {
 pub fn make_test_certificates(dir: &Path, ca_name: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     let subject = format!("/CN={ca_name}");
-    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", &subject]]
-        .concat());
-    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-        .unwrap();
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", &subject,
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
     run(&[
         "x509",
         "-req",
@@ -416,16 +528,48 @@ impl TlsRedis {
                 return None;
             }
         }
-        let dir = std::env::temp_dir().join(format!("slack-logs-test-tls-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "slack-logs-test-tls-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         make_test_certificates(&dir, "slack-logs test CA");
         let port = free_port();
         let file = |f: &str| dir.join(f).display().to_string();
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--tls-cert-file", &file("server.crt"), "--tls-key-file", &file("server.key")])
-            .args(["--tls-ca-cert-file", &file("ca.crt"), "--tls-auth-clients", "no"])
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &file("server.crt"),
+                "--tls-key-file",
+                &file("server.key"),
+            ])
+            .args([
+                "--tls-ca-cert-file",
+                &file("ca.crt"),
+                "--tls-auth-clients",
+                "no",
+            ])
             .args(["--save", "", "--appendonly", "no"])
-            .args(["--user", "default", "off", "--user", user, "on", &format!(">{password}"), "~*", "&*", "+@all"])
+            .args([
+                "--user",
+                "default",
+                "off",
+                "--user",
+                user,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -444,7 +588,10 @@ impl TlsRedis {
 
     /// `rediss://USER:PASSWORD@localhost:PORT/DB` (the host name the certificate is for).
     pub fn url(&self, user: &str, password: &str, db: u32) -> String {
-        format!("rediss://{user}:{password}@localhost:{}/{db}", self.server.port)
+        format!(
+            "rediss://{user}:{password}@localhost:{}/{db}",
+            self.server.port
+        )
     }
 }
 
@@ -466,7 +613,9 @@ impl Chromium {
                 .status()
                 .is_ok_and(|s| s.success());
             if installed {
-                return Some(Chromium { program: program.into() });
+                return Some(Chromium {
+                    program: program.into(),
+                });
             }
         }
         assert!(
@@ -480,8 +629,11 @@ impl Chromium {
     /// Runs chromium headless with `args` and a fresh `--user-data-dir`; its stdout. Killed after
     /// 90 s, so a browser that hangs fails the test instead of stalling the suite.
     pub fn run(&self, args: &[String]) -> String {
-        let profile =
-            std::env::temp_dir().join(format!("slack-logs-test-chromium-{}-{}", std::process::id(), free_port()));
+        let profile = std::env::temp_dir().join(format!(
+            "slack-logs-test-chromium-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         let mut child = Command::new(&self.program)
             .args([
                 "--headless",
@@ -527,7 +679,11 @@ impl Chromium {
 
     /// A PNG of `url` in a `width`×`height` window, written to `png`.
     pub fn screenshot(&self, url: &str, png: &Path, width: u32, height: u32) {
-        self.run(&[format!("--screenshot={}", png.display()), format!("--window-size={width},{height}"), url.into()]);
+        self.run(&[
+            format!("--screenshot={}", png.display()),
+            format!("--window-size={width},{height}"),
+            url.into(),
+        ]);
     }
 }
 
@@ -584,8 +740,15 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start s3s-fs");
-        let server = S3Server { child, port, root: root.to_path_buf() };
-        assert!(wait_for(20, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "s3s-fs did not listen on {port}");
+        let server = S3Server {
+            child,
+            port,
+            root: root.to_path_buf(),
+        };
+        assert!(
+            wait_for(20, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "s3s-fs did not listen on {port}"
+        );
         Some(server)
     }
 
@@ -601,7 +764,11 @@ impl S3Server {
                 if path.is_dir() {
                     walk(&path, base, out);
                 } else {
-                    let key = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                    let key = path
+                        .strip_prefix(base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
                     out.insert(key, std::fs::read(&path).unwrap());
                 }
             }
@@ -627,7 +794,10 @@ pub fn aws_env(cmd: &mut Command, endpoint: &str, secret: &str) {
 }
 
 /// The records of every object in `bucket` (gzip NDJSON, as the S3 sinks write them), by key.
-pub fn s3_records(server: &S3Server, bucket: &str) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+pub fn s3_records(
+    server: &S3Server,
+    bucket: &str,
+) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
     server
         .objects(bucket)
         .into_iter()

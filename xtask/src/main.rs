@@ -24,7 +24,8 @@ fn main() {
         None => ("help", Vec::new()),
     };
     let root = workspace_root();
-    env::set_current_dir(&root).unwrap_or_else(|e| die(&format!("cannot enter {}: {e}", root.display())));
+    env::set_current_dir(&root)
+        .unwrap_or_else(|e| die(&format!("cannot enter {}: {e}", root.display())));
     match cmd {
         "build" => build(),
         "run" => {
@@ -35,7 +36,11 @@ fn main() {
         "fuzz" => fuzz(rest),
         _ => {
             eprintln!("usage: cargo xtask build | run [-- ARGS] | test [-- CARGO TEST ARGS] | fuzz [CASES]");
-            exit(if cmd == "help" || cmd == "--help" { 0 } else { 2 });
+            exit(if cmd == "help" || cmd == "--help" {
+                0
+            } else {
+                2
+            });
         }
     }
 }
@@ -66,13 +71,20 @@ fn status(cmd: &mut Command, what: &str) {
 /// rust-toolchain.toml names the target, but rustup adds targets only when it installs the
 /// toolchain; an already-installed toolchain may lack it.
 fn ensure_wasm_target() {
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if let Some(s) = sysroot {
         if Path::new(&s).join("lib/rustlib").join(WASM_TARGET).exists() {
             return;
         }
     }
-    status(Command::new("rustup").args(["target", "add", WASM_TARGET]), "adding the wasm32-wasip2 target with rustup");
+    status(
+        Command::new("rustup").args(["target", "add", WASM_TARGET]),
+        "adding the wasm32-wasip2 target with rustup",
+    );
 }
 
 /// The sink components Spin plugs into the collector's `sink` import (spin.toml's dependencies).
@@ -83,7 +95,14 @@ fn build_component() {
     // One cargo invocation for the collector and the sinks: they share wit-bindgen and std, so a
     // second invocation would only repeat dependency resolution and the lock on target/.
     let mut cmd = cargo();
-    cmd.args(["build", "--release", "--target", WASM_TARGET, "--package", "slack-logs-collector"]);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        WASM_TARGET,
+        "--package",
+        "slack-logs-collector",
+    ]);
     for sink in SINK_PACKAGES {
         cmd.args(["--package", sink]);
     }
@@ -95,32 +114,49 @@ fn build_component() {
 
 fn build() {
     build_component();
-    status(cargo().args(["build", "--release", "--package", "slack-logs-host"]), "building the host (target/release/slack-logs)");
+    status(
+        cargo().args(["build", "--release", "--package", "slack-logs-host"]),
+        "building the host (target/release/slack-logs)",
+    );
 }
 
 fn run(args: Vec<String>) {
     let host = Path::new("target/release/slack-logs");
     let args = if !args.is_empty() {
         args
-    } else if env::var_os("SLACK_LOGS_SLACK_TOKEN").is_some() || env::var_os("SLACK_LOGS_AUDIT_TOKEN").is_some() {
+    } else if env::var_os("SLACK_LOGS_SLACK_TOKEN").is_some()
+        || env::var_os("SLACK_LOGS_AUDIT_TOKEN").is_some()
+    {
         eprintln!("xtask: a Slack token is set in the environment: collecting from Slack (slack-logs run --once)");
         vec!["run".into(), "--once".into()]
     } else {
         eprintln!("xtask: no Slack token set (SLACK_LOGS_SLACK_TOKEN): running against the built-in simulator (slack-logs demo)");
         vec!["demo".into()]
     };
-    let code = Command::new(host).args(&args).status().map(|s| s.code().unwrap_or(1)).unwrap_or_else(|e| die(&format!("{}: {e}", host.display())));
+    let code = Command::new(host)
+        .args(&args)
+        .status()
+        .map(|s| s.code().unwrap_or(1))
+        .unwrap_or_else(|e| die(&format!("{}: {e}", host.display())));
     exit(code);
 }
 
 fn test(extra: Vec<String>) {
+    // First, since it takes a second and says exactly what to run: `cargo fmt --all`.
+    status(
+        cargo().args(["fmt", "--all", "--check"]),
+        "checking formatting (cargo fmt --all --check; run `cargo fmt --all` to fix)",
+    );
     build_component();
     // `cargo test` builds target/release/slack-logs itself, since the host package has integration
     // tests, and it does so with the suite's dependency features. Building the host separately
     // first would resolve features without the dev-dependencies and build wasmtime a second time.
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--workspace"]).args(&extra);
-    status(&mut cmd, "running the test suite (cargo test --release --workspace)");
+    status(
+        &mut cmd,
+        "running the test suite (cargo test --release --workspace)",
+    );
 }
 
 /// Cases per fuzz target when `cargo xtask fuzz` is given no count: a few minutes on two cores.
@@ -132,10 +168,20 @@ const FUZZ_CASES: u64 = 100_000;
 fn fuzz(args: Vec<String>) {
     let cases = match args.as_slice() {
         [] => FUZZ_CASES,
-        [n] => n.parse().unwrap_or_else(|_| die(&format!("fuzz: CASES must be a number, got `{n}`"))),
+        [n] => n
+            .parse()
+            .unwrap_or_else(|_| die(&format!("fuzz: CASES must be a number, got `{n}`"))),
         _ => die("usage: cargo xtask fuzz [CASES]"),
     };
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "-p", "slack-logs-core", "--test", "fuzz"]).env("PROPTEST_CASES", cases.to_string());
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "slack-logs-core",
+        "--test",
+        "fuzz",
+    ])
+    .env("PROPTEST_CASES", cases.to_string());
     status(&mut cmd, &format!("fuzzing with {cases} cases per target (cargo test --release -p slack-logs-core --test fuzz)"));
 }

@@ -84,7 +84,10 @@ impl Ledger {
     /// the look-back does not deliver that bucket again, and a resume there may repeat the
     /// batch at the boundary. Each such part comes back as a warning for the log — a stream
     /// that repeats a few records beats one that stops.
-    pub fn load(store: &mut dyn KvStore, index: &LedgerIndex) -> Result<(Ledger, Vec<String>), StoreError> {
+    pub fn load(
+        store: &mut dyn KvStore,
+        index: &LedgerIndex,
+    ) -> Result<(Ledger, Vec<String>), StoreError> {
         let mut ledger = Ledger {
             complete_from: index.complete_from,
             ..Ledger::default()
@@ -265,7 +268,10 @@ mod tests {
         assert!(warnings.is_empty());
         assert!(again.contains(t, digest("id-24999")));
         assert!(!again.contains(t, digest("id-25000")));
-        assert!(!again.contains(t + BUCKET_SECONDS, digest("id-1")), "other bucket");
+        assert!(
+            !again.contains(t + BUCKET_SECONDS, digest("id-1")),
+            "other bucket"
+        );
     }
 
     #[test]
@@ -301,7 +307,10 @@ mod tests {
         ledger.delete_dropped(&mut store);
         assert!(!store.map.contains_key(&part_key(600, 0)));
         assert!(store.map.contains_key(&part_key(0, 0)));
-        assert_eq!(index.buckets.keys().copied().collect::<Vec<_>>(), vec![0, 1200, 1800]);
+        assert_eq!(
+            index.buckets.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1200, 1800]
+        );
     }
 
     #[test]
@@ -324,7 +333,10 @@ mod tests {
         index.buckets.insert(0, 1);
         let (ledger, warnings) = Ledger::load(&mut store, &index).unwrap();
         assert!(warnings[0].contains("missing"), "{warnings:?}");
-        assert_eq!(ledger.complete_from, BUCKET_SECONDS, "the look-back stays above what was forgotten");
+        assert_eq!(
+            ledger.complete_from, BUCKET_SECONDS,
+            "the look-back stays above what was forgotten"
+        );
         store.set(&part_key(0, 0), b"{\"json\":1}").unwrap();
         let (_, warnings) = Ledger::load(&mut store, &index).unwrap();
         assert!(warnings[0].contains("not a ledger part"), "{warnings:?}");

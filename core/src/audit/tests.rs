@@ -4,10 +4,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::env::KvStore as _;
 use crate::env::{Env, HttpResponse, Transport, TransportError};
 use crate::pass::{run_pass, Outcome, PassReport, RunOptions};
 use crate::synthetic::{parse_query, AuditApiModel, EventList, ModelEvent};
-use crate::env::KvStore as _;
 use crate::testutil::{MemStore, TestClock, VecSink};
 
 const T0: i64 = 1_700_000_000;
@@ -173,7 +173,12 @@ fn bursts_across_page_edges_arrive_once_with_oldest_on_every_page() {
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     assert!(
-        t.model.requests.iter().filter(|u| !u.contains("cursor=")).count() >= 2,
+        t.model
+            .requests
+            .iter()
+            .filter(|u| !u.contains("cursor="))
+            .count()
+            >= 2,
         "a forward window and a re-scan: {:?}",
         t.model.requests
     );
@@ -657,16 +662,26 @@ impl crate::env::KvStore for TakenOver {
         // Checkpoints written after a delivered page carry that page's boundary second.
         let text = String::from_utf8_lossy(value);
         let after_a_page = key == CHECKPOINT_KEY
-            && text.split("\"boundary\":").nth(1).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            && text
+                .split("\"boundary\":")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
         self.checkpoint_sets += usize::from(after_a_page);
         // The rival claims once our lease was extended after that page (a claim landing between
         // our confirm and our extension is overwritten by it and loses at its own read-back).
-        let our_extension = key == crate::lease::lease_key(crate::Stream::Audit, None) && self.checkpoint_sets == self.after_sets && !self.struck;
+        let our_extension = key == crate::lease::lease_key(crate::Stream::Audit, None)
+            && self.checkpoint_sets == self.after_sets
+            && !self.struck;
         if our_extension {
             self.struck = true;
-            let rival = crate::lease::LeaseRecord { owner: "rival".into(), expires: T0 + 999 };
+            let rival = crate::lease::LeaseRecord {
+                owner: "rival".into(),
+                expires: T0 + 999,
+            };
             let key = crate::lease::lease_key(crate::Stream::Audit, None);
-            self.inner.map.insert(key, serde_json::to_vec(&rival).unwrap());
+            self.inner
+                .map
+                .insert(key, serde_json::to_vec(&rival).unwrap());
         }
         Ok(())
     }
@@ -677,19 +692,34 @@ impl crate::env::KvStore for TakenOver {
 
 #[test]
 fn a_lease_held_by_another_pass_leaves_the_stream_to_it() {
-    let events: Vec<_> = (0..6).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let events: Vec<_> = (0..6)
+        .map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10))
+        .collect();
     let cfg = config(&[("audit_page_size", "2")]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let key = crate::lease::lease_key(crate::Stream::Audit, None);
-    let rival = crate::lease::LeaseRecord { owner: "rival".into(), expires: T0 + 100 };
-    store.set(&key, &serde_json::to_vec(&rival).unwrap()).unwrap();
+    let rival = crate::lease::LeaseRecord {
+        owner: "rival".into(),
+        expires: T0 + 100,
+    };
+    store
+        .set(&key, &serde_json::to_vec(&rival).unwrap())
+        .unwrap();
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::HeldElsewhere, "{r:?}");
-    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("rival"));
+    assert!(r.streams[0]
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("rival"));
     assert!(!r.any_failed());
     assert!(sink.ids.is_empty() && t.model.requests.is_empty());
-    assert!(store.map.get(CHECKPOINT_KEY).is_none(), "no checkpoint touched");
+    assert!(
+        store.map.get(CHECKPOINT_KEY).is_none(),
+        "no checkpoint touched"
+    );
     // Once it expires, the stream is ours again, and our lease is released at the end.
     clock.now.set(T0 + 101);
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
@@ -701,12 +731,26 @@ fn a_lease_held_by_another_pass_leaves_the_stream_to_it() {
 
 #[test]
 fn a_lease_taken_over_mid_walk_stops_before_the_next_sink_write() {
-    let events: Vec<_> = (0..12).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let events: Vec<_> = (0..12)
+        .map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10))
+        .collect();
     let cfg = config(&[("audit_page_size", "3")]);
     let mut t = Faulty::new(events.clone());
-    let mut store = TakenOver { inner: MemStore::default(), after_sets: 1, checkpoint_sets: 0, struck: false };
+    let mut store = TakenOver {
+        inner: MemStore::default(),
+        after_sets: 1,
+        checkpoint_sets: 0,
+        struck: false,
+    };
     let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
-    let mut env = Env { transport: &mut t, store: &mut store, sink: &mut sink, clock: &clock, log: &|_| {}, random: &crate::testutil::test_random };
+    let mut env = Env {
+        transport: &mut t,
+        store: &mut store,
+        sink: &mut sink,
+        clock: &clock,
+        log: &|_| {},
+        random: &crate::testutil::test_random,
+    };
     let r = run_pass(&cfg, &mut env, &RunOptions::default());
     assert_eq!(r.streams[0].outcome, Outcome::HeldElsewhere, "{r:?}");
     assert_eq!(r.streams[0].records, 3, "one page, then the rival's: {r:?}");
@@ -726,11 +770,19 @@ fn a_lease_taken_over_mid_walk_stops_before_the_next_sink_write() {
 fn a_walk_that_cannot_start_is_counted_and_raises_the_silence_alert() {
     let cfg = config(&[("slack_token", ""), ("max_silence", "100")]);
     let mut t = Faulty::new(vec![]);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let lines = std::cell::RefCell::new(Vec::<String>::new());
     let log = |l: &str| lines.borrow_mut().push(l.to_string());
     let mut run = |store: &mut MemStore, sink: &mut VecSink| {
-        let mut env = Env { transport: &mut t, store, sink, clock: &clock, log: &log, random: &crate::testutil::test_random };
+        let mut env = Env {
+            transport: &mut t,
+            store,
+            sink,
+            clock: &clock,
+            log: &log,
+            random: &crate::testutil::test_random,
+        };
         run_pass(&cfg, &mut env, &RunOptions::default())
     };
     let r = run(&mut store, &mut sink);
@@ -738,8 +790,18 @@ fn a_walk_that_cannot_start_is_counted_and_raises_the_silence_alert() {
     clock.now.set(T0 + 101);
     run(&mut store, &mut sink);
     let stored = crate::status::load(&mut store, crate::Stream::Audit, None);
-    assert_eq!((stored.passes, stored.errors.get("no_token").copied()), (2, Some(2)));
-    assert!(lines.borrow().iter().any(|l| l.contains("\"event\":\"stream_silent\"")), "{:?}", lines.borrow());
+    assert_eq!(
+        (stored.passes, stored.errors.get("no_token").copied()),
+        (2, Some(2))
+    );
+    assert!(
+        lines
+            .borrow()
+            .iter()
+            .any(|l| l.contains("\"event\":\"stream_silent\"")),
+        "{:?}",
+        lines.borrow()
+    );
 }
 
 #[test]
@@ -748,27 +810,38 @@ fn a_budget_spent_waiting_is_not_a_successful_pass() {
     let mut t = Faulty::new(vec![event("e1", T0 - 2000)]);
     // Every request is rate limited for longer than the budget.
     t.rate_limit_at = (1..50).collect();
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::BudgetExhausted, "{r:?}");
     let stored = crate::status::load(&mut store, crate::Stream::Audit, None);
-    assert_eq!(stored.last_success, None, "no page read, no progress: {stored:?}");
+    assert_eq!(
+        stored.last_success, None,
+        "no page read, no progress: {stored:?}"
+    );
 }
 
 #[test]
 fn a_page_that_repeats_the_previous_one_delivers_nothing_twice() {
-    let events: Vec<_> = (0..20).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let events: Vec<_> = (0..20)
+        .map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10))
+        .collect();
     // One window, so the repeated answer is a cursor page of the same query (an empty window's
     // answer repeated for another window cannot be told from "no events there").
     let cfg = config(&[("audit_page_size", "3"), ("audit_window_seconds", "86400")]);
     let mut model = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     for at in [3, 5] {
         let mut t = crate::testutil::RepeatPrevious::new(&mut model, at);
         let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
         assert!(t.fired, "request {at} was served twice");
         // The repeated cursor comes back with the page: the walk stops rather than loop.
-        assert_eq!(r.streams[0].error_code.as_deref(), Some("cursor_loop"), "{r:?}");
+        assert_eq!(
+            r.streams[0].error_code.as_deref(),
+            Some("cursor_loop"),
+            "{r:?}"
+        );
     }
     let r = pass(&cfg, &mut model, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
@@ -784,10 +857,13 @@ fn uuid_like(i: usize) -> String {
 
 #[test]
 fn the_look_back_re_scan_delivers_events_slack_indexed_late_once() {
-    let mut events: Vec<_> = (0..10).map(|i| event(&format!("e{i}"), T0 - 3000 + i * 100)).collect();
+    let mut events: Vec<_> = (0..10)
+        .map(|i| event(&format!("e{i}"), T0 - 3000 + i * 100))
+        .collect();
     let cfg = config(&[("audit_requests_per_minute", "0")]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     assert_eq!(r.streams[0].watermark, Some(T0 - 60));
@@ -805,7 +881,14 @@ fn the_look_back_re_scan_delivers_events_slack_indexed_late_once() {
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     assert_eq!(r.streams[0].late_events, 1, "{r:?}");
-    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("indexed late"), "{r:?}");
+    assert!(
+        r.streams[0]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("indexed late"),
+        "{r:?}"
+    );
     assert_eq!(sink.ids.last().map(String::as_str), Some("late-200s"));
     events.push(soon);
     // Once T0 - 1000 is an hour old, the second re-read reaches it.
@@ -824,17 +907,29 @@ fn the_look_back_re_scan_delivers_events_slack_indexed_late_once() {
     let (before, requests) = (sink.ids.len(), t.model.requests.len());
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!((r.streams[0].records, sink.ids.len()), (0, before), "{r:?}");
-    assert_eq!(t.model.requests.len() - requests, 3, "{:?}", &t.model.requests[requests..]);
+    assert_eq!(
+        t.model.requests.len() - requests,
+        3,
+        "{:?}",
+        &t.model.requests[requests..]
+    );
 }
 
 #[test]
 fn the_look_back_costs_each_pass_what_is_new_not_the_whole_hour() {
     // A busy hour: an event every 6 s, 100 to a page. Re-reading the whole hour would take
     // six pages or more every pass; each second read again at 5 min and at 1 h takes a page each.
-    let mut events: Vec<_> = (0..1200).map(|i| event(&format!("e{i}"), T0 - 7200 + i * 6)).collect();
-    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_page_size", "100"), ("backfill_start_time", &(T0 - 7200).to_string())]);
+    let mut events: Vec<_> = (0..1200)
+        .map(|i| event(&format!("e{i}"), T0 - 7200 + i * 6))
+        .collect();
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("audit_page_size", "100"),
+        ("backfill_start_time", &(T0 - 7200).to_string()),
+    ]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     for i in 1..=30i64 {
         let now = T0 + i * 60;
@@ -847,7 +942,11 @@ fn the_look_back_costs_each_pass_what_is_new_not_the_whole_hour() {
         let requests = t.model.requests.len();
         let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
         assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
-        assert!(t.model.requests.len() - requests <= 3, "pass {i}: {:?}", &t.model.requests[requests..]);
+        assert!(
+            t.model.requests.len() - requests <= 3,
+            "pass {i}: {:?}",
+            &t.model.requests[requests..]
+        );
     }
     let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
     assert_eq!(got.len(), sink.ids.len(), "no repeats");
@@ -856,16 +955,24 @@ fn the_look_back_costs_each_pass_what_is_new_not_the_whole_hour() {
 
 #[test]
 fn no_look_back_with_audit_lookback_seconds_0() {
-    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_lookback_seconds", "0")]);
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("audit_lookback_seconds", "0"),
+    ]);
     let mut t = Faulty::new(vec![event("a", T0 - 3000)]);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     t.model.source.0.push(event("late", T0 - 600));
     clock.now.set(T0 + 30);
     let requests = t.model.requests.len();
     pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(sink.ids, vec!["a"]);
-    assert_eq!(t.model.requests.len(), requests + 1, "one forward window, no re-scan");
+    assert_eq!(
+        t.model.requests.len(),
+        requests + 1,
+        "one forward window, no re-scan"
+    );
 }
 
 #[test]
@@ -874,22 +981,35 @@ fn a_25000_event_burst_in_one_second_fits_a_store_with_400_kb_values() {
     // every id of the boundary second in the checkpoint (about 1 MB here): the save failed and
     // every pass delivered the burst again.
     let burst_at = T0 - 2000;
-    let mut events: Vec<_> = (0..25_000).map(|i| event(&uuid_like(i), burst_at)).collect();
+    let mut events: Vec<_> = (0..25_000)
+        .map(|i| event(&uuid_like(i), burst_at))
+        .collect();
     events.extend((0..5).map(|i| event(&format!("before-{i}"), burst_at - 10 - i)));
     events.extend((0..5).map(|i| event(&format!("after-{i}"), burst_at + 10 + i)));
-    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_page_size", "1000")]);
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("audit_page_size", "1000"),
+    ]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     for (k, v) in &store.map {
-        assert!(v.len() <= crate::env::MAX_VALUE_BYTES, "{k}: {} bytes", v.len());
+        assert!(
+            v.len() <= crate::env::MAX_VALUE_BYTES,
+            "{k}: {} bytes",
+            v.len()
+        );
     }
     let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
     assert_eq!(got.len(), sink.ids.len(), "no repeats");
     assert_eq!(got, truth(&events, T0 - 60));
     let cp = AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY]).unwrap();
-    assert!(store.map[CHECKPOINT_KEY].len() < 4096, "the checkpoint stays small: {cp:?}");
+    assert!(
+        store.map[CHECKPOINT_KEY].len() < 4096,
+        "the checkpoint stays small: {cp:?}"
+    );
     // Passes later, nothing of the burst comes again.
     clock.now.set(T0 + 60);
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
@@ -902,12 +1022,15 @@ fn a_resume_inside_a_big_burst_after_a_crash_repeats_at_most_that_batch() {
     // the next pass resumes from the checkpoint before it and may deliver that batch again, but
     // nothing else, and loses nothing.
     let burst_at = T0 - 2000;
-    let mut events: Vec<_> = (0..12_000).map(|i| event(&uuid_like(i), burst_at)).collect();
+    let mut events: Vec<_> = (0..12_000)
+        .map(|i| event(&uuid_like(i), burst_at))
+        .collect();
     events.extend((0..30).map(|i| event(&format!("o{i}"), burst_at - 300 + i * 20)));
     let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_page_size", "7")]);
     for fail_at in 2..8 {
         let mut t = Faulty::new(events.clone());
-        let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+        let (mut store, mut sink, clock) =
+            (MemStore::default(), VecSink::default(), TestClock::new(T0));
         store.fail_set_at = Some(fail_at);
         pass(&cfg, &mut t, &mut store, &mut sink, &clock);
         store.fail_set_at = None;
@@ -918,7 +1041,10 @@ fn a_resume_inside_a_big_burst_after_a_crash_repeats_at_most_that_batch() {
         let got: BTreeSet<String> = sink.ids.iter().cloned().collect();
         assert_eq!(got, truth(&events, T0 - 59), "fail at set {fail_at}");
         let repeats = sink.ids.len() - got.len();
-        assert!(repeats <= 12_007, "fail at set {fail_at}: {repeats} repeats after {first} delivered");
+        assert!(
+            repeats <= 12_007,
+            "fail at set {fail_at}: {repeats} repeats after {first} delivered"
+        );
     }
 }
 
@@ -927,15 +1053,22 @@ fn a_host_clock_ahead_of_slack_neither_stalls_nor_loses() {
     // Our clock runs 300 s ahead of Slack's. Slack refuses a `latest` in its future
     // (invalid_range): planning from our clock alone failed every pass.
     let slack_now = T0 - 300;
-    let mut events: Vec<_> = (0..10).map(|i| event(&format!("e{i}"), slack_now - 3000 + i * 250)).collect();
+    let mut events: Vec<_> = (0..10)
+        .map(|i| event(&format!("e{i}"), slack_now - 3000 + i * 250))
+        .collect();
     let cfg = config(&[("audit_requests_per_minute", "0")]);
     let mut t = Faulty::new(events.clone());
     t.model.now = Some(slack_now);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     // Slack's now minus the lag (less the second a Date header's rounding may hide).
-    assert_eq!(r.streams[0].watermark, Some(slack_now - 59), "Slack's now minus the lag");
+    assert_eq!(
+        r.streams[0].watermark,
+        Some(slack_now - 59),
+        "Slack's now minus the lag"
+    );
     // An event Slack writes at its now − 30 s (after our first pass): our clock would have
     // called that second settled long ago; Slack's does not, so it is still collected.
     let e = event("just-in", slack_now - 30);
@@ -949,8 +1082,17 @@ fn a_host_clock_ahead_of_slack_neither_stalls_nor_loses() {
     assert_eq!(got.len(), sink.ids.len(), "no repeats");
     assert_eq!(got, truth(&events, slack_now + 40));
     for url in &t.model.requests {
-        let latest: i64 = parse_query(url).into_iter().find(|(k, _)| k == "latest").unwrap().1.parse().unwrap();
-        assert!(latest <= slack_now + 100, "never past Slack's clock after the first answer: {url}");
+        let latest: i64 = parse_query(url)
+            .into_iter()
+            .find(|(k, _)| k == "latest")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        assert!(
+            latest <= slack_now + 100,
+            "never past Slack's clock after the first answer: {url}"
+        );
     }
 }
 
@@ -960,10 +1102,14 @@ fn the_look_back_reads_ages_by_slacks_clock_from_the_first_answer_on() {
     // present. Counting its age from our clock, the 5-minute re-read would have taken every
     // second of it as read at 2 h, and never read again a second Slack indexes late.
     let slack_now = T0 - 7200;
-    let cfg = config(&[("audit_requests_per_minute", "0"), ("backfill_start_time", &(slack_now - 600).to_string())]);
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("backfill_start_time", &(slack_now - 600).to_string()),
+    ]);
     let mut t = Faulty::new(vec![event("a", slack_now - 500)]);
     t.model.now = Some(slack_now);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].watermark, Some(slack_now - 59), "{r:?}");
     t.model.source.0.push(event("late", slack_now - 100));
@@ -982,14 +1128,20 @@ fn a_clock_ahead_of_a_slack_that_accepts_the_future_still_loses_nothing() {
         fn get(&mut self, url: &str, b: &str, t: Duration) -> Result<HttpResponse, TransportError> {
             self.0.now = None;
             let mut r = self.0.get(url, b, t)?;
-            r.date = Some(httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(self.1 as u64)));
+            r.date = Some(httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + Duration::from_secs(self.1 as u64),
+            ));
             Ok(r)
         }
     }
     let slack_now = T0 - 300;
     let cfg = config(&[("audit_requests_per_minute", "0")]);
-    let mut t = Accepting(AuditApiModel::new(EventList(vec![event("a", slack_now - 1000)])), slack_now);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let mut t = Accepting(
+        AuditApiModel::new(EventList(vec![event("a", slack_now - 1000)])),
+        slack_now,
+    );
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].watermark, Some(slack_now - 59), "{r:?}");
     t.0.source.0.push(event("b", slack_now - 30));
@@ -1002,15 +1154,20 @@ fn a_clock_ahead_of_a_slack_that_accepts_the_future_still_loses_nothing() {
 #[test]
 fn a_format_1_checkpoint_resumes_inside_its_window_without_repeats() {
     // Written by the previous release: inside a window, boundary ids in the checkpoint.
-    let events: Vec<_> = (0..6).map(|i| event(&format!("e{i}"), T0 - 3000 + i * 100)).collect();
+    let events: Vec<_> = (0..6)
+        .map(|i| event(&format!("e{i}"), T0 - 3000 + i * 100))
+        .collect();
     let v1 = serde_json::json!({
         "v": 1, "watermark": T0 - 3601, "filters": "", "group": 0,
         "window": {"oldest": T0 - 3600, "latest": T0 - 60, "boundary": T0 - 2700, "boundary_ids": ["e3"]}
     });
     let cfg = config(&[("audit_requests_per_minute", "0")]);
     let mut t = Faulty::new(events.clone());
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
-    store.map.insert(CHECKPOINT_KEY.into(), serde_json::to_vec(&v1).unwrap());
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    store
+        .map
+        .insert(CHECKPOINT_KEY.into(), serde_json::to_vec(&v1).unwrap());
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
     // e4, e5 were delivered before the boundary (e3 at it): only e0..e2 remain, and the look-back
@@ -1032,17 +1189,34 @@ fn entries_slack_sends_outside_the_range_are_delivered_once() {
                 self.1 = true;
                 let text = String::from_utf8(r.body).unwrap();
                 let stray = event("stray", T0 + 5000).json;
-                let sep = if text.starts_with("{\"entries\":[]") { "" } else { "," };
-                r.body = text.replacen("{\"entries\":[", &format!("{{\"entries\":[{stray}{sep}"), 1).into_bytes();
+                let sep = if text.starts_with("{\"entries\":[]") {
+                    ""
+                } else {
+                    ","
+                };
+                r.body = text
+                    .replacen("{\"entries\":[", &format!("{{\"entries\":[{stray}{sep}"), 1)
+                    .into_bytes();
             }
             Ok(r)
         }
     }
     let cfg = config(&[("audit_requests_per_minute", "0")]);
-    let mut t = Stray(AuditApiModel::new(EventList(vec![event("a", T0 - 3000)])), false);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let mut t = Stray(
+        AuditApiModel::new(EventList(vec![event("a", T0 - 3000)])),
+        false,
+    );
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
-    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("outside the requested range"), "{r:?}");
+    assert!(
+        r.streams[0]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("outside the requested range"),
+        "{r:?}"
+    );
     assert_eq!(sink.ids, vec!["stray", "a"]);
     // When its own window comes, the stray is not delivered again.
     t.0.source.0.push(event("stray", T0 + 5000));
@@ -1064,7 +1238,8 @@ impl crate::env::KvStore for StaleRival {
     }
     fn set(&mut self, key: &str, value: &[u8]) -> Result<(), crate::env::StoreError> {
         self.inner.set(key, value)?;
-        let after_a_page = key == CHECKPOINT_KEY && String::from_utf8_lossy(value).contains("\"boundary\":1");
+        let after_a_page =
+            key == CHECKPOINT_KEY && String::from_utf8_lossy(value).contains("\"boundary\":1");
         if after_a_page {
             if let Some(rival) = self.rival.take() {
                 self.inner.map.insert(key.to_string(), rival);
@@ -1079,20 +1254,42 @@ impl crate::env::KvStore for StaleRival {
 
 #[test]
 fn a_pass_never_sets_back_a_checkpoint_another_pass_wrote() {
-    let events: Vec<_> = (0..12).map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10)).collect();
+    let events: Vec<_> = (0..12)
+        .map(|i| event(&format!("e{i}"), T0 - 2000 + i * 10))
+        .collect();
     let cfg = config(&[("audit_page_size", "3"), ("audit_requests_per_minute", "0")]);
     let mut rival = AuditCheckpoint::initial(&cfg, T0);
     rival.watermark = T0 - 100;
     rival.ledger.complete_from = T0 - 99;
     let rival_bytes = rival.encode();
     let mut t = Faulty::new(events);
-    let mut store = StaleRival { inner: MemStore::default(), rival: Some(rival_bytes.clone()) };
+    let mut store = StaleRival {
+        inner: MemStore::default(),
+        rival: Some(rival_bytes.clone()),
+    };
     let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
-    let mut env = Env { transport: &mut t, store: &mut store, sink: &mut sink, clock: &clock, log: &|_| {}, random: &crate::testutil::test_random };
+    let mut env = Env {
+        transport: &mut t,
+        store: &mut store,
+        sink: &mut sink,
+        clock: &clock,
+        log: &|_| {},
+        random: &crate::testutil::test_random,
+    };
     let r = run_pass(&cfg, &mut env, &RunOptions::default());
     assert_eq!(r.streams[0].outcome, Outcome::HeldElsewhere, "{r:?}");
-    assert!(r.streams[0].message.as_deref().unwrap_or("").contains("another pass wrote this walk's checkpoint"), "{r:?}");
-    assert_eq!(store.inner.map[CHECKPOINT_KEY], rival_bytes, "the newer checkpoint stays");
+    assert!(
+        r.streams[0]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("another pass wrote this walk's checkpoint"),
+        "{r:?}"
+    );
+    assert_eq!(
+        store.inner.map[CHECKPOINT_KEY], rival_bytes,
+        "the newer checkpoint stays"
+    );
     // We stopped at the save after our second page: at most that page went out twice.
     assert_eq!(sink.ids.len(), 6, "{:?}", sink.ids);
 }
@@ -1102,10 +1299,14 @@ fn an_old_clock_offset_is_refreshed_rather_than_trusted_for_ever() {
     // A pass saw Slack's clock 4 h behind ours; later Slack's clock is right again. Planning
     // from the stored offset alone would find nothing due, every pass (with no look-back to
     // make a request that brings a fresh Date).
-    let cfg = config(&[("audit_requests_per_minute", "0"), ("audit_lookback_seconds", "0")]);
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("audit_lookback_seconds", "0"),
+    ]);
     let mut t = Faulty::new(vec![event("a", T0 - 3000), event("b", T0 - 100)]);
     t.model.now = Some(T0);
-    let (mut store, mut sink, clock) = (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
     let mut cp = AuditCheckpoint::initial(&cfg, T0);
     cp.clock_offset = Some(-4 * 3600);
     cp.watermark = T0 - 3600;
@@ -1116,5 +1317,9 @@ fn an_old_clock_offset_is_refreshed_rather_than_trusted_for_ever() {
     assert_eq!(sink.ids, vec!["b", "a"], "{r:?}");
     let cp = AuditCheckpoint::decode(&store.map[CHECKPOINT_KEY]).unwrap();
     assert_eq!(cp.watermark, T0 - 60, "planned by the fresh offset");
-    assert!(cp.clock_offset.is_some_and(|o| o.abs() <= 1), "{:?}", cp.clock_offset);
+    assert!(
+        cp.clock_offset.is_some_and(|o| o.abs() <= 1),
+        "{:?}",
+        cp.clock_offset
+    );
 }

@@ -297,9 +297,17 @@ fn a_far_future_entry_cannot_push_the_watermark_past_real_entries() {
     let mut model = Model::new(first.clone());
     let mut run = Run::new();
     run.until_caught_up(&cfg, &mut model, 60);
-    assert_eq!(run.ids(), truth(&first, 1_699_990_000), "the future entry is delivered too");
+    assert_eq!(
+        run.ids(),
+        truth(&first, 1_699_990_000),
+        "the future entry is delivered too"
+    );
     let cp = IntegrationCheckpoint::decode(&run.store.map[&checkpoint_key(None)]).unwrap();
-    assert!(cp.watermark <= T0, "watermark {} stayed at real data", cp.watermark);
+    assert!(
+        cp.watermark <= T0,
+        "watermark {} stayed at real data",
+        cp.watermark
+    );
     // Real entries after it are still collected, and the future one is not repeated.
     let later = vec![entry(3, T0 + 30), entry(4, T0 + 40)];
     model.add(later.clone());
@@ -430,7 +438,11 @@ fn identical_entries_in_one_page_are_each_a_record() {
     let mut model = Model::new(first.clone());
     let mut run = Run::new();
     run.until_caught_up(&cfg, &mut model, 60);
-    assert_eq!(run.sink.ids.len(), 3, "two identical entries are two records");
+    assert_eq!(
+        run.sink.ids.len(),
+        3,
+        "two identical entries are two records"
+    );
     assert_eq!(run.ids(), truth(&first, 1_699_990_000));
     // Read again (the next walk sees the same listing): nothing more.
     run.until_caught_up(&cfg, &mut model, 60);
@@ -454,7 +466,10 @@ fn identical_entries_split_by_a_page_boundary_are_each_a_record() {
     let mut run = Run::new();
     let (end, _, requests) = run.pass(&cfg, &mut model, 60);
     assert_eq!(end, WalkEnd::CaughtUp);
-    assert_eq!(requests, 2, "an unchanged total tells the second copy is not the first shown again");
+    assert_eq!(
+        requests, 2,
+        "an unchanged total tells the second copy is not the first shown again"
+    );
     assert_eq!(run.ids(), truth(&first, 1_699_990_000));
     assert_eq!(run.sink.ids.len(), 6);
 }
@@ -481,7 +496,11 @@ fn copies_at_a_page_boundary_while_entries_arrive_are_counted_exactly() {
     let mut run = Run::new();
     let (end, _, requests) = run.pass(&cfg, &mut model, 60);
     assert_eq!(end, WalkEnd::CaughtUp);
-    assert_eq!(run.ids(), truth(&first, 1_699_990_000), "each copy once, the arrivals left to the next walk");
+    assert_eq!(
+        run.ids(),
+        truth(&first, 1_699_990_000),
+        "each copy once, the arrivals left to the next walk"
+    );
     assert!(requests >= 4, "page 1 was read again: {requests} requests");
     run.until_caught_up(&cfg, &mut model, 60);
     let mut all = first;
@@ -498,7 +517,12 @@ fn copies_a_walk_cannot_count_for_sure_are_counted_by_the_next() {
     // is far below the watermark's overlap, delivers the other.
     let cfg = config(&[("integration_page_size", "2")]);
     let twice = entry(7, T0 - 2000);
-    let first = vec![entry(1, T0 - 3000), twice.clone(), twice.clone(), entry(2, T0 - 1000)];
+    let first = vec![
+        entry(1, T0 - 3000),
+        twice.clone(),
+        twice.clone(),
+        entry(2, T0 - 1000),
+    ];
     let mut model = Model::new(first.clone());
     model.oldest_first = true;
     let arrivals: Vec<Value> = (50..53).map(|i| entry(i, T0 - 100 + i as i64)).collect();
@@ -506,15 +530,33 @@ fn copies_a_walk_cannot_count_for_sure_are_counted_by_the_next() {
     let mut run = Run::new();
     assert_eq!(run.pass(&cfg, &mut model, 60).0, WalkEnd::CaughtUp);
     let cp = IntegrationCheckpoint::decode(&run.store.map[&checkpoint_key(None)]).unwrap();
-    assert_eq!(count(&cp.unsure_copies, T0 - 2000, &canonical(&twice.to_string(), None).unwrap().1[..16]), 1);
-    assert!(cp.watermark - OVERLAP > T0 - 2000, "the unsure entry is below the overlap");
+    assert_eq!(
+        count(
+            &cp.unsure_copies,
+            T0 - 2000,
+            &canonical(&twice.to_string(), None).unwrap().1[..16]
+        ),
+        1
+    );
+    assert!(
+        cp.watermark - OVERLAP > T0 - 2000,
+        "the unsure entry is below the overlap"
+    );
     let mut all = first;
     all.extend(arrivals);
-    assert_eq!(run.sink.ids.len(), all.len() - 1, "one copy short, nothing else");
+    assert_eq!(
+        run.sink.ids.len(),
+        all.len() - 1,
+        "one copy short, nothing else"
+    );
     run.until_caught_up(&cfg, &mut model, 60);
     assert_eq!(run.ids(), truth(&all, 1_699_990_000));
     let cp = IntegrationCheckpoint::decode(&run.store.map[&checkpoint_key(None)]).unwrap();
-    assert!(cp.unsure_copies.is_empty(), "settled: {:?}", cp.unsure_copies);
+    assert!(
+        cp.unsure_copies.is_empty(),
+        "settled: {:?}",
+        cp.unsure_copies
+    );
 }
 
 #[test]
@@ -545,7 +587,9 @@ fn a_format_1_checkpoint_is_taken_over_and_says_what_repeats() {
     let v1 = json!({"v": 1, "watermark": T0 - 100, "start": T0 - 1000,
         "recent": {(T0 - 100).to_string(): ["0123456789abcdef"], (T0 - 150).to_string(): ["fedcba9876543210"]},
         "unsorted": false, "walk": null});
-    run.store.map.insert(checkpoint_key(None), v1.to_string().into_bytes());
+    run.store
+        .map
+        .insert(checkpoint_key(None), v1.to_string().into_bytes());
     run.until_caught_up(&cfg, &mut model, 60);
     // The two entries inside the overlap come again, under their new ids; the older one does not.
     assert_eq!(run.ids(), truth(&listing[..2], T0 - 1000));
@@ -553,16 +597,31 @@ fn a_format_1_checkpoint_is_taken_over_and_says_what_repeats() {
     assert_eq!(cp.v, 2);
     run.until_caught_up(&cfg, &mut model, 60);
     assert_eq!(run.sink.ids.len(), 2);
-    let notes: Vec<String> = run.logs.borrow().iter().filter(|l| l.contains("format 1")).cloned().collect();
+    let notes: Vec<String> = run
+        .logs
+        .borrow()
+        .iter()
+        .filter(|l| l.contains("format 1"))
+        .cloned()
+        .collect();
     assert_eq!(notes.len(), 1, "said once: {notes:?}");
-    assert!(notes[0].contains("delivered once more") && notes[0].contains("README"), "{}", notes[0]);
+    assert!(
+        notes[0].contains("delivered once more") && notes[0].contains("README"),
+        "{}",
+        notes[0]
+    );
 }
 
 #[test]
 fn a_walk_too_large_for_a_checkpoint_stops_before_delivering() {
     // Oldest first (so every count is kept) and more distinct entries than 400 KB can count.
-    let cfg = config(&[("integration_page_size", "1000"), ("backfill_start_time", &(T0 - 30_000).to_string())]);
-    let many: Vec<Value> = (0..14_000).map(|i| entry(i, T0 - 20_000 + i as i64)).collect();
+    let cfg = config(&[
+        ("integration_page_size", "1000"),
+        ("backfill_start_time", &(T0 - 30_000).to_string()),
+    ]);
+    let many: Vec<Value> = (0..14_000)
+        .map(|i| entry(i, T0 - 20_000 + i as i64))
+        .collect();
     let mut model = Model::new(many);
     model.oldest_first = true;
     let mut run = Run::new();
@@ -576,7 +635,14 @@ fn a_walk_too_large_for_a_checkpoint_stops_before_delivering() {
     }
     // What was delivered is exactly what the last saved checkpoint covers.
     let cp = IntegrationCheckpoint::decode(&run.store.map[&checkpoint_key(None)]).unwrap();
-    let seen: usize = cp.walk.as_ref().unwrap().seen.values().map(BTreeMap::len).sum();
+    let seen: usize = cp
+        .walk
+        .as_ref()
+        .unwrap()
+        .seen
+        .values()
+        .map(BTreeMap::len)
+        .sum();
     assert_eq!(seen, run.sink.ids.len());
     assert!(run.store.map[&checkpoint_key(None)].len() <= crate::env::MAX_VALUE_BYTES);
 }
@@ -586,15 +652,30 @@ fn shifts_are_measured_only_when_one_fits() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     let last = s(&["a", "b", "c", "d"]);
     // Unchanged: no shift; the next page starts fresh.
-    assert_eq!(measure_shift(&last, &["a", "b", "c", "d"], &["e", "f"], 3), Some(0));
+    assert_eq!(
+        measure_shift(&last, &["a", "b", "c", "d"], &["e", "f"], 3),
+        Some(0)
+    );
     // Two entries came in above: the page moved down by two, the next starts with c, d again.
-    assert_eq!(measure_shift(&last, &["y", "z", "a", "b"], &["c", "d", "e"], 2), Some(2));
-    assert_eq!(measure_shift(&last, &["y", "z", "a", "b"], &["c", "d", "e"], 3), Some(2));
+    assert_eq!(
+        measure_shift(&last, &["y", "z", "a", "b"], &["c", "d", "e"], 2),
+        Some(2)
+    );
+    assert_eq!(
+        measure_shift(&last, &["y", "z", "a", "b"], &["c", "d", "e"], 3),
+        Some(2)
+    );
     // Something arrived inside the page: no shift explains it.
-    assert_eq!(measure_shift(&last, &["a", "n", "b", "c"], &["d", "e"], 3), None);
+    assert_eq!(
+        measure_shift(&last, &["a", "n", "b", "c"], &["d", "e"], 3),
+        None
+    );
     // All copies: any shift fits, so none is chosen.
     let same = s(&["a", "a", "a", "a"]);
-    assert_eq!(measure_shift(&same, &["a", "a", "a", "a"], &["a", "b"], 3), None);
+    assert_eq!(
+        measure_shift(&same, &["a", "a", "a", "a"], &["a", "b"], 3),
+        None
+    );
     // The listing grew by a page or more: a shift of a whole page would show nothing in common.
     let pair = s(&["a", "a"]);
     assert_eq!(measure_shift(&pair, &["x", "a"], &["a", "a"], 2), None);
@@ -630,7 +711,10 @@ fn schedule_loses_nothing(
     store_fail: Option<usize>,
 ) -> Result<(), TestCaseError> {
     let count = count.to_string();
-    let cfg = config(&[("integration_page_size", &count), ("backfill_start_time", &(T0 - 500).to_string())]);
+    let cfg = config(&[
+        ("integration_page_size", &count),
+        ("backfill_start_time", &(T0 - 500).to_string()),
+    ]);
     let first: Vec<Value> = dates
         .iter()
         .enumerate()
@@ -640,7 +724,9 @@ fn schedule_loses_nothing(
     model.oldest_first = oldest_first;
     let mut all = first;
     for (k, (at, d, n, identical)) in arrivals.iter().enumerate() {
-        let new: Vec<Value> = (0..*n).map(|j| entry(1000 + k * 10 + if *identical { 0 } else { j }, T0 + d)).collect();
+        let new: Vec<Value> = (0..*n)
+            .map(|j| entry(1000 + k * 10 + if *identical { 0 } else { j }, T0 + d))
+            .collect();
         all.extend(new.clone());
         model.arrivals.entry(*at).or_default().extend(new);
     }
@@ -651,10 +737,16 @@ fn schedule_loses_nothing(
     for _ in 0..80 {
         let (before, sets) = (run.sink.ids.len(), run.store.sets);
         let (end, _, _) = run.pass(&cfg, &mut model, 60);
-        if matches!(&end, WalkEnd::Failed { code, .. } if code == "store_error") && run.store.fail_set_at.is_some_and(|f| f > sets) {
+        if matches!(&end, WalkEnd::Failed { code, .. } if code == "store_error")
+            && run.store.fail_set_at.is_some_and(|f| f > sets)
+        {
             interrupted += run.sink.ids.len() - before;
         }
-        if model.arrivals.is_empty() && end == WalkEnd::CaughtUp && run.store.fail_set_at.is_none_or(|f| f <= run.store.sets) && run.sink.fail_at.is_none_or(|f| f <= run.sink.batches) {
+        if model.arrivals.is_empty()
+            && end == WalkEnd::CaughtUp
+            && run.store.fail_set_at.is_none_or(|f| f <= run.store.sets)
+            && run.sink.fail_at.is_none_or(|f| f <= run.sink.batches)
+        {
             break;
         }
     }
@@ -703,20 +795,32 @@ fn out_of_order_schedule_repeats_nothing(
 ) -> Result<(), TestCaseError> {
     let count = count.to_string();
     let start = T0 - 2000;
-    let cfg = config(&[("integration_page_size", &count), ("backfill_start_time", &start.to_string())]);
+    let cfg = config(&[
+        ("integration_page_size", &count),
+        ("backfill_start_time", &start.to_string()),
+    ]);
     let mut model = Model::new(Vec::new());
     model.ties_newest_added_first = ties_newest_added_first;
     for (i, d) in dates.iter().enumerate() {
         model.add(std::iter::repeat_n(entry(i, T0 - 50 - d), 1 + copies[i]).collect());
     }
     for (k, (at, offset, n)) in during.iter().enumerate() {
-        model.relative_arrivals.entry(*at).or_default().push((2000 + k, *offset, *n));
+        model
+            .relative_arrivals
+            .entry(*at)
+            .or_default()
+            .push((2000 + k, *offset, *n));
     }
     let mut run = Run::new();
     // A refused batch is not at risk: nothing of it was delivered.
     run.sink.fail_at = sink_fail;
     run.clock.tick.set(Duration::from_millis(tick_ms));
-    let passes = between.iter().map(|(p, _, _)| p + 1).max().unwrap_or(0).max(6);
+    let passes = between
+        .iter()
+        .map(|(p, _, _)| p + 1)
+        .max()
+        .unwrap_or(0)
+        .max(6);
     for p in 0..passes {
         for (k, (_, offset, n)) in between.iter().enumerate().filter(|(_, b)| b.0 == p) {
             model.add_relative(1000 + k, *offset, *n);
@@ -739,7 +843,11 @@ fn out_of_order_schedule_repeats_nothing(
             repeated.push(id);
         }
     }
-    prop_assert!(repeated.is_empty(), "repeated with the same id: {:?}", repeated);
+    prop_assert!(
+        repeated.is_empty(),
+        "repeated with the same id: {:?}",
+        repeated
+    );
     Ok(())
 }
 
@@ -782,7 +890,10 @@ fn rounds_repeat_nothing(
 ) -> Result<(), TestCaseError> {
     let count = count.to_string();
     let start = T0 - 120 - span + span * start_at / 100;
-    let cfg = config(&[("integration_page_size", &count), ("backfill_start_time", &start.to_string())]);
+    let cfg = config(&[
+        ("integration_page_size", &count),
+        ("backfill_start_time", &start.to_string()),
+    ]);
     let mut model = Model::new(Vec::new());
     model.ties_newest_added_first = true;
     for (i, (d, copies)) in history.iter().enumerate() {
@@ -800,7 +911,9 @@ fn rounds_repeat_nothing(
             }
         }
         if let Some(k) = stop_after {
-            model.error_at.insert(model.n + k, json!({"ok": false, "error": "invalid_auth"}));
+            model
+                .error_at
+                .insert(model.n + k, json!({"ok": false, "error": "invalid_auth"}));
         }
         run.pass(&cfg, &mut model, 60);
         model.error_at.clear();
@@ -812,7 +925,11 @@ fn rounds_repeat_nothing(
     prop_assert_eq!(&got, &truth(&model.entries, start), "nothing lost");
     let mut once = BTreeSet::new();
     let repeated: Vec<&String> = run.sink.ids.iter().filter(|id| !once.insert(*id)).collect();
-    prop_assert!(repeated.is_empty(), "repeated with the same id: {:?}", repeated);
+    prop_assert!(
+        repeated.is_empty(),
+        "repeated with the same id: {:?}",
+        repeated
+    );
     Ok(())
 }
 
@@ -847,12 +964,23 @@ fn a_listing_found_unsorted_mid_walk_repeats_nothing_the_sorted_part_delivered()
     let mut model = Model::new(Vec::new());
     model.listed_as_added = true;
     // Page 2's last entry and page 3's first are out of order: G was written late.
-    model.entries = [(1, 100), (2, 110), (3, 600), (4, 700), (5, 800), (6, 900), (7, 650), (8, 1000)]
-        .into_iter()
-        .map(|(i, back)| entry(i, T0 - back))
-        .collect();
+    model.entries = [
+        (1, 100),
+        (2, 110),
+        (3, 600),
+        (4, 700),
+        (5, 800),
+        (6, 900),
+        (7, 650),
+        (8, 1000),
+    ]
+    .into_iter()
+    .map(|(i, back)| entry(i, T0 - back))
+    .collect();
     // Pass 1 reads pages 1 and 2 and is cut at the third request.
-    model.error_at.insert(3, json!({"ok": false, "error": "invalid_auth"}));
+    model
+        .error_at
+        .insert(3, json!({"ok": false, "error": "invalid_auth"}));
     let mut run = Run::new();
     run.pass(&cfg, &mut model, 60);
     model.error_at.clear();
@@ -865,5 +993,9 @@ fn a_listing_found_unsorted_mid_walk_repeats_nothing_the_sorted_part_delivered()
     for _ in 0..3 {
         run.until_caught_up(&cfg, &mut model, 60);
     }
-    assert_eq!(run.ids(), truth(&model.entries, start), "each entry exactly once");
+    assert_eq!(
+        run.ids(),
+        truth(&model.entries, start),
+        "each entry exactly once"
+    );
 }

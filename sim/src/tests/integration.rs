@@ -164,7 +164,10 @@ fn identical_copies_are_served_side_by_side() {
     assert_eq!(distinct, plain.integration_truth());
     let copies = truth.len() - distinct.len();
     assert!((30..=130).contains(&copies), "{copies} copies");
-    assert!(truth.windows(3).any(|w| w[0] == w[1] && w[1] == w[2]), "some come twice over");
+    assert!(
+        truth.windows(3).any(|w| w[0] == w[1] && w[1] == w[2]),
+        "some come twice over"
+    );
     // Served as they are: each copy is a log entry of its own.
     let v = integration(&sim, "count=1000").json();
     assert_eq!(v["logs"].as_array().unwrap(), &truth);

@@ -546,7 +546,10 @@ mod tests {
     #[test]
     fn snippets_are_short_single_lines() {
         assert_eq!(snippet(b"a\r\n  b", None), "a b");
-        assert_eq!(snippet(b"bad token s3cret, sorry", Some("s3cret")), "bad token [sink token], sorry");
+        assert_eq!(
+            snippet(b"bad token s3cret, sorry", Some("s3cret")),
+            "bad token [sink token], sorry"
+        );
         let long = vec![b'x'; 500];
         assert_eq!(snippet(&long, None).chars().count(), 201);
     }
