@@ -587,3 +587,53 @@ fn activity_recorded_late_within_the_lag_is_collected() {
         late.intersection(&second).count()
     );
 }
+
+/// Issue #12 item 8 for access: this machine's clock runs 5 minutes ahead of Slack's. A walk's
+/// `before` set by our clock alone would lie in Slack's future, and rows Slack then records in
+/// its own present (below that `before`, so below the watermark) would never be read.
+#[test]
+fn a_host_clock_ahead_of_slack_loses_no_activity() {
+    for sort_key in [AccessSortKey::DateFirst, AccessSortKey::DateLast] {
+        let sim = Simulator::start(SimConfig {
+            seed: 29,
+            access_rows: 60,
+            access_sort_key: sort_key,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        sim.set_clock_offset(-300);
+        let start = sim.config().history_start;
+        let dir = Scratch::new(&format!("access-clock-ahead-{sort_key:?}"));
+        let settings = with(
+            &settings_for(&sim, start, "activity", 20, 60),
+            "access_lag_seconds",
+            "2",
+        );
+        run_ok(&mut host(&dir, &settings));
+        let first = set(&delivered_ids(&dir.path("out.ndjson")));
+        // Used and first seen in Slack's present, minutes before this machine's now.
+        let slack_now = sim.now();
+        sim.touch_access_rows(6, slack_now);
+        sim.add_access_rows(4, slack_now, slack_now);
+        let fresh: BTreeSet<String> = sim
+            .access_truth()
+            .iter()
+            .filter(|r| r.date_last == slack_now)
+            .map(id)
+            .collect();
+        assert!(fresh.len() >= 5, "{sort_key:?}: {}", fresh.len());
+        std::thread::sleep(Duration::from_secs(4));
+        run_ok(&mut host(&dir, &settings));
+        let all = delivered_ids(&dir.path("out.ndjson"));
+        assert_eq!(
+            all.len(),
+            set(&all).len(),
+            "{sort_key:?}: no record repeated"
+        );
+        let second: BTreeSet<String> = set(&all).difference(&first).cloned().collect();
+        assert_eq!(
+            second, fresh,
+            "{sort_key:?}: the activity of Slack's present arrived, and only it"
+        );
+    }
+}

@@ -448,3 +448,90 @@ fn after_a_killed_pass_on_redis_the_next_resumes_within_30_seconds_by_default() 
         "at most the batch in flight at the kill repeated"
     );
 }
+
+/// Issue #12 item 9: a pass frozen past its lease (a VM paused, a process stopped) must not set
+/// back the checkpoint of the pass that took the walk over when it wakes. Host A is stopped
+/// (SIGSTOP) mid-walk; once its lease has expired, host B takes the walk over and finishes it;
+/// A is woken (SIGCONT) and must stop at its next write without touching the checkpoint. A third
+/// pass then finds nothing to deliver: had A written its older checkpoint back, that pass would
+/// deliver again everything after it.
+#[test]
+fn a_pass_frozen_past_its_lease_does_not_set_back_the_checkpoint_when_it_wakes() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (sim, start, mut settings) = scenario(47);
+    settings.retain(|(k, _)| !["streams", "request_timeout_seconds"].contains(k));
+    settings.push(("streams", "audit".into()));
+    settings.push(("request_timeout_seconds", "5".into()));
+    settings.push(("lease_seconds", "3".into()));
+    let dir = Scratch::new("redis-frozen");
+    let state = redis.url();
+    warm_up(&dir, &state, &settings);
+    sim.set_response_delay(Duration::from_millis(40));
+    let log_a = std::fs::File::create(dir.path("a.log")).unwrap();
+    let mut a = KillOnDrop(
+        host_with_state(&dir, &state, "a.ndjson", &settings)
+            .args(["run", "--once"])
+            .stderr(log_a)
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(60, || sim.request_count() >= 12),
+        "host A's walk did not get going"
+    );
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &a.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    sim.set_response_delay(Duration::ZERO);
+    // Past A's lease (3 s), with a margin for the seconds the lease is counted in.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = host_with_state(&dir, &state, "b.ndjson", &settings)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    succeeded(&out, "host B, taking over from the frozen A");
+    let stderr_b = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr_b.contains("caught-up") && !stderr_b.contains("held-elsewhere"),
+        "{stderr_b}"
+    );
+
+    signal("-CONT");
+    let status = a.0.wait().unwrap();
+    let log_a = std::fs::read_to_string(dir.path("a.log")).unwrap_or_default();
+    assert!(
+        log_a.contains("held-elsewhere") || log_a.contains("another pass"),
+        "A stops at its next write, saying why ({status}):\n{log_a}"
+    );
+
+    let out = host_with_state(&dir, &state, "c.ndjson", &settings)
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    succeeded(&out, "host C, after A woke");
+    let c = delivered_ids(&dir.path("c.ndjson"));
+    assert!(
+        c.is_empty(),
+        "the checkpoint was set back: {} records delivered again",
+        c.len()
+    );
+    let (a, b) = (
+        delivered_ids(&dir.path("a.ndjson")),
+        delivered_ids(&dir.path("b.ndjson")),
+    );
+    let union: BTreeSet<String> = set(&a).union(&set(&b)).cloned().collect();
+    assert_eq!(union, truth(&sim, start, now()), "everything arrived");
+    let both = set(&a).intersection(&set(&b)).count();
+    assert!(
+        both <= 5,
+        "only the batch A had in flight when it froze arrives twice: {both}"
+    );
+}

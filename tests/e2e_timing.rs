@@ -190,7 +190,7 @@ fn with_40_workspaces_and_a_25_s_budget_every_workspace_gets_its_turn() {
     let start = now - 3600;
     let sim = Simulator::start(SimConfig {
         seed: 24,
-        integration_entries: 12,
+        integration_entries: 6,
         history_start: start,
         history_end: now - 600,
         ..SimConfig::default()
@@ -203,8 +203,8 @@ fn with_40_workspaces_and_a_25_s_budget_every_workspace_gets_its_turn() {
     teams.extend(sim.add_workspaces(38));
     assert_eq!(teams.len(), 40);
     // The first four workspaces Slack lists are busy: each answer takes 4 s, so each of their
-    // walks spends its whole share of the pass. Walked in a fixed order, they took the whole
-    // budget every pass and the other 36 workspaces never ran.
+    // walks (3 pages) spends its whole share of a pass. Walked in a fixed order, they took the
+    // whole budget every pass and the other 36 workspaces never ran.
     for t in &teams[..4] {
         sim.set_team_delay(t, Duration::from_secs(4));
     }
@@ -218,8 +218,18 @@ fn with_40_workspaces_and_a_25_s_budget_every_workspace_gets_its_turn() {
         ("integration_page_size", "2".to_string()),
     ]);
     let expected = sim.integration_truth().len();
+    let incomplete = |got: &std::collections::BTreeMap<String, usize>, teams: &[String]| {
+        teams
+            .iter()
+            .filter(|t| got.get(*t).copied().unwrap_or(0) != expected)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The busy walks need 48 s of answers in all, two 25 s passes' worth: with every walk given
+    // its turn, all 40 workspaces are complete within six passes.
+    const MAX_PASSES: usize = 6;
     let mut passes = 0;
-    while passes < 2 {
+    loop {
         passes += 1;
         let out = host(&dir, &settings)
             .arg("run")
@@ -231,19 +241,24 @@ fn with_40_workspaces_and_a_25_s_budget_every_workspace_gets_its_turn() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-    let got = per_team(&dir.path("out.ndjson"));
-    for t in &teams[4..] {
-        assert_eq!(
-            got.get(t).copied().unwrap_or(0),
-            expected,
-            "workspace {t} after {passes} passes: {got:?}"
+        let got = per_team(&dir.path("out.ndjson"));
+        assert!(
+            got.values().all(|&n| n <= expected),
+            "a workspace's records repeated: {got:?}"
+        );
+        if passes == 2 {
+            // The 36 quiet workspaces had their turn by the second pass.
+            let left = incomplete(&got, &teams[4..]);
+            assert!(left.is_empty(), "after 2 passes, incomplete: {left:?}");
+        }
+        let left = incomplete(&got, &teams);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            passes < MAX_PASSES,
+            "after {passes} passes, still incomplete: {left:?} ({got:?})"
         );
     }
-    // The busy ones had their turn too, and made progress.
-    let busy_delivered: usize = teams[..4]
-        .iter()
-        .map(|t| got.get(t).copied().unwrap_or(0))
-        .sum();
-    assert!(busy_delivered > 0, "{got:?}");
+    eprintln!("all 40 workspaces complete after {passes} passes");
 }

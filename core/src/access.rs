@@ -110,7 +110,7 @@ use serde_json::value::RawValue;
 
 pub use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::{format_rfc3339, AccessMode, AccessSortKey, Config};
-use crate::fetch::{FetchError, Fetcher, MIN_REQUEST_BUDGET};
+use crate::fetch::{settled, FetchError, Fetcher, MIN_REQUEST_BUDGET};
 use crate::record::{content_id, content_key, RecordWriter};
 use crate::slack_error::{describe_body, SlackError};
 use crate::url::with_query;
@@ -270,6 +270,10 @@ pub struct AccessCheckpoint {
     /// its `before`. The walk after it skips these states; they are at most `before` for it.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub ahead: BTreeSet<u64>,
+    /// Slack's clock minus ours, in seconds, from the `Date` of its last answer (negative: ours
+    /// is ahead). A walk's `before` never lies past Slack's own now minus the lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset: Option<i64>,
 }
 
 /// A walk: every row up to `before`, and how far delivery got.
@@ -516,6 +520,7 @@ impl AccessCheckpoint {
             before_spares_date_last: false,
             walk: None,
             ahead: BTreeSet::new(),
+            clock_offset: None,
         }
     }
 
@@ -897,10 +902,12 @@ pub(crate) fn walk_with(
     stats: &mut WalkStats,
     limits: Limits,
 ) -> WalkEnd {
-    let top = fetcher
-        .clock
-        .now_unix()
-        .saturating_sub(config.access_lag_seconds);
+    // Fixed for the pass, so walks do not chase the present; by Slack's clock where ours is ahead
+    // (the offset the last answer showed, refreshed by each answer of this pass).
+    let now = fetcher.clock.now_unix();
+    let top = |checkpoint: &AccessCheckpoint| {
+        settled(now, checkpoint.clock_offset, config.access_lag_seconds)
+    };
     let ctx = Ctx {
         config,
         team_id,
@@ -919,14 +926,14 @@ pub(crate) fn walk_with(
                 continue;
             }
             Some(w) => w.clone(),
-            None if top <= checkpoint.watermark => return WalkEnd::CaughtUp,
-            None => AccessWalk::start(config, checkpoint, top),
+            None if top(checkpoint) <= checkpoint.watermark => return WalkEnd::CaughtUp,
+            None => AccessWalk::start(config, checkpoint, top(checkpoint)),
         };
-        let before = walk.before;
         if let Err(end) = walk_one(&ctx, fetcher, io, checkpoint, walk, stats) {
             return end;
         }
-        if before >= top {
+        // A walk an earlier pass left ends below this pass's top: one more walk up to it.
+        if checkpoint.watermark >= top(checkpoint) {
             return WalkEnd::CaughtUp;
         }
     }
@@ -1089,6 +1096,27 @@ fn walk_one(
         };
         stats.pages += 1;
         pass.soft_retries = 0;
+        if let Some(c) = fetcher.stats.slack_clock {
+            checkpoint.clock_offset = Some(c.offset());
+        }
+        // Our clock ahead of Slack's: a fresh walk's `before` came from it and may lie in Slack's
+        // future, where rows used after this walk would fall below its watermark unread. Nothing
+        // of the walk is read yet (its first page was asked without `before`): it ends at Slack's
+        // now minus the lag instead.
+        if walk.listing.served == 0 && walk.position == Position::default() {
+            let slack_top = settled(
+                fetcher.clock.now_unix(),
+                checkpoint.clock_offset,
+                config.access_lag_seconds,
+            );
+            if walk.before > slack_top {
+                if slack_top <= watermark {
+                    checkpoint.walk = None;
+                    return Ok(());
+                }
+                walk.before = slack_top;
+            }
+        }
         let kind = listing_kind(
             &walk.listing,
             trusted.or(walk.order),

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 pub use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::{format_rfc3339, Config, AUDIT_EPOCH};
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{settled, FetchError, Fetcher};
 use crate::record::RecordWriter;
 use crate::slack_error::{describe_body, SlackError};
 use crate::url::with_query;
@@ -347,14 +347,6 @@ pub fn action_groups(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Slack's "now" minus the lag: our clock, or Slack's when its last answer showed ours ahead.
-/// A `Date` header has whole seconds and arrives after it was written, so an offset of -1 is
-/// what clocks in step show; only the part beyond that counts (the lag, at least 2 s, covers it).
-pub fn settled(now: i64, clock_offset: Option<i64>, lag: i64) -> i64 {
-    let ahead = clock_offset.unwrap_or(0).saturating_add(1).min(0);
-    now.saturating_add(ahead).saturating_sub(lag)
-}
-
 /// Age at which every second is read a first time again (or at `audit_lookback_seconds`, when
 /// that is shorter): most of what Slack indexes late shows up within minutes.
 pub const FIRST_RESCAN_AGE: i64 = 300;
@@ -524,19 +516,8 @@ pub fn walk(
             return end;
         }
     }
-    for tier in checkpoint.rescanned.clone() {
-        if let Some(w) = plan_rescan(
-            &tier,
-            checkpoint.watermark,
-            slack_now,
-            walker.ledger.complete_from,
-        ) {
-            if let Err(end) =
-                walker.window(Kind::Rescan(tier.age), fetcher, io, checkpoint, w, 0, stats)
-            {
-                return end;
-            }
-        }
+    if let Err(end) = walker.rescan_due(fetcher, io, checkpoint, slack_now, stats) {
+        return end;
     }
     let now = fetcher.clock.now_unix();
     let mut refreshed = false;
@@ -570,6 +551,16 @@ pub fn walk(
             return end;
         }
     }
+    // The look-back above was planned by the offset an earlier pass saw; this pass's answers
+    // give Slack's clock as it is now. If that moved on further (an NTP step on either side, a
+    // long pause between passes), seconds reached their age that the first plan did not see:
+    // read them now rather than a pass later.
+    if fetcher.stats.slack_clock.is_some() {
+        let slack_now = settled(fetcher.clock.now_unix(), checkpoint.clock_offset, 0);
+        if let Err(end) = walker.rescan_due(fetcher, io, checkpoint, slack_now, stats) {
+            return end;
+        }
+    }
     if let Some(off) = checkpoint.clock_offset.filter(|o| *o <= -2) {
         (io.log)(&format!(
             "audit: this machine's clock runs {} s ahead of Slack's (its Date header); windows end by Slack's clock — \
@@ -587,6 +578,29 @@ struct Walker<'c> {
 }
 
 impl Walker<'_> {
+    /// Re-reads, for each look-back tier, the seconds that reached its age by Slack's `slack_now`
+    /// since it last ran (nothing when none did).
+    fn rescan_due(
+        &mut self,
+        fetcher: &mut Fetcher<'_>,
+        io: &mut StreamIo<'_>,
+        checkpoint: &mut AuditCheckpoint,
+        slack_now: i64,
+        stats: &mut WalkStats,
+    ) -> Result<(), WalkEnd> {
+        for tier in checkpoint.rescanned.clone() {
+            if let Some(w) = plan_rescan(
+                &tier,
+                checkpoint.watermark,
+                slack_now,
+                self.ledger.complete_from,
+            ) {
+                self.window(Kind::Rescan(tier.age), fetcher, io, checkpoint, w, 0, stats)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Walks one window (one action group of it) to its end.
     #[allow(clippy::too_many_arguments)]
     fn window(
@@ -810,6 +824,10 @@ impl Walker<'_> {
                 format_rfc3339(from)
             ));
         }
+        // The parts are written before the checkpoint that counts them: check first that this
+        // walk still owns both, so a pass that stalled past its lease leaves the new holder's
+        // parts alone.
+        io.check_owned(CHECKPOINT_KEY)?;
         self.ledger
             .write_parts(&mut *io.store)
             .map_err(|e| WalkEnd::Failed {

@@ -68,6 +68,15 @@ impl SlackClock {
     }
 }
 
+/// Slack's "now" minus the lag: our clock, or Slack's when its last answer showed ours ahead.
+/// A `Date` header has whole seconds and arrives after it was written, so an offset of -1 is
+/// what clocks in step show; only the part beyond that counts (the lag, at least 2 s, covers it).
+/// Never later than our own clock: a Slack clock ahead of ours changes nothing.
+pub fn settled(now: i64, clock_offset: Option<i64>, lag: i64) -> i64 {
+    let ahead = clock_offset.unwrap_or(0).saturating_add(1).min(0);
+    now.saturating_add(ahead).saturating_sub(lag)
+}
+
 /// Keeps requests to one Slack method under its rate tier: a token bucket that allows a short
 /// burst, then one request every `60 / per_minute` seconds.
 #[derive(Clone, Copy, Debug)]

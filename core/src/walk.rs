@@ -97,13 +97,20 @@ impl StreamIo<'_> {
         Ok(())
     }
 
+    /// Before writing checkpoint `key`, or state that only it makes count (the audit ledger's
+    /// parts): the lease is still ours and the checkpoint is the one this walk last saw. A pass
+    /// that took over meanwhile owns them now: writing ours over its newer ones would make it
+    /// deliver again what it already had.
+    pub fn check_owned(&mut self, key: &str) -> Result<(), WalkEnd> {
+        match self.lease {
+            Some(keeper) => keeper.before_save(key).map_err(lease_lost),
+            None => Ok(()),
+        }
+    }
+
     /// Saves a checkpoint; call only after `deliver` succeeded for everything it covers.
     pub fn save(&mut self, key: &str, value: &[u8]) -> Result<(), WalkEnd> {
-        if let Some(keeper) = self.lease {
-            // A pass that took over meanwhile owns the checkpoint now: writing ours over its
-            // newer one would make it deliver again what it already had.
-            keeper.before_save(key).map_err(lease_lost)?;
-        }
+        self.check_owned(key)?;
         self.store.set(key, value).map_err(|e| WalkEnd::Failed {
             code: "store_error".into(),
             message: format!(

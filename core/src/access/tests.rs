@@ -91,6 +91,8 @@ struct Model {
     touch_at: BTreeMap<usize, Vec<usize>>,
     /// A request with a cursor gets that same cursor back as `next_cursor` (a looping API).
     repeat_cursor: bool,
+    /// Answers carry a `Date` header with the model's `now` (Slack's clock).
+    send_date: bool,
 }
 
 /// A small deterministic generator for test data.
@@ -132,6 +134,7 @@ impl Model {
             classic_fatal: None,
             touch_at: BTreeMap::new(),
             repeat_cursor: false,
+            send_date: false,
         }
     }
 
@@ -437,7 +440,13 @@ impl Transport for Model {
                 body: br#"{"ok":false,"error":"fatal_error"}"#.to_vec(),
             });
         }
-        Ok(self.answer(url))
+        let mut answer = self.answer(url);
+        if self.send_date {
+            answer.date = Some(httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + Duration::from_secs(self.now as u64),
+            ));
+        }
+        Ok(answer)
     }
 }
 
@@ -859,6 +868,7 @@ fn checkpoint_round_trips_and_refuses_corrupt_or_newer_formats() {
             reread_at: Some((7, 8)),
         }),
         ahead: [1, 2].into(),
+        clock_offset: Some(-7),
     };
     assert_eq!(AccessCheckpoint::decode(&cp.encode()).unwrap(), cp);
     assert_eq!(
@@ -1287,6 +1297,37 @@ fn rows_updated_during_a_walk_go_to_the_next_walk() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Our clock runs 10 minutes ahead of Slack's. A walk's `before` follows Slack's clock (the
+/// `Date` of its answers): set by ours, the watermark would lie in Slack's future, and a row used
+/// after the walk, at a Slack time below that watermark, would never be read.
+#[test]
+fn a_clock_ahead_of_slacks_keeps_the_watermark_out_of_slacks_future() {
+    for sort in [ModelSort::DateFirst, ModelSort::DateLast] {
+        let mut run = Run::new(
+            config("activity", "auto", 4, &[("access_lag_seconds", "60")]),
+            Model::generated(sort, 3, 30, T0 - 2900, T0 - 100),
+        );
+        run.model.send_date = true;
+        run.clock.now.set(T0 + 600);
+        run.pass_until_caught_up(1);
+        let w = run.stored().unwrap().watermark;
+        assert_eq!(w, T0 - 59, "{sort:?}: Slack's now minus the lag");
+        // Used again after that walk, by Slack's clock, before ours said the walk ended.
+        run.model.touch(0, T0 + 30);
+        run.model.touch(5, T0 + 30);
+        run.model.now = T0 + 100;
+        run.clock.now.set(T0 + 700);
+        run.pass_until_caught_up(1);
+        run.check(false);
+        for i in [0, 5] {
+            assert!(
+                run.sink.ids.contains(&run.model.rows[i].state_id()),
+                "{sort:?}: row {i}, used again after the first walk, is delivered"
+            );
         }
     }
 }
@@ -2308,6 +2349,7 @@ fn the_largest_checkpoint_stays_well_under_the_portable_limit() {
             reread_at: Some((i64::MIN, i64::MIN)),
         }),
         ahead: (0..MAX_AHEAD as u64).map(|k| u64::MAX / 2 - k).collect(),
+        clock_offset: Some(i64::MIN),
     };
     let size = cp.encode().len();
     assert!(size < 256_000, "{size} bytes");

@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -1121,6 +1121,29 @@ fn the_look_back_reads_ages_by_slacks_clock_from_the_first_answer_on() {
 }
 
 #[test]
+fn the_look_back_follows_slacks_clock_when_it_moves_on_without_ours() {
+    // Between passes Slack's clock moves on 5 minutes and ours only a second (an NTP step here,
+    // a pause there): the offset the last pass saw is stale. The re-read planned from it would
+    // wait a pass for the late event; the one planned again from this pass's answers reads it.
+    let slack_now = T0 - 7200;
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("backfill_start_time", &(slack_now - 600).to_string()),
+    ]);
+    let mut t = Faulty::new(vec![event("a", slack_now - 500)]);
+    t.model.now = Some(slack_now);
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    t.model.source.0.push(event("late", slack_now - 100));
+    t.model.now = Some(slack_now + 300);
+    clock.now.set(T0 + 1);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].late_events, 1, "{r:?}");
+    assert_eq!(sink.ids, vec!["a", "late"]);
+}
+
+#[test]
 fn a_clock_ahead_of_a_slack_that_accepts_the_future_still_loses_nothing() {
     // The same, with a Slack that answers a future `latest` (its Date header tells the skew).
     struct Accepting(AuditApiModel<EventList>, i64);
@@ -1230,6 +1253,17 @@ fn entries_slack_sends_outside_the_range_are_delivered_once() {
 struct StaleRival {
     inner: MemStore,
     rival: Option<Vec<u8>>,
+    /// The ledger parts as they stood when the rival took over.
+    parts_at_takeover: Option<BTreeMap<String, Vec<u8>>>,
+}
+
+fn ledger_parts(store: &MemStore) -> BTreeMap<String, Vec<u8>> {
+    store
+        .map
+        .iter()
+        .filter(|(k, _)| k.starts_with("slack-logs/v1/audit/org/ledger/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl crate::env::KvStore for StaleRival {
@@ -1243,6 +1277,7 @@ impl crate::env::KvStore for StaleRival {
         if after_a_page {
             if let Some(rival) = self.rival.take() {
                 self.inner.map.insert(key.to_string(), rival);
+                self.parts_at_takeover = Some(ledger_parts(&self.inner));
             }
         }
         Ok(())
@@ -1266,6 +1301,7 @@ fn a_pass_never_sets_back_a_checkpoint_another_pass_wrote() {
     let mut store = StaleRival {
         inner: MemStore::default(),
         rival: Some(rival_bytes.clone()),
+        parts_at_takeover: None,
     };
     let (mut sink, clock) = (VecSink::default(), TestClock::new(T0));
     let mut env = Env {
@@ -1289,6 +1325,11 @@ fn a_pass_never_sets_back_a_checkpoint_another_pass_wrote() {
     assert_eq!(
         store.inner.map[CHECKPOINT_KEY], rival_bytes,
         "the newer checkpoint stays"
+    );
+    assert_eq!(
+        Some(ledger_parts(&store.inner)),
+        store.parts_at_takeover,
+        "the ledger parts the newer checkpoint counts stay too"
     );
     // We stopped at the save after our second page: at most that page went out twice.
     assert_eq!(sink.ids.len(), 6, "{:?}", sink.ids);
