@@ -26,10 +26,22 @@ struct Component;
 bindings::export!(Component with_types_in bindings);
 
 /// Config from `wasi:config/store`, parsed and validated.
+fn config_pairs() -> Result<Vec<(String, String)>, String> {
+    bindings::wasi::config::store::get_all()
+        .map_err(|e| format!("could not read the configuration from the host: {e:?}"))
+}
+
 fn load_config() -> Result<Config, String> {
-    let pairs = bindings::wasi::config::store::get_all()
-        .map_err(|e| format!("could not read the configuration from the host: {e:?}"))?;
-    Config::from_pairs(&pairs).map_err(|e| e.to_string())
+    Config::from_pairs(&config_pairs()?).map_err(|e| e.to_string())
+}
+
+/// Whether a request may use a route `collect_secret` guards. Fails closed: when the host
+/// cannot give the configuration, nobody may; a mistake in another key does not open it.
+fn may_use_guarded_route(auth: Option<&[u8]>, path: &str) -> bool {
+    match config_pairs() {
+        Ok(pairs) => routes::authorized(Config::collect_secret_of(&pairs).as_deref(), auth, path),
+        Err(_) => false,
+    }
 }
 
 fn log(line: &str) {
@@ -183,8 +195,7 @@ impl incoming_handler::Guest for Component {
                 Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
             },
             Route::Collect => {
-                let secret = load_config().ok().and_then(|c| c.collect_secret);
-                if !routes::authorized(secret.as_deref(), auth.as_deref(), &path) {
+                if !may_use_guarded_route(auth.as_deref(), &path) {
                     unauthorized()
                 } else {
                     let report = run_once(RunOptions::default());
@@ -195,12 +206,10 @@ impl incoming_handler::Guest for Component {
             Route::OAuthStart => oauth_start(),
             Route::OAuthCallback => oauth_callback(&path),
             Route::OAuthRevoke => {
-                let config = load_config();
-                let secret = config.as_ref().ok().and_then(|c| c.collect_secret.clone());
-                if !routes::authorized(secret.as_deref(), auth.as_deref(), &path) {
+                if !may_use_guarded_route(auth.as_deref(), &path) {
                     unauthorized()
                 } else {
-                    match config {
+                    match load_config() {
                         Ok(c) => oauth_revoke(&c),
                         Err(e) => Answer::Json(503, serde_json::json!({"ok": false, "error": e})),
                     }

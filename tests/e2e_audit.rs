@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
@@ -177,6 +178,103 @@ fn bad_config_names_the_key() {
         stderr.contains("audit_lag_secs") && stderr.contains("unknown key"),
         "{stderr}"
     );
+}
+
+/// Issue #12 item 1: entries Slack returns outside the range asked for (here up to two minutes
+/// below `oldest` and above `latest`) carry ids, so they are delivered, not dropped; the
+/// ledger keeps each from being delivered a second time when its own window is walked, or when
+/// the next window's answer reaches back over it.
+#[test]
+fn entries_slack_returns_outside_the_requested_range_are_delivered_once() {
+    const SPILL: i64 = 120;
+    let t0 = now();
+    let start = t0 - 4 * 3600;
+    let sim = Simulator::start(SimConfig {
+        seed: 17,
+        audit_events: 300,
+        history_start: start - 600,
+        history_end: t0 - 300,
+        audit_spill_seconds: SPILL,
+        ..SimConfig::default()
+    })
+    .expect("start simulator");
+    // Bursts right at the edges of the 1800 s windows, so spilled entries share seconds with
+    // entries of the window they belong to.
+    sim.add_audit_burst(start + 1799, 6);
+    sim.add_audit_burst(start + 1800, 6);
+    sim.add_audit_burst(start - 1, 4);
+    let dir = Scratch::new("spill");
+    let settings = audit_settings(&sim, start);
+
+    let out = run_ok(&mut host(&dir, &settings));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(first.len(), set(&first).len(), "no record repeated");
+    assert_eq!(
+        set(&first),
+        truth(&sim, start - SPILL, t0),
+        "everything from the start on, and what Slack sent from before it"
+    );
+    assert!(
+        stderr.contains("outside the requested range"),
+        "the pass says Slack sent entries outside the range: {stderr}"
+    );
+
+    let t = now();
+    let new_ids = sim.add_audit_events(9, t, t + 1);
+    std::thread::sleep(Duration::from_secs(4));
+    run_ok(&mut host(&dir, &settings));
+    let all = delivered_ids(&dir.path("out.ndjson"));
+    assert_eq!(
+        all.len(),
+        set(&all).len(),
+        "no record repeated across passes"
+    );
+    let second: BTreeSet<String> = all[first.len()..].iter().cloned().collect();
+    assert_eq!(
+        second,
+        set(&new_ids),
+        "the second pass delivers only the new events"
+    );
+}
+
+#[test]
+fn a_mistake_in_another_key_keeps_collect_closed() {
+    // The configuration does not load (a typo'd key), but `collect_secret` is set: the routes it
+    // guards must stay closed rather than open up because the secret could not be read.
+    let (sim, start) = sim_with_history(9, 5);
+    let dir = Scratch::new("serve-bad-config");
+    let mut settings = audit_settings(&sim, start);
+    settings.push(("collect_secret", "let-me-in".into()));
+    settings.push(("audit_windw_seconds", "600".into()));
+    let port = free_port();
+    let _server = KillOnDrop(
+        host(&dir, &settings)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "serve did not listen"
+    );
+    let before = sim.request_count();
+    for (method, path) in [("POST", "/collect"), ("POST", "/oauth/revoke")] {
+        let (status, body) = http(port, method, path, None);
+        assert_eq!(status, 401, "{method} {path}: {body}");
+    }
+    // With the secret, the pass says what is wrong with the configuration.
+    let (status, body) = http(port, "POST", "/collect", Some("Bearer let-me-in"));
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("config_error") && body.contains("audit_windw_seconds"),
+        "{body}"
+    );
+    assert_eq!(sim.request_count(), before, "nothing reached Slack");
 }
 
 #[test]

@@ -259,6 +259,18 @@ fn shown(key: &str, value: &str) -> String {
 impl Config {
     /// Parses `get-all` pairs. Empty values count as unset, so a Spin variable with an empty
     /// default does not override the built-in default.
+    /// `collect_secret` as configured, read on its own: the routes it guards stay closed when
+    /// another key is wrong (a typo must not turn `POST /collect` into an open route). The same
+    /// trimming and "empty is unset" rule as [`Config::from_pairs`].
+    pub fn collect_secret_of<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> Option<String> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k.as_ref() == "collect_secret")
+            .map(|(_, v)| v.as_ref().trim())
+            .rfind(|v| !v.is_empty())
+            .map(String::from)
+    }
+
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
         pairs: &[(K, V)],
     ) -> Result<Config, ConfigError> {

@@ -141,7 +141,12 @@ fn logs(sim: &Sim, req: &Request) -> Result<Response, Response> {
             Some(pos.before_ts)
         }
     };
-    let upper = latest.unwrap_or(now).min(before_ts.unwrap_or(i64::MAX));
+    let spill = cfg.audit_spill_seconds.max(0);
+    // Past `latest` only on a first page: a cursor's position is where the last page ended.
+    let upper = match before_ts {
+        None => latest.unwrap_or(now).saturating_add(spill),
+        Some(b) => latest.unwrap_or(now).min(b),
+    };
     // A stateless, deterministic choice of which pages come back short.
     let limit = if cfg.short_pages && upper.rem_euclid(3) == 0 {
         (limit / 2).max(1)
@@ -151,7 +156,7 @@ fn logs(sim: &Sim, req: &Request) -> Result<Response, Response> {
     let world = &sim.world;
     let selection = Selection {
         // The cursor carries no `oldest`: without the parameter, paging runs to the start of data (Q3).
-        oldest: oldest.unwrap_or(i64::MIN),
+        oldest: oldest.map_or(i64::MIN, |o| o.saturating_sub(spill)),
         upper,
         limit,
         actions,

@@ -103,6 +103,10 @@ pub struct SimConfig {
     pub audit_earliest: i64,
     /// `latest` later than now gives `invalid_range`.
     pub audit_reject_future_latest: bool,
+    /// Answers reach this many seconds past the requested range (0: exact): entries up to
+    /// `oldest - n` on every page and up to `latest + n` on a first page, as an index whose
+    /// time fields disagree with `date_create` would serve them (Q2 says nothing about it).
+    pub audit_spill_seconds: i64,
 
     // ---- Web API (team.*) ----
     /// HTTP status of an injected `fatal_error` (`Fault::FatalError`, `access_classic_fatal_from_page`).
@@ -187,6 +191,7 @@ impl Default for SimConfig {
             audit_bad_number_error: "invalid_arguments".to_string(),
             audit_earliest: AUDIT_EARLIEST,
             audit_reject_future_latest: true,
+            audit_spill_seconds: 0,
             web_fatal_error_status: 500,
             web_end_form: EndForm::EmptyString,
             org_without_team_id: OrgWithoutTeamId::OrgWideData,
