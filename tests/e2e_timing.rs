@@ -262,3 +262,65 @@ fn with_40_workspaces_and_a_25_s_budget_every_workspace_gets_its_turn() {
     }
     eprintln!("all 40 workspaces complete after {passes} passes");
 }
+
+/// A stream's first pass without `backfill_start_time` starts "from now". With this machine's
+/// clock 5 minutes ahead of Slack's, our now lies in Slack's future: anchored there, everything
+/// Slack records in the next 5 minutes would fall below the watermark and never be read. The
+/// first answer's `Date` moves the fresh anchor back to Slack's now.
+#[test]
+fn a_first_pass_from_now_with_a_clock_ahead_of_slack_anchors_at_slacks_now() {
+    let t0 = now();
+    let sim = Simulator::start(SimConfig {
+        seed: 27,
+        audit_events: 40,
+        access_rows: 30,
+        history_start: t0 - 3 * 3600,
+        history_end: t0 - 1200,
+        ..SimConfig::default()
+    })
+    .expect("start simulator");
+    sim.set_clock_offset(-300);
+    let dir = Scratch::new("first-run-clock-ahead");
+    let mut settings = audit_settings(&sim, 0);
+    settings.retain(|(k, _)| !["backfill_start_time", "streams"].contains(k));
+    settings.push(("streams", "audit,access".into()));
+    settings.push(("access_lag_seconds", "2".into()));
+    settings.push(("web_requests_per_minute", "0".into()));
+    let out = run_ok(&mut host(&dir, &settings));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        delivered_ids(&dir.path("out.ndjson")).is_empty(),
+        "no history on a first pass from now: {stderr}"
+    );
+
+    // Slack's present, minutes before this machine's now.
+    let slack_now = sim.now();
+    let events = sim.add_audit_events(6, slack_now + 1, slack_now + 2);
+    sim.touch_access_rows(5, slack_now + 1);
+    let rows: std::collections::BTreeSet<String> = sim
+        .access_truth()
+        .iter()
+        .filter(|r| r.date_last == slack_now + 1)
+        .map(|r| {
+            slack_logs_core::access::record_id(
+                &r.user_id,
+                Some(&r.ip),
+                &r.user_agent,
+                r.date_first,
+                r.date_last,
+            )
+        })
+        .collect();
+    assert!(!rows.is_empty());
+    std::thread::sleep(Duration::from_secs(5));
+    run_ok(&mut host(&dir, &settings));
+    let got = set(&delivered_ids(&dir.path("out.ndjson")));
+    assert!(
+        set(&events).is_subset(&got),
+        "the audit events of Slack's present arrived: {got:?}"
+    );
+    assert!(
+        rows.is_subset(&got),
+        "the access activity of Slack's present arrived: {got:?}"
+    );
+}

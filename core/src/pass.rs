@@ -439,6 +439,39 @@ fn teams(
     Ok(out.into_iter().map(Some).collect())
 }
 
+/// A stream's first checkpoint "from now" was anchored at our clock's now; when Slack's answers
+/// show our clock ahead, that instant lies in Slack's future, and what Slack records until its
+/// clock gets there would fall below the watermark unread. Anchors again at Slack's now (only
+/// while nothing was delivered from the first anchor, so nothing is offered twice).
+fn reanchor_at_slacks_now<C: Checkpoint>(
+    io: &mut StreamIo<'_>,
+    key: &str,
+    checkpoint: &mut C,
+    initial: &impl Fn(i64) -> C,
+    now: i64,
+    slack_clock: Option<crate::fetch::SlackClock>,
+) -> WalkEnd {
+    let Some(offset) = slack_clock.map(|c| c.offset()) else {
+        return WalkEnd::CaughtUp;
+    };
+    let slack_now = crate::fetch::settled(now, Some(offset), 0);
+    let fresh = initial(slack_now);
+    if fresh.watermark() >= checkpoint.watermark() {
+        return WalkEnd::CaughtUp;
+    }
+    if let Err(end) = io.save(key, &fresh.encode()) {
+        return end;
+    }
+    (io.log)(&format!(
+        "this machine's clock runs {} s ahead of Slack's (its Date header): the stream starts after {} by Slack's clock \
+         instead; check NTP on this host",
+        -offset,
+        format_rfc3339(fresh.watermark())
+    ));
+    *checkpoint = fresh;
+    WalkEnd::CaughtUp
+}
+
 /// One line per walk for stderr.
 pub fn progress_line(r: &StreamReport) -> String {
     let mut line = r.stream.clone();
@@ -527,7 +560,7 @@ fn run_unit(
                 deadline,
                 now,
                 config.audit_requests_per_minute,
-                || AuditCheckpoint::initial(&initial_config, now),
+                |at| AuditCheckpoint::initial(&initial_config, at),
                 if use_synthetic {
                     Some(&mut synthetic)
                 } else {
@@ -561,7 +594,7 @@ fn run_unit(
                 deadline,
                 now,
                 config.web_requests_per_minute,
-                || IntegrationCheckpoint::initial(&initial_config, now),
+                |at| IntegrationCheckpoint::initial(&initial_config, at),
                 if config.synthetic_data {
                     Some(&mut synthetic)
                 } else {
@@ -598,7 +631,7 @@ fn run_unit(
                 deadline,
                 now,
                 config.web_requests_per_minute,
-                || AccessCheckpoint::initial(&initial_config, now),
+                |at| AccessCheckpoint::initial(&initial_config, at),
                 if config.synthetic_data {
                     Some(&mut synthetic)
                 } else {
@@ -630,7 +663,7 @@ fn walk_unit<C: Checkpoint>(
     deadline: Deadline,
     now: i64,
     requests_per_minute: u32,
-    initial: impl FnOnce() -> C,
+    initial: impl Fn(i64) -> C,
     transport_override: Option<&mut dyn Transport>,
     walk: impl FnOnce(
         &mut Fetcher<'_>,
@@ -650,6 +683,9 @@ fn walk_unit<C: Checkpoint>(
     // The checkpoint as this walk found it: before each save it must still be there (a pass that
     // stalled past its lease must not set back the checkpoint of the pass that took over).
     let found: Vec<u8>;
+    // Anchored in this pass at our clock's now (no `backfill_start_time`): moved back to Slack's
+    // now below if its first answer shows our clock ahead.
+    let mut anchored_by_our_clock = false;
     let mut checkpoint = match env.store.get(&key) {
         Ok(Some(bytes)) => match C::decode(&bytes) {
             Ok(c) => {
@@ -675,7 +711,8 @@ fn walk_unit<C: Checkpoint>(
             }
         },
         Ok(None) => {
-            let c = initial();
+            let c = initial(now);
+            anchored_by_our_clock = config.backfill_start_time.is_none() && !config.synthetic_data;
             found = c.encode();
             // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
             if let Err(e) = env.store.set(&key, &found) {
@@ -752,6 +789,16 @@ fn walk_unit<C: Checkpoint>(
             // Nothing was due (a first pass "from now", or passes in the same second): ask Slack
             // once anyway, so a revoked token or a missing scope shows now, not when data arrives.
             end = probe(config, unit, &mut fetcher);
+        }
+        if anchored_by_our_clock && end == WalkEnd::CaughtUp && stats.records == 0 {
+            end = reanchor_at_slacks_now(
+                &mut io,
+                &key,
+                &mut checkpoint,
+                &initial,
+                now,
+                fetcher.stats.slack_clock,
+            );
         }
         (end, fetcher.stats)
     };

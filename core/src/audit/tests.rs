@@ -1175,6 +1175,43 @@ fn a_clock_ahead_of_a_slack_that_accepts_the_future_still_loses_nothing() {
 }
 
 #[test]
+fn a_first_pass_from_now_anchors_at_slacks_now_when_our_clock_is_ahead() {
+    // No backfill: the stream starts "from now". Our clock is 5 minutes ahead of Slack's, so our
+    // now is Slack's future; anchored there, events Slack writes in the next 5 minutes would lie
+    // below the watermark for ever.
+    struct Dated(AuditApiModel<EventList>, i64);
+    impl Transport for Dated {
+        fn get(&mut self, url: &str, b: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+            self.0.now = Some(self.1);
+            let mut r = self.0.get(url, b, t)?;
+            r.date = Some(httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + Duration::from_secs(self.1 as u64),
+            ));
+            Ok(r)
+        }
+    }
+    let slack_now = T0 - 300;
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("backfill_start_time", ""),
+    ]);
+    let mut t = Dated(
+        AuditApiModel::new(EventList(vec![event("old", slack_now - 1000)])),
+        slack_now,
+    );
+    let (mut store, mut sink, clock) =
+        (MemStore::default(), VecSink::default(), TestClock::new(T0));
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].watermark, Some(slack_now + 1 - 60), "{r:?}");
+    assert!(sink.ids.is_empty(), "no history");
+    t.0.source.0.push(event("fresh", slack_now + 10));
+    t.1 = slack_now + 100;
+    clock.now.set(T0 + 100);
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(sink.ids, vec!["fresh"]);
+}
+
+#[test]
 fn a_format_1_checkpoint_resumes_inside_its_window_without_repeats() {
     // Written by the previous release: inside a window, boundary ids in the checkpoint.
     let events: Vec<_> = (0..6)
