@@ -260,6 +260,48 @@ fn every_record_lands_once_in_the_object_of_its_day() {
             "round {round}: nothing lost"
         );
     }
+
+    // `slack-logs reset` starts the stream again from backfill_start_time, from the same
+    // checkpoint its first start began with: the records come again, into objects of their own,
+    // and every object of the first start stays as it was (each start has its own batch series;
+    // without it the first batches would take the old names and overwrite them).
+    let before = server.objects(BUCKET);
+    let out = host(&dir, &settings)
+        .args(["reset", "audit", "--yes"])
+        .output()
+        .expect("reset");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s3_host(
+        &dir,
+        &settings,
+        &server.endpoint(),
+        S3Server::SECRET_ACCESS_KEY,
+    )
+    .output()
+    .expect("host");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = server.objects(BUCKET);
+    for (key, bytes) in &before {
+        assert_eq!(
+            after.get(key),
+            Some(bytes),
+            "after a reset, {key} was overwritten"
+        );
+    }
+    assert!(
+        after.len() > before.len(),
+        "the re-delivered records went to new objects: {} then {}",
+        before.len(),
+        after.len()
+    );
 }
 
 // ------------------------------------------------------------------ a proxy that holds an answer

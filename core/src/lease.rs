@@ -48,15 +48,32 @@ pub fn is_lease_key(key: &str) -> bool {
     matches!(parts.as_slice(), [stream, team, "lease"] if Stream::parse(stream).is_some() && !team.is_empty())
 }
 
+/// `slack-logs/v1/<stream>/<team id, or org>/batches`: the walk's batch series, random bytes
+/// written when its first checkpoint is anchored (again after a reset), which every batch key
+/// includes. Without it a stream restarted from the same `backfill_start_time` would give its
+/// first batches the names the first run's had, and a sink that names objects by batch key (S3)
+/// would overwrite records delivered long ago.
+pub fn batch_series_key(stream: Stream, team_id: Option<&str>) -> String {
+    format!(
+        "slack-logs/v1/{}/{}/batches",
+        stream.name(),
+        team_id.unwrap_or("org")
+    )
+}
+
 /// The owner id of one pass, from 16 random bytes (the component takes them from `wasi:random`):
 /// two passes never share it, and nobody can predict it to forge a lease.
 pub fn new_owner_id(random: [u8; 16]) -> String {
-    let mut id = String::with_capacity(37);
-    id.push_str("pass-");
-    for b in random {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    format!("pass-{}", hex(&random))
+}
+
+/// A new batch series (see [`batch_series_key`]) from 16 random bytes.
+pub fn new_batch_series(random: [u8; 16]) -> Vec<u8> {
+    hex(&random).into_bytes()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The stored value.
@@ -222,6 +239,9 @@ pub struct LeaseKeeper<'a> {
     expected: RefCell<Option<(String, Option<Vec<u8>>)>>,
     /// Batches handed to the sink since the last checkpoint (one, for every stream today).
     batches_since_save: Cell<u32>,
+    /// The walk's batch series (see [`batch_series_key`]); empty for walks anchored before it
+    /// existed, whose batch keys stay as they were.
+    series: RefCell<Vec<u8>>,
 }
 
 impl<'a> LeaseKeeper<'a> {
@@ -240,12 +260,19 @@ impl<'a> LeaseKeeper<'a> {
             lost: RefCell::new(None),
             expected: RefCell::new(None),
             batches_since_save: Cell::new(0),
+            series: RefCell::new(Vec::new()),
         }
     }
 
-    /// The key of the next sink batch: a digest of the checkpoint the batch resumes from (its
-    /// key and bytes) and how many batches went out since it was written. A batch offered again
-    /// after a crash resumes from the same checkpoint, so it gets the same key.
+    /// The walk's batch series, as stored under [`batch_series_key`].
+    pub fn set_batch_series(&self, series: Vec<u8>) {
+        *self.series.borrow_mut() = series;
+    }
+
+    /// The key of the next sink batch: a digest of the walk's batch series, the checkpoint the
+    /// batch resumes from (its key and bytes) and how many batches went out since it was written.
+    /// A batch offered again after a crash resumes from the same checkpoint, so it gets the same
+    /// key; a restarted stream has another series, so its batches never take an old batch's key.
     pub fn next_batch_key(&self) -> String {
         let n = self.batches_since_save.get();
         self.batches_since_save.set(n.saturating_add(1));
@@ -254,7 +281,13 @@ impl<'a> LeaseKeeper<'a> {
             Some((k, b)) => (k.as_str(), b.as_deref().unwrap_or_default()),
             None => ("", &[][..]),
         };
-        crate::record::content_id(&[b"batch", key.as_bytes(), bytes, &n.to_le_bytes()])
+        let series = self.series.borrow();
+        let n = n.to_le_bytes();
+        if series.is_empty() {
+            crate::record::content_id(&[b"batch", key.as_bytes(), bytes, &n])
+        } else {
+            crate::record::content_id(&[b"batch", &series, key.as_bytes(), bytes, &n])
+        }
     }
 
     /// Remembers the checkpoint as this walk found it (`None`: absent), for the rollback check.
@@ -540,6 +573,16 @@ mod tests {
         let other = LeaseKeeper::new(&ours, &cell, &clock, 1000);
         other.expect_checkpoint("cp-other", Some(b"v1".to_vec()));
         assert_ne!(other.next_batch_key(), k1);
+        // A walk with a batch series names its batches apart from one without, or another.
+        let series = |s: &[u8]| {
+            let k = LeaseKeeper::new(&ours, &cell, &clock, 1000);
+            k.expect_checkpoint("cp", Some(b"v1".to_vec()));
+            k.set_batch_series(s.to_vec());
+            k.next_batch_key()
+        };
+        assert_ne!(series(b"s1"), k1);
+        assert_ne!(series(b"s1"), series(b"s2"));
+        assert_eq!(series(b"s1"), series(b"s1"));
     }
 
     #[test]

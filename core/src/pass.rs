@@ -682,6 +682,8 @@ fn walk_unit<C: Checkpoint>(
     let key = checkpoint_key(unit);
     // The checkpoint as this walk found it: before each save it must still be there (a pass that
     // stalled past its lease must not set back the checkpoint of the pass that took over).
+    let series_key = lease::batch_series_key(stream, team_id);
+    let series: Vec<u8>;
     let found: Vec<u8>;
     // Anchored in this pass at our clock's now (no `backfill_start_time`): moved back to Slack's
     // now below if its first answer shows our clock ahead.
@@ -690,6 +692,21 @@ fn walk_unit<C: Checkpoint>(
         Ok(Some(bytes)) => match C::decode(&bytes) {
             Ok(c) => {
                 found = bytes;
+                series = match env.store.get(&series_key) {
+                    // Absent for walks anchored before batch series existed: their names stay.
+                    Ok(s) => s.unwrap_or_default(),
+                    Err(e) => {
+                        return failed_to_start(
+                            config,
+                            env,
+                            stream,
+                            team_id,
+                            now,
+                            "store_error",
+                            e.to_string(),
+                        )
+                    }
+                };
                 c
             }
             Err(e) => {
@@ -714,8 +731,15 @@ fn walk_unit<C: Checkpoint>(
             let c = initial(now);
             anchored_by_our_clock = config.backfill_start_time.is_none() && !config.synthetic_data;
             found = c.encode();
+            // A new series first: batches from this checkpoint on must not take the names of
+            // batches an earlier start of the stream delivered (see `batch_series_key`).
+            series = lease::new_batch_series((env.random)());
             // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
-            if let Err(e) = env.store.set(&key, &found) {
+            if let Err(e) = env
+                .store
+                .set(&series_key, &series)
+                .and_then(|()| env.store.set(&key, &found))
+            {
                 return failed_to_start(
                     config,
                     env,
@@ -757,6 +781,7 @@ fn walk_unit<C: Checkpoint>(
         let store: RefCell<&mut dyn KvStore> = RefCell::new(&mut *env.store);
         let keeper = LeaseKeeper::new(lease, &store, env.clock, renewed_at);
         keeper.expect_checkpoint(&key, Some(found));
+        keeper.set_batch_series(series);
         let clock = LeasedClock {
             inner: env.clock,
             keeper: &keeper,
