@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Pinned in host/Cargo.toml (`=48.0.8`); part of the cache key so a host
@@ -256,13 +256,21 @@ impl Runtime {
     /// corrupt it. With `--sink none` the component's own sink writes the
     /// records (a composed stdout sink), so its stdout is ours.
     pub fn new_store(&self) -> Store<HostState> {
+        self.new_store_with(|_| {})
+    }
+
+    /// [`Runtime::new_store`], with a last say on the WASI context (tests give it a known
+    /// random generator).
+    fn new_store_with(&self, adjust: impl FnOnce(&mut WasiCtxBuilder)) -> Store<HostState> {
         let mut builder = WasiCtx::builder();
         if self.sink.is_none() {
             builder.inherit_stdout();
         } else {
             builder.stdout(std::io::stderr());
         }
-        let wasi = builder.inherit_stderr().build();
+        builder.inherit_stderr();
+        adjust(&mut builder);
+        let wasi = builder.build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -597,6 +605,84 @@ fn write_cache(component: &Component, dir: &Path, path: &Path) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A "random" generator that gives only this byte.
+    struct Constant(u8);
+
+    impl rand_core::TryRng for Constant {
+        type Error = std::convert::Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            Ok(u32::from_ne_bytes([self.0; 4]))
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+            Ok(u64::from_ne_bytes([self.0; 8]))
+        }
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+            dst.fill(self.0);
+            Ok(())
+        }
+    }
+
+    /// A pass's lease owner id comes from `wasi:random`, the host's secure generator (issue #13
+    /// item 7), not from std's hasher seeds: with a generator that gives only 0xa5, every walk's
+    /// lease names the owner `pass-a5a5…`. Needs the built component (`cargo xtask test`).
+    #[test]
+    fn a_pass_takes_its_lease_owner_id_from_wasi_random() {
+        let component = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/release/slack_logs_collector.wasm");
+        if !component.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is missing: run `cargo xtask test`",
+                component.display()
+            );
+            eprintln!("NOTICE: skipped, {} is not built", component.display());
+            return;
+        }
+        let dir = scratch("random");
+        let kv = KvStore::open(&kv::StateSpec::Sqlite(dir.join("state.db"))).unwrap();
+        let config: ConfigMap = [("streams", "audit,access"), ("synthetic_data", "true")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sink =
+            crate::sink::Sink::new(&crate::sink::SinkSpec::File(dir.join("out.ndjson")), None)
+                .unwrap();
+        let rt = Runtime::new(&component, &dir.join("cache"), kv, config, Arc::new(sink)).unwrap();
+        let mut store = rt.new_store_with(|b| {
+            b.secure_random(Constant(0xa5));
+        });
+        let report = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let instance = rt.pre.instantiate_async(&mut store).await.map_err(wt)?;
+                instance
+                    .slack_logs_collector_collector()
+                    .call_run(
+                        &mut store,
+                        &RunOptions {
+                            streams: Vec::new(),
+                            max_run_seconds: None,
+                        },
+                    )
+                    .await
+                    .map_err(wt)
+            })
+            .unwrap();
+        assert_eq!(report.streams.len(), 2, "{report:?}");
+        for stream in [
+            slack_logs_core::Stream::Audit,
+            slack_logs_core::Stream::Access,
+        ] {
+            let key = slack_logs_core::lease::lease_key(stream, None);
+            let bytes = rt.kv.get(kv::DEFAULT_STORE, &key).unwrap().expect(&key);
+            let lease: slack_logs_core::lease::LeaseRecord =
+                serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(lease.owner, format!("pass-{}", "a5".repeat(16)), "{key}");
+        }
+    }
 
     /// The smallest component there is: the header alone. It compiles in milliseconds.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
