@@ -24,7 +24,8 @@
 //! `SLACK_LOGS_FAULT_TRACE=1` also prints every schedule's rounds. A failure names its seed;
 //! `SLACK_LOGS_FAULT_SEED=<seed> SLACK_LOGS_FAULT_SCHEDULES=1 cargo test --release --test
 //! e2e_faults <stream>_random -- --nocapture` replays that schedule (timing-driven details, such
-//! as exactly where a kill lands, can vary between runs).
+//! as exactly where a kill lands, can vary between runs); `SLACK_LOGS_FAULT_HOST_LOG=1` adds
+//! every pass's stderr to the trace of a failing schedule.
 
 mod common;
 
@@ -44,6 +45,14 @@ use slack_sim::{
 };
 
 // ------------------------------------------------------------------ knobs and randomness
+
+/// With `SLACK_LOGS_FAULT_HOST_LOG` set, a failing schedule's trace carries each pass's whole
+/// stderr (the collector's own account of its walks), not only its summary line.
+fn host_log(trace: &mut Vec<String>, info: &RunInfo) {
+    if std::env::var_os("SLACK_LOGS_FAULT_HOST_LOG").is_some() {
+        trace.extend(info.stderr.lines().map(|l| format!("      | {l}")));
+    }
+}
 
 fn schedules() -> u64 {
     std::env::var("SLACK_LOGS_FAULT_SCHEDULES")
@@ -1470,6 +1479,7 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
         ));
         ctx.trace.push(format!("round {round}:"));
         ctx.trace.extend(trace);
+        host_log(&mut ctx.trace, &info);
         model.after_run(&sim, &info);
         last = Some(info);
     }
@@ -1489,6 +1499,7 @@ fn run_schedule<M: Model>(seed: u64, dir: &Scratch, totals: &mut Totals) {
             "settle {pass}: exit {:?}, {} requests: {}",
             info.exit, info.requests, info.line
         ));
+        host_log(&mut ctx.trace, &info);
         model.after_run(&sim, &info);
         if info.caught_up {
             assert_eq!(

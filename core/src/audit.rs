@@ -684,7 +684,20 @@ impl Walker<'_> {
             }
             let page = parse_page(&resp.body).map_err(|e| failed(&e))?;
             stats.pages += 1;
-            let record_from = window.latest.saturating_sub(lookback);
+            // Ids below `record_from` need not be kept: this window reads those seconds at an
+            // age past every tier's, so no re-read will meet them again. That holds for the
+            // window's own seconds only: while a tier still owes seconds below the window (it
+            // has not re-read up to `oldest - 1`), the ledger must stay complete down there, so
+            // the window keeps every id instead.
+            let tiers_reach_window = checkpoint
+                .rescanned
+                .iter()
+                .all(|t| t.done >= window.oldest.saturating_sub(1));
+            let record_from = if kind == Kind::Forward && !tiers_reach_window {
+                window.oldest
+            } else {
+                window.latest.saturating_sub(lookback)
+            };
             if kind == Kind::Forward && record_from > window.oldest {
                 // Ids this window delivers below `record_from` are not kept: from here on the
                 // ledger is complete only above it.

@@ -1212,6 +1212,57 @@ fn a_first_pass_from_now_anchors_at_slacks_now_when_our_clock_is_ahead() {
 }
 
 #[test]
+fn a_forward_window_longer_than_the_look_back_skips_no_second_a_tier_still_owes() {
+    // Found by the fault schedules (seed 10218): the look-back tier had re-read only part of the
+    // seconds below the watermark when a slow pass planned a forward window longer than the
+    // look-back. Keeping no ids below `latest - lookback` of that window moved the ledger's
+    // start past the seconds the tier still owed, so they were never read again, and an event
+    // Slack indexed late at the watermark's second was lost.
+    struct Slow<'c> {
+        model: AuditApiModel<EventList>,
+        clock: &'c TestClock,
+        slow_at: usize,
+        n: usize,
+    }
+    impl Transport for Slow<'_> {
+        fn get(&mut self, url: &str, b: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+            self.n += 1;
+            if self.n == self.slow_at {
+                self.clock.now.set(self.clock.now.get() + 9);
+            }
+            self.model.now = Some(self.clock.now.get());
+            self.model.get(url, b, t)
+        }
+    }
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("backfill_start_time", &(T0 - 100).to_string()),
+        ("audit_lag_seconds", "3"),
+        ("audit_lookback_seconds", "10"),
+    ]);
+    let clock = TestClock::new(T0);
+    let mut t = Slow {
+        model: AuditApiModel::new(EventList(vec![event("a", T0 - 50)])),
+        clock: &clock,
+        slow_at: 0,
+        n: 0,
+    };
+    let (mut store, mut sink) = (MemStore::default(), VecSink::default());
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(r.streams[0].watermark, Some(T0 - 3), "{r:?}");
+    // Indexed late at the watermark's second.
+    t.model.source.0.push(event("late", T0 - 3));
+    // The next pass's first request (the look-back, due up to T0 - 5) takes 9 s: the forward
+    // window after it reaches T0 + 11, 13 s long.
+    clock.now.set(T0 + 5);
+    t.slow_at = t.n + 1;
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    clock.now.set(T0 + 40);
+    let r = pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    assert_eq!(sink.ids, vec!["a", "late"], "{r:?}");
+}
+
+#[test]
 fn a_format_1_checkpoint_resumes_inside_its_window_without_repeats() {
     // Written by the previous release: inside a window, boundary ids in the checkpoint.
     let events: Vec<_> = (0..6)
