@@ -424,12 +424,14 @@ impl Ctx<'_> {
         };
         // Killed means it died of the signal, not that it had already finished.
         let killed = kill_requested && status.code().is_none();
-        self.sink.end_run(killed);
         if killed {
             // The dead host's lease expires after `lease_seconds`; a pass before that would
-            // (correctly) leave the stream to it.
+            // (correctly) leave the stream to it. Waited before the run is closed: a batch the
+            // host sent just before it died can still sit in the sink's accept queue (on a
+            // loaded machine, for a while), and must count as this run's last batch, at risk.
             std::thread::sleep(Duration::from_millis(1100));
         }
+        self.sink.end_run(killed);
         let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
         // The pass report's line of each walk of the stream: `integration` alone, or
         // `integration[T…]` once per workspace.
