@@ -160,11 +160,7 @@ impl incoming_handler::Guest for Component {
             other => format!("{other:?}").to_uppercase(),
         };
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
-        let auth = request
-            .headers()
-            .get(&"authorization".to_string())
-            .into_iter()
-            .next();
+        let auth = request.headers().get("authorization").into_iter().next();
         let answer = match routes::route(&method, &path) {
             Route::Health => match statuses() {
                 Ok(s) => {

@@ -153,7 +153,7 @@ fn send(
             let headers = response.headers();
             let header = |name: &str| {
                 headers
-                    .get(&name.to_string())
+                    .get(name)
                     .into_iter()
                     .next()
                     .map(|v| String::from_utf8_lossy(&v).into_owned())

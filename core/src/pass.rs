@@ -169,7 +169,7 @@ pub fn run_pass(config: &Config, env: &mut Env<'_>, options: &RunOptions) -> Pas
     let mut reports = Vec::new();
     let mut units = Vec::new();
     // Listed at most once a pass, for whichever per-workspace streams need it.
-    let mut workspaces: Option<Result<Vec<Option<String>>, (String, String)>> = None;
+    let mut workspaces: Option<Workspaces> = None;
     for name in &names {
         match Stream::parse(name) {
             None => reports.push(StreamReport::failed(
@@ -345,16 +345,16 @@ fn lease_report(unit: &Unit, e: LeaseError) -> StreamReport {
     }
 }
 
+/// The workspaces a pass walks (`None`: the token's own or the org), or why they could not be
+/// listed (error code, message).
+type Workspaces = Result<Vec<Option<String>>, (String, String)>;
+
 /// Where the last `team_ids = all` listing is kept, so `/status` can show those walks.
 const WORKSPACES_KEY: &str = "slack-logs/v1/workspaces";
 
 /// The workspaces a per-workspace stream walks: `team_ids`, every workspace the org token is
 /// approved for (`all`, listed with `auth.teams.list`), or the token's own workspace.
-fn teams(
-    config: &Config,
-    env: &mut Env<'_>,
-    deadline: Deadline,
-) -> Result<Vec<Option<String>>, (String, String)> {
+fn teams(config: &Config, env: &mut Env<'_>, deadline: Deadline) -> Workspaces {
     if !config.team_ids.iter().any(|t| t == "all") {
         return Ok(if config.team_ids.is_empty() {
             vec![None]

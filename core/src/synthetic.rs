@@ -62,9 +62,9 @@ impl EventSource for SyntheticEvents {
         let mut t = latest;
         while t >= oldest {
             let h = fnv1a64(&[b"second", &t.to_le_bytes()]);
-            if h % self.mean_gap.max(1) == 0 {
+            if h.is_multiple_of(self.mean_gap.max(1)) {
                 // One event in most seconds that have any; a same-second burst in one of 16.
-                let n = if (h >> 20) % 16 == 0 {
+                let n = if (h >> 20).is_multiple_of(16) {
                     2 + (h >> 24) % 6
                 } else {
                     1
@@ -280,17 +280,17 @@ impl IntegrationApiModel {
         for hour in (last_hour - 7 * 24..=last_hour).rev() {
             let h = fnv1a64(&[b"integration", &hour.to_le_bytes()]);
             let date = hour * 3600 + (h % 3600) as i64;
-            if h % 3 == 0 || date > self.now {
+            if h.is_multiple_of(3) || date > self.now {
                 continue;
             }
             let (uid, name, _) = USERS[(h >> 8) as usize % 4];
             let change = [
                 "added", "removed", "enabled", "disabled", "updated", "expanded",
             ][(h >> 16) as usize % 6];
-            let mut e = if (h >> 24) % 2 == 0 {
+            let mut e = if (h >> 24).is_multiple_of(2) {
                 // Slack sends service ids as numbers or strings (Q34); so does this.
                 let sid = 1_000_000 + (h >> 32) % 1000;
-                serde_json::json!({"service_id": if (h >> 28) % 2 == 0 { serde_json::json!(sid) } else { serde_json::json!(sid.to_string()) },
+                serde_json::json!({"service_id": if (h >> 28).is_multiple_of(2) { serde_json::json!(sid) } else { serde_json::json!(sid.to_string()) },
                     "service_type": "Google Calendar", "channel": "C0SYNTH001", "scope": "incoming-webhook"})
             } else {
                 serde_json::json!({"app_id": format!("A0SYN{:05}", (h >> 32) % 100_000), "app_type": "Synthetic App", "scope": "chat:write,channels:read"})

@@ -132,7 +132,8 @@ enum Target {
     Stdout,
     File { path: PathBuf, file: Mutex<File> },
     Http(HttpSink),
-    S3(S3Sink),
+    // Boxed: its signing settings make it many times larger than the other targets.
+    S3(Box<S3Sink>),
     None,
 }
 
@@ -166,7 +167,7 @@ impl Sink {
                 let settings = sink_s3::Settings::from_aws_env(bucket, prefix, |name| {
                     std::env::var(name).ok()
                 });
-                Target::S3(S3Sink::new(&settings, RetryPolicy::default())?)
+                Target::S3(Box::new(S3Sink::new(&settings, RetryPolicy::default())?))
             }
             SinkSpec::None => Target::None,
         };
@@ -179,7 +180,9 @@ impl Sink {
     #[cfg(test)]
     fn s3_with_policy(settings: &sink_s3::Settings, retry: RetryPolicy) -> Sink {
         Sink {
-            target: Target::S3(S3Sink::new(settings, retry).expect("valid S3 settings")),
+            target: Target::S3(Box::new(
+                S3Sink::new(settings, retry).expect("valid S3 settings"),
+            )),
             totals: Mutex::default(),
         }
     }
@@ -820,12 +823,13 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent-dir/x.ndjson"), "{e}");
     }
 
+    /// A script server's URL, request counter and the last request's head and body.
+    type ScriptServer = (String, Arc<AtomicUsize>, Arc<Mutex<(String, Vec<u8>)>>);
+
     /// A one-thread HTTP/1.1 server answering each request with the next
     /// status of `script`; returns its URL, a request counter and the last
     /// request's head and body.
-    fn script_server(
-        script: Vec<u16>,
-    ) -> (String, Arc<AtomicUsize>, Arc<Mutex<(String, Vec<u8>)>>) {
+    fn script_server(script: Vec<u16>) -> ScriptServer {
         script_server_with_bodies(
             script
                 .into_iter()
@@ -835,9 +839,7 @@ mod tests {
     }
 
     /// [`script_server`] answering each request with the next status and body of `script`.
-    fn script_server_with_bodies(
-        script: Vec<(u16, String)>,
-    ) -> (String, Arc<AtomicUsize>, Arc<Mutex<(String, Vec<u8>)>>) {
+    fn script_server_with_bodies(script: Vec<(u16, String)>) -> ScriptServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/ingest", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));

@@ -3,8 +3,9 @@
 //! - `cargo xtask run [-- ARGS]`: build the component and the host, then run the collector. With
 //!   no Slack token in the environment it runs `slack-logs demo` against the built-in simulator;
 //!   with one, `slack-logs run --once`; with ARGS, `slack-logs ARGS`.
-//! - `cargo xtask test`: build the component, then run the whole test suite (unit, property and
-//!   end-to-end tests, which load the built `.wasm` into the host).
+//! - `cargo xtask test`: check formatting and lints (clippy, `-D warnings`, native and wasm),
+//!   build the component, then run the whole test suite (unit, property and end-to-end tests,
+//!   which load the built `.wasm` into the host).
 //! - `cargo xtask build`: only build.
 //! - `cargo xtask fuzz [CASES]`: the fuzz targets of `core/tests/fuzz.rs` (page parsers, checkpoint
 //!   decoders, config parser) with CASES cases each (default 100000; CI runs them with 256).
@@ -146,6 +147,32 @@ fn test(extra: Vec<String>) {
     status(
         cargo().args(["fmt", "--all", "--check"]),
         "checking formatting (cargo fmt --all --check; run `cargo fmt --all` to fix)",
+    );
+    // Lints next, before the long build: the native crates with their tests, then the
+    // components for the target they ship on (their WASI glue compiles only there).
+    status(
+        cargo().args([
+            "clippy",
+            "--release",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        "linting (cargo clippy --release --workspace --all-targets -- -D warnings)",
+    );
+    ensure_wasm_target();
+    let mut lint_components = cargo();
+    lint_components.args(["clippy", "--release", "--target", WASM_TARGET]);
+    lint_components.args(["--package", "slack-logs-collector"]);
+    for sink in SINK_PACKAGES {
+        lint_components.args(["--package", sink]);
+    }
+    lint_components.args(["--", "-D", "warnings"]);
+    status(
+        &mut lint_components,
+        "linting the components (cargo clippy --release --target wasm32-wasip2 … -- -D warnings)",
     );
     build_component();
     // `cargo test` builds target/release/slack-logs itself, since the host package has integration

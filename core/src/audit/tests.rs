@@ -717,7 +717,7 @@ fn a_lease_held_by_another_pass_leaves_the_stream_to_it() {
     assert!(!r.any_failed());
     assert!(sink.ids.is_empty() && t.model.requests.is_empty());
     assert!(
-        store.map.get(CHECKPOINT_KEY).is_none(),
+        !store.map.contains_key(CHECKPOINT_KEY),
         "no checkpoint touched"
     );
     // Once it expires, the stream is ours again, and our lease is released at the end.

@@ -782,6 +782,7 @@ proptest! {
 /// requests of a walk, with identical copies, ties listed newest-added first or last, and short
 /// budgets that end walks part-way so that the next pass resumes from the checkpoint. No fault
 /// puts a batch at risk, so every record must arrive exactly once.
+#[allow(clippy::too_many_arguments)] // one parameter per dimension the property test draws
 fn out_of_order_schedule_repeats_nothing(
     dates: &[i64],
     copies: &[usize],
@@ -875,6 +876,9 @@ proptest! {
     }
 }
 
+/// One round of a schedule: entries added (date, copies), and where the sink fails, if it does.
+type Round = (Vec<(i64, usize)>, Option<usize>);
+
 /// Rounds as the end-to-end fault schedules run them (tests/e2e_faults.rs): a history of hours
 /// ending 120 s before the first pass, from a start inside it or at its beginning; before each
 /// pass, entries written within the 200 s before "now" (out of order with the newest ones
@@ -886,7 +890,7 @@ fn rounds_repeat_nothing(
     span: i64,
     start_at: i64,
     count: u32,
-    rounds: &[(Vec<(i64, usize)>, Option<usize>)],
+    rounds: &[Round],
 ) -> Result<(), TestCaseError> {
     let count = count.to_string();
     let start = T0 - 120 - span + span * start_at / 100;

@@ -982,7 +982,7 @@ fn hostile_shapes_map_to_valid_events() {
     login_no_actor.as_object_mut().unwrap().remove("actor");
     let v = audit("h1", 1_700_000_000, login_no_actor);
     assert_eq!(v["class_uid"], 3002, "the entity user still logs in");
-    assert!(v.get("actor").map_or(true, |a| a.get("user").is_none()));
+    assert!(v.get("actor").is_none_or(|a| a.get("user").is_none()));
 
     let mut nobody = entry("user_login", Value::Null, None);
     nobody.as_object_mut().unwrap().remove("actor");
@@ -1519,7 +1519,9 @@ fn validator_rejects_broken_events() {
         1650415188,
         serde_json::from_str(DOC_CHANNEL_CREATED).unwrap(),
     );
-    let mut broken: Vec<(&str, Value, fn(&mut Value))> = vec![
+    // What is broken, the event, and how.
+    type Breakage = (&'static str, Value, fn(&mut Value));
+    let mut broken: Vec<Breakage> = vec![
         ("type_uid", good.clone(), |v| v["type_uid"] = json!(600601)),
         ("activity out of range", good.clone(), |v| {
             v["activity_id"] = json!(17);
