@@ -97,16 +97,10 @@ pub fn authorized(
     if let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) {
         return secret_matches(given, secret.as_bytes());
     }
-    let query = path_with_query.split_once('?').map_or("", |(_, q)| q);
-    query
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("key="))
-        .any(|given| {
-            secret_matches(
-                slack_logs_core::url::percent_decode(given).as_bytes(),
-                secret.as_bytes(),
-            )
-        })
+    slack_logs_core::url::parse_query(path_with_query)
+        .iter()
+        .filter(|(k, _)| k == "key")
+        .any(|(_, given)| secret_matches(given.as_bytes(), secret.as_bytes()))
 }
 
 /// Whether `given` is the secret, in time that tells an attacker nothing about the secret: both

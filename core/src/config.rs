@@ -680,94 +680,34 @@ fn parse_base_url(key: &str, value: &str) -> Result<String, ConfigError> {
     Ok(v.to_string())
 }
 
-/// Unix seconds or RFC 3339 (`2024-05-01T00:00:00Z`, `…+02:00`, fractional seconds ignored).
+/// Unix seconds or RFC 3339 (`2024-05-01T00:00:00Z`, `…+02:00`, fractional seconds ignored),
+/// read by the `time` crate: impossible dates (`2024-02-31`) and malformed fields are refused,
+/// naming `key`.
 pub fn parse_time(key: &str, value: &str) -> Result<i64, ConfigError> {
     if let Ok(n) = value.parse::<i64>() {
         return Ok(n);
     }
-    parse_rfc3339(value).ok_or_else(|| {
-        err(key, format!("expected unix seconds or an RFC 3339 time such as 2024-05-01T00:00:00Z, got {value:?}"))
-    })
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| {
+            err(
+                key,
+                format!(
+                    "expected unix seconds or an RFC 3339 time such as 2024-05-01T00:00:00Z, got {value:?} ({e})"
+                ),
+            )
+        })
 }
 
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':'
-        || b[16] != b':'
-        || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
-        || h > 23
-        || mi > 59
-        || se > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
-                return None;
-            }
-            let oh: i64 = rest[1..3].parse().ok()?;
-            let om: i64 = rest[4..6].parse().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Formats unix seconds as RFC 3339 UTC, for logs and status.
+/// Formats unix seconds as RFC 3339 UTC (`2024-05-01T12:00:00Z`), for logs and status. A value
+/// outside years -9999..9999 (a corrupt checkpoint) is shown as `unix:<seconds>`.
 pub fn format_rfc3339(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp(t) {
+        Ok(ts) => ts
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| format!("unix:{t}")),
+        Err(_) => format!("unix:{t}"),
+    }
 }
 
 #[cfg(test)]
@@ -858,6 +798,31 @@ mod tests {
         assert!(parse_time("k", "yesterday").is_err());
         assert_eq!(format_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(format_rfc3339(AUDIT_EPOCH), "2018-03-01T00:00:00Z");
+        assert_eq!(format_rfc3339(i64::MAX), format!("unix:{}", i64::MAX));
+    }
+
+    #[test]
+    fn impossible_or_signed_times_are_refused_naming_the_key() {
+        for bad in [
+            "2024-02-31T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "+2024-05-01T00:00:00Z",
+            "2024-+5-01T00:00:00Z",
+            "2024-05-01T+1:00:00Z",
+            "2024-05-01T00:00:00",
+        ] {
+            let e = Config::from_pairs(&[("backfill_start_time", bad)])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(e.key, "backfill_start_time", "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        assert_eq!(
+            parse_time("k", "2024-02-29T00:00:00Z").unwrap(),
+            1_709_164_800
+        );
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! Query strings: building them (Slack cursors end in `=` and must arrive as `%3D`, Q6) and
-//! reading them back (routes, the OAuth callback, the test models).
+//! reading them back (routes, the OAuth callback, the test models), with the `percent-encoding`
+//! and `form_urlencoded` crates: what we send is percent-encoded per RFC 3986, what we receive is
+//! read as a browser sends a query (`application/x-www-form-urlencoded`: `+` is a space).
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Everything but RFC 3986's unreserved characters is escaped.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Percent-encodes a query component (RFC 3986 unreserved characters stay as they are).
 pub fn encode_component(value: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in value.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-        }
-    }
+    out.extend(utf8_percent_encode(value, COMPONENT));
 }
 
 /// Builds `base?k=v&k=v` with every value encoded.
@@ -28,42 +30,15 @@ pub fn with_query(base: &str, params: &[(&str, &str)]) -> String {
     url
 }
 
-/// Decoded query pairs of a URL.
+/// Decoded query pairs of a URL (form decoding: `+` is a space, a broken escape stays as
+/// written, invalid UTF-8 becomes U+FFFD).
 pub fn parse_query(url: &str) -> Vec<(String, String)> {
     let Some((_, q)) = url.split_once('?') else {
         return Vec::new();
     };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-/// Decodes `%XX` escapes and `+` (form encoding); a broken escape is kept as written.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -81,5 +56,35 @@ mod tests {
     #[test]
     fn comma_lists_are_encoded() {
         assert_eq!(with_query("b", &[("action", "a,b")]), "b?action=a%2Cb");
+    }
+
+    #[test]
+    fn queries_read_as_a_browser_sends_them() {
+        assert_eq!(
+            parse_query("/cb?code=a+b%2Bc&state=%E2%9C%93&flag&x=%4"),
+            vec![
+                ("code".into(), "a b+c".into()),
+                ("state".into(), "\u{2713}".into()),
+                ("flag".into(), String::new()),
+                ("x".into(), "%4".into()),
+            ]
+        );
+        assert!(parse_query("/no-query").is_empty());
+    }
+
+    #[test]
+    fn what_we_send_reads_back_as_it_was() {
+        for v in [
+            "ab+/c==",
+            "a b&c=d",
+            "dXNlcjpVMDYxTkZUVDI=",
+            "\u{e9}t\u{e9} %41",
+            "",
+        ] {
+            assert_eq!(
+                parse_query(&with_query("u", &[("v", v)])),
+                vec![("v".to_string(), v.to_string())]
+            );
+        }
     }
 }

@@ -186,22 +186,20 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-/// `%XX` escapes to bytes; `None` when an escape is malformed or the result is not UTF-8.
+/// A URL's user or password with its `%XX` escapes decoded (RFC 3986 userinfo: `+` is itself);
+/// `None` when an escape is malformed or the result is not UTF-8, so a password is never guessed.
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let malformed = s.match_indices('%').any(|(i, _)| {
+        !s.get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if malformed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -503,27 +503,8 @@ impl Setup {
     }
 }
 
-/// Unix seconds -> `2024-05-01T12:00:00Z`.
-pub fn rfc3339(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
+/// Unix seconds -> `2024-05-01T12:00:00Z`: the core's, as the component writes it.
+pub use slack_logs_core::config::format_rfc3339 as rfc3339;
 
 /// `75` -> `1m15s`: the core's, which the status page uses too.
 pub use slack_logs_core::status::human_secs;

@@ -247,42 +247,11 @@ pub(crate) fn write_response(
     w.flush()
 }
 
-/// Percent-decodes `s`; with `plus_as_space`, `+` means a space (form encoding).
-pub(crate) fn percent_decode(s: &str, plus_as_space: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' if plus_as_space => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses `a=1&b=2` pairs (query strings and form bodies), decoding both sides.
+/// Parses `a=1&b=2` pairs (query strings and form bodies) as a browser encodes them: `+` is a
+/// space, a broken escape stays as written.
 pub(crate) fn parse_pairs(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k, true), percent_decode(v, true)),
-            None => (percent_decode(p, true), String::new()),
-        })
+    form_urlencoded::parse(s.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -298,7 +267,7 @@ mod tests {
         assert_eq!(p[2], ("flag".into(), "".into()));
         assert_eq!(p[3], ("e".into(), "%zz".into()));
         assert_eq!(p[4], ("t".into(), "A".into()));
-        assert_eq!(percent_decode("%4", false), "%4");
+        assert_eq!(parse_pairs("a=%4"), vec![("a".into(), "%4".into())]);
     }
 
     #[test]
