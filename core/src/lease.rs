@@ -67,9 +67,19 @@ pub fn new_owner_id(random: [u8; 16]) -> String {
     format!("pass-{}", hex(&random))
 }
 
+/// Marks the batch series of a walk anchored with `synthetic_data`, so that real collection
+/// never continues from its checkpoint, nor made-up data from a real one.
+const SYNTHETIC_SERIES: &str = "synthetic-";
+
 /// A new batch series (see [`batch_series_key`]) from 16 random bytes.
-pub fn new_batch_series(random: [u8; 16]) -> Vec<u8> {
-    hex(&random).into_bytes()
+pub fn new_batch_series(random: [u8; 16], synthetic: bool) -> Vec<u8> {
+    let prefix = if synthetic { SYNTHETIC_SERIES } else { "" };
+    format!("{prefix}{}", hex(&random)).into_bytes()
+}
+
+/// Whether a batch series was made for `synthetic_data`.
+pub fn is_synthetic_series(series: &[u8]) -> bool {
+    series.starts_with(SYNTHETIC_SERIES.as_bytes())
 }
 
 fn hex(bytes: &[u8]) -> String {

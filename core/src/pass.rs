@@ -688,27 +688,24 @@ fn walk_unit<C: Checkpoint>(
     // Anchored in this pass at our clock's now (no `backfill_start_time`): moved back to Slack's
     // now below if its first answer shows our clock ahead.
     let mut anchored_by_our_clock = false;
-    let mut checkpoint = match env.store.get(&key) {
+    let store_failure = |env: &mut Env<'_>, e: crate::env::StoreError| {
+        failed_to_start(
+            config,
+            env,
+            stream,
+            team_id,
+            now,
+            "store_error",
+            e.to_string(),
+        )
+    };
+    let stored = match env.store.get(&key) {
         Ok(Some(bytes)) => match C::decode(&bytes) {
-            Ok(c) => {
-                found = bytes;
-                series = match env.store.get(&series_key) {
-                    // Absent for walks anchored before batch series existed: their names stay.
-                    Ok(s) => s.unwrap_or_default(),
-                    Err(e) => {
-                        return failed_to_start(
-                            config,
-                            env,
-                            stream,
-                            team_id,
-                            now,
-                            "store_error",
-                            e.to_string(),
-                        )
-                    }
-                };
-                c
-            }
+            Ok(c) => match env.store.get(&series_key) {
+                // Absent for walks anchored before batch series existed: their names stay.
+                Ok(series) => Some((bytes, c, series.unwrap_or_default())),
+                Err(e) => return store_failure(env, e),
+            },
             Err(e) => {
                 return failed_to_start(
                     config,
@@ -727,28 +724,55 @@ fn walk_unit<C: Checkpoint>(
                 );
             }
         },
-        Ok(None) => {
+        Ok(None) => None,
+        Err(e) => return store_failure(env, e),
+    };
+    // Made-up records must never move a real stream's checkpoint, and a real stream must not
+    // start from where made-up data left off (it would skip its backfill without a word).
+    let stored = match stored {
+        Some((_, _, series)) if config.synthetic_data && !lease::is_synthetic_series(&series) => {
+            return failed_to_start(
+                config,
+                env,
+                stream,
+                team_id,
+                now,
+                "state_holds_real_data",
+                "synthetic_data is set, but this state store holds a checkpoint of real collection; made-up records \
+                 would move it. Try synthetic data with another state (`--state FILE` in the host, another key-value \
+                 store under Spin)"
+                    .into(),
+            );
+        }
+        Some((_, _, series)) if !config.synthetic_data && lease::is_synthetic_series(&series) => {
+            (env.log)(&format!(
+                "{}: the checkpoint was made with synthetic_data; real collection starts afresh",
+                stream.name()
+            ));
+            None
+        }
+        other => other,
+    };
+    let mut checkpoint = match stored {
+        Some((bytes, c, s)) => {
+            found = bytes;
+            series = s;
+            c
+        }
+        None => {
             let c = initial(now);
             anchored_by_our_clock = config.backfill_start_time.is_none() && !config.synthetic_data;
             found = c.encode();
             // A new series first: batches from this checkpoint on must not take the names of
             // batches an earlier start of the stream delivered (see `batch_series_key`).
-            series = lease::new_batch_series((env.random)());
+            series = lease::new_batch_series((env.random)(), config.synthetic_data);
             // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
             if let Err(e) = env
                 .store
                 .set(&series_key, &series)
                 .and_then(|()| env.store.set(&key, &found))
             {
-                return failed_to_start(
-                    config,
-                    env,
-                    stream,
-                    team_id,
-                    now,
-                    "store_error",
-                    e.to_string(),
-                );
+                return store_failure(env, e);
             }
             (env.log)(&format!(
                 "{}: no checkpoint yet; starting after {}",
@@ -756,17 +780,6 @@ fn walk_unit<C: Checkpoint>(
                 format_rfc3339(c.watermark())
             ));
             c
-        }
-        Err(e) => {
-            return failed_to_start(
-                config,
-                env,
-                stream,
-                team_id,
-                now,
-                "store_error",
-                e.to_string(),
-            )
         }
     };
     let start_watermark = checkpoint.watermark();
@@ -1111,6 +1124,70 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// A state that tried `synthetic_data` and then collects from Slack starts afresh (from
+    /// `backfill_start_time`), not from where the made-up data left off; made-up data never moves
+    /// a real stream's checkpoint.
+    #[test]
+    fn synthetic_and_real_collection_never_share_a_checkpoint() {
+        use crate::synthetic::{AuditApiModel, EventList, ModelEvent};
+        let now = 1_700_000_000;
+        let backfill = now - 600;
+        let synthetic = Config::from_pairs(&[
+            ("synthetic_data", "true"),
+            ("streams", "audit"),
+            ("lease_settle_ms", "0"),
+        ])
+        .unwrap();
+        let real = Config::from_pairs(&[
+            ("slack_token", "xoxp-test"),
+            ("streams", "audit"),
+            ("lease_settle_ms", "0"),
+            ("audit_requests_per_minute", "0"),
+            ("backfill_start_time", &backfill.to_string()),
+        ])
+        .unwrap();
+        let mut slack = AuditApiModel::new(EventList(vec![ModelEvent {
+            id: "real".into(),
+            date_create: backfill + 10,
+            action: "user_login".into(),
+            json: format!(r#"{{"id":"real","date_create":{}}}"#, backfill + 10),
+        }]));
+        slack.now = Some(now);
+        let (mut store, mut sink, clock) =
+            (MemStore::default(), Records::default(), TestClock::new(now));
+        let logs = RefCell::new(Vec::new());
+        let log = |l: &str| logs.borrow_mut().push(l.to_string());
+        let mut pass = |cfg: &Config, t: &mut dyn Transport, store: &mut MemStore| {
+            let mut env = Env {
+                transport: t,
+                store,
+                sink: &mut sink,
+                clock: &clock,
+                log: &log,
+                random: &crate::testutil::test_random,
+            };
+            run_pass(cfg, &mut env, &RunOptions::default())
+        };
+        let r = pass(&synthetic, &mut NoNetwork, &mut store);
+        assert!(r.streams[0].records > 0, "{r:?}");
+        let r = pass(&real, &mut slack, &mut store);
+        assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
+        assert_eq!(r.streams[0].records, 1, "from backfill_start_time: {r:?}");
+        assert!(
+            logs.borrow().iter().any(|l| l.contains("starts afresh")),
+            "{:?}",
+            logs.borrow()
+        );
+        let real_checkpoint = store.map[audit::CHECKPOINT_KEY].clone();
+        let r = pass(&synthetic, &mut NoNetwork, &mut store);
+        assert_eq!(r.streams[0].outcome, Outcome::Failed, "{r:?}");
+        assert_eq!(
+            r.streams[0].error_code.as_deref(),
+            Some("state_holds_real_data")
+        );
+        assert_eq!(store.map[audit::CHECKPOINT_KEY], real_checkpoint);
     }
 
     #[test]
