@@ -313,14 +313,15 @@ fn a_first_pass_from_now_with_a_clock_ahead_of_slack_anchors_at_slacks_now() {
         .collect();
     assert!(!rows.is_empty());
     std::thread::sleep(Duration::from_secs(5));
-    run_ok(&mut host(&dir, &settings));
+    let out = run_ok(&mut host(&dir, &settings));
+    let stderr2 = String::from_utf8_lossy(&out.stderr);
     let got = set(&delivered_ids(&dir.path("out.ndjson")));
     assert!(
         set(&events).is_subset(&got),
-        "the audit events of Slack's present arrived: {got:?}"
+        "the audit events of Slack's present arrived: {got:?}\nfirst pass:\n{stderr}\nsecond pass:\n{stderr2}"
     );
     assert!(
         rows.is_subset(&got),
-        "the access activity of Slack's present arrived: {got:?}"
+        "the access activity of Slack's present arrived: {got:?}\nfirst pass:\n{stderr}\nsecond pass:\n{stderr2}"
     );
 }

@@ -10,7 +10,6 @@
 //! checkpoints, config validation and record shape are all the component's,
 //! so that it behaves the same under Spin. The host stays a thin embedding.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +39,7 @@ macro_rules! log_debug {
     ($($t:tt)*) => { if $crate::verbose() { eprintln!("debug: {}", format_args!($($t)*)) } };
 }
 
+mod cli;
 mod config;
 mod demo;
 mod kv;
@@ -50,348 +50,19 @@ mod runtime;
 mod serve;
 mod sink;
 
+use cli::{Command, Global};
 use runtime::{Outcome, PassReport, PassRun, RunOptions, Runtime, StreamStatus};
 use sink::{Sink, SinkSpec};
 
 const DEFAULT_STATE: &str = ".slack-logs/state.db";
 /// The environment variable that sets the state when `--state` is not given.
 pub const STATE_ENV: &str = "SLACK_LOGS_STATE";
-const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 const COMPONENT_FILE: &str = "slack_logs_collector.wasm";
-
-const USAGE: &str = "\
-slack-logs: collect Slack audit, access and integration logs with the slack-logs component
-
-Usage: slack-logs [OPTIONS] <COMMAND>
-
-Commands:
-  run      Run collection passes (once, or every DURATION)
-  serve    Serve the component's HTTP routes (POST /collect, GET /status, GET /healthz)
-  status   Show each stream's watermark, lag, last success and last error
-  reset    Delete a stream's checkpoint so it starts over (reset STREAM --yes)
-  demo     Try it out against a local Slack simulator (no token needed)
-  help     Show help for a command
-
-Options (any command):
-      --component PATH  The collector .wasm [env SLACK_LOGS_COMPONENT; default: next to this
-                        binary's target dir, else ./slack_logs_collector.wasm]
-      --config FILE     A TOML file of flat `key = value` settings
-      --state STATE     Where checkpoints live: a SQLite file PATH, or
-                        redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] to share them
-                        between hosts (rediss://... for TLS; a private CA through
-                        SSL_CERT_FILE or SSL_CERT_DIR) [env SLACK_LOGS_STATE (keeps a
-                        password off the command line); default: .slack-logs/state.db]
-      --sink SPEC       Where records go: stdout | file:PATH | http:URL |
-                        s3://BUCKET/PREFIX [default: stdout], or none: the component
-                        was composed with its own sink (as Spin does); its stdout
-                        passes through to ours
-  -v, --verbose         Also print debug lines
-  -h, --help            Print help
-  -V, --version         Print version
-
-Settings come from the --config file, overridden by environment variables
-SLACK_LOGS_<KEY> (e.g. SLACK_LOGS_SLACK_TOKEN=xoxp-... sets `slack_token`).
-Tokens are never taken from the command line. The HTTP sink sends
-SLACK_LOGS_SINK_TOKEN as a bearer token when it is set; with --sink none it
-is handed to the component as `sink_token`, for its own sink. The S3 sink
-reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION
-(or AWS_DEFAULT_REGION), AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) and
-AWS_S3_FORCE_PATH_STYLE, as AWS's tools do.
-
-Exit status: 0 all streams fine, 2 a stream failed (or the config was refused), 1 host error.
-";
-
-const RUN_USAGE: &str = "\
-Usage: slack-logs run [--once | --every DURATION] [OPTIONS]
-
-Runs collection passes over the configured streams. After each pass, one line
-per stream goes to stderr; records go to the sink. With a state file, a pass
-that finds another process running one on the same file is skipped (exit 0).
-
-      --once            One pass, then exit [default]
-      --every DURATION  A pass every DURATION (e.g. 30s, 5m, 1h) until Ctrl-C;
-                        Ctrl-C lets the current pass finish, a second one aborts
-      --listen ADDR     With --every: also serve GET /metrics (Prometheus),
-                        /status and /healthz on ADDR, e.g. 127.0.0.1:9464
-";
-
-const SERVE_USAGE: &str = "\
-Usage: slack-logs serve [--listen ADDR] [OPTIONS]
-
-Serves the component's wasi:http/incoming-handler over HTTP/1.1, a fresh
-instance per request, as Spin's HTTP trigger does. Routes and authentication
-are the component's.
-
-      --listen ADDR  Address to listen on [default: 127.0.0.1:3000]
-";
-
-const STATUS_USAGE: &str = "\
-Usage: slack-logs status [--json] [OPTIONS]
-
-Prints each stream's durable status from the state store.
-
-      --json  Print JSON instead of a table
-";
-
-const RESET_USAGE: &str = "\
-Usage: slack-logs reset STREAM [--team TEAM_ID] [--yes] [OPTIONS]
-
-Deletes the checkpoint of STREAM (audit, access or integration) in the state
-store (--state), so that its next pass starts over: from backfill_start_time
-when that is set, which delivers records again, else from now, which skips
-what happened since the stream's watermark. Use it when a stream stops with
-checkpoint_unreadable. Stop running collectors that share the state first:
-a pass in progress would write its checkpoint back (reset refuses while a
-pass runs on the state file, or, with Redis, holds the stream's lease).
-
-Status keys (totals, last error) are kept; the next pass updates them.
-
-      --team TEAM_ID  Only this workspace's checkpoint (access, integration);
-                      `org` is the walk without team_ids [default: every
-                      checkpoint of STREAM]
-      --yes           Delete; without it, only show what would be deleted
-";
-
-const DEMO_USAGE: &str = "\
-Usage: slack-logs demo [OPTIONS]
-
-Starts a local Slack simulator, points the collector at it and runs three
-passes, with new audit events arriving between them. Records go to the sink
-(stdout by default), progress to stderr. Uses a throwaway state file unless
---state is given; any --config file and SLACK_LOGS_* variables still apply,
-below the demo's own settings.
-";
-
-/// Options every command takes.
-#[derive(Debug, Default, Clone)]
-pub struct Global {
-    pub component: Option<PathBuf>,
-    pub config: Option<PathBuf>,
-    pub state: Option<PathBuf>,
-    pub sink: Option<String>,
-}
-
-#[derive(Debug, PartialEq)]
-enum Command {
-    /// `listen`: with `every`, where `/metrics`, `/status` and `/healthz` are served.
-    Run {
-        every: Option<Duration>,
-        listen: Option<SocketAddr>,
-    },
-    Serve {
-        listen: SocketAddr,
-    },
-    Status {
-        json: bool,
-    },
-    Reset(reset::ResetRequest),
-    Demo,
-    Help(Option<String>),
-    Version,
-}
-
-#[derive(Debug)]
-struct UsageError(String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn usage_err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
-    Err(UsageError(msg.into()))
-}
-
-/// Parse `30s`, `5m`, `1h`, `1d`, or combinations such as `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration `{text}`; use e.g. 30s, 5m, 1h or 1h30m");
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    let mut parts = 0;
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(bad()),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|x| total.checked_add(x))
-            .ok_or_else(bad)?;
-        digits.clear();
-        parts += 1;
-    }
-    if !digits.is_empty() || parts == 0 {
-        return Err(bad());
-    }
-    if total == 0 {
-        return Err(format!("duration `{text}` is zero; use at least 1s"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
-fn parse_args(args: Vec<OsString>) -> Result<(Global, Command), UsageError> {
-    let mut global = Global::default();
-    let mut command: Option<String> = None;
-    let mut every: Option<Duration> = None;
-    let mut once = false;
-    let mut listen: Option<SocketAddr> = None;
-    let mut json = false;
-    let mut reset_stream: Option<String> = None;
-    let mut team: Option<String> = None;
-    let mut yes = false;
-    let mut help = false;
-    let mut help_topic: Option<String> = None;
-
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let Some(arg) = arg.to_str().map(str::to_owned) else {
-            return usage_err(format!("argument {arg:?} is not valid UTF-8"));
-        };
-        // `--flag=value` and `--flag value` both work.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, UsageError> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => match it.next().map(|v| v.into_string()) {
-                    Some(Ok(v)) => Ok(v),
-                    Some(Err(v)) => usage_err(format!("{name} {v:?}: not valid UTF-8")),
-                    None => usage_err(format!("{name} needs a value")),
-                },
-            }
-        };
-        match flag.as_str() {
-            "--component" => global.component = Some(value("--component")?.into()),
-            "--config" => global.config = Some(value("--config")?.into()),
-            "--state" => global.state = Some(value("--state")?.into()),
-            "--sink" => global.sink = Some(value("--sink")?),
-            "-v" | "--verbose" => VERBOSE.store(true, Ordering::Relaxed),
-            "-h" | "--help" => help = true,
-            "-V" | "--version" => return Ok((global, Command::Version)),
-            "--once" => once = true,
-            "--every" => {
-                let v = value("--every")?;
-                every = Some(parse_duration(&v).map_err(UsageError)?);
-            }
-            "--listen" => {
-                let v = value("--listen")?;
-                listen = Some(v.parse().map_err(|_| {
-                    UsageError(format!(
-                        "--listen {v}: expected IP:PORT, e.g. 127.0.0.1:3000"
-                    ))
-                })?);
-            }
-            "--json" => json = true,
-            "--team" => team = Some(value("--team")?),
-            "--yes" => yes = true,
-            f if f.starts_with('-') => {
-                return usage_err(format!("unknown option {f}"));
-            }
-            word => {
-                if command.is_none() {
-                    command = Some(word.to_owned());
-                } else if command.as_deref() == Some("help") && help_topic.is_none() {
-                    help_topic = Some(word.to_owned());
-                } else if command.as_deref() == Some("reset") && reset_stream.is_none() {
-                    reset_stream = Some(word.to_owned());
-                } else {
-                    return usage_err(format!("unexpected argument `{word}`"));
-                }
-            }
-        }
-    }
-
-    if help {
-        return Ok((global, Command::Help(command)));
-    }
-    let Some(command) = command else {
-        return Ok((global, Command::Help(None)));
-    };
-    // Command-specific flags are only accepted by their command.
-    let check = |ok: bool, flag: &str| -> Result<(), UsageError> {
-        if ok {
-            Ok(())
-        } else {
-            usage_err(format!("{flag} does not apply to `{command}`"))
-        }
-    };
-    check(
-        command == "run" || (every.is_none() && !once),
-        "--once/--every",
-    )?;
-    check(
-        command == "serve" || (command == "run" && every.is_some()) || listen.is_none(),
-        "--listen (run takes it with --every)",
-    )?;
-    check(command == "status" || !json, "--json")?;
-    check(
-        command == "reset" || (team.is_none() && !yes),
-        "--team/--yes",
-    )?;
-    let cmd = match command.as_str() {
-        "run" => {
-            if once && every.is_some() {
-                return usage_err("--once and --every exclude each other");
-            }
-            Command::Run { every, listen }
-        }
-        "serve" => Command::Serve {
-            listen: listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-        },
-        "status" => Command::Status { json },
-        "reset" => {
-            let Some(stream) = reset_stream else {
-                return usage_err(
-                    "reset needs a stream: slack-logs reset audit|access|integration [--team TEAM_ID] --yes",
-                );
-            };
-            Command::Reset(reset::ResetRequest::new(&stream, team, yes).map_err(UsageError)?)
-        }
-        "demo" => Command::Demo,
-        "help" => Command::Help(help_topic),
-        other => {
-            return usage_err(format!(
-                "unknown command `{other}`; expected run, serve, status, reset or demo"
-            ))
-        }
-    };
-    Ok((global, cmd))
-}
-
-fn help_text(topic: Option<&str>) -> Result<&'static str, UsageError> {
-    Ok(match topic {
-        None => USAGE,
-        Some("run") => RUN_USAGE,
-        Some("serve") => SERVE_USAGE,
-        Some("status") => STATUS_USAGE,
-        Some("reset") => RESET_USAGE,
-        Some("demo") => DEMO_USAGE,
-        Some(other) => {
-            return usage_err(format!(
-                "no help for `{other}`; commands: run, serve, status, reset, demo"
-            ))
-        }
-    })
-}
 
 /// Where the component is, or an error that says how to get it.
 fn resolve_component(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {
-        return exists_or_explain(p.to_owned(), "--component");
-    }
-    if let Some(p) = std::env::var_os("SLACK_LOGS_COMPONENT") {
-        return exists_or_explain(PathBuf::from(p), "SLACK_LOGS_COMPONENT");
+        return exists_or_explain(p.to_owned(), "--component or SLACK_LOGS_COMPONENT");
     }
     // target/release/slack-logs -> target/wasm32-wasip2/release/slack_logs_collector.wasm
     let beside_exe = std::env::current_exe().ok().and_then(|exe| {
@@ -432,16 +103,14 @@ fn exists_or_explain(p: PathBuf, from: &str) -> anyhow::Result<PathBuf> {
 /// Where the state lives: `--state`, else `SLACK_LOGS_STATE` (which keeps a Redis password off
 /// the command line, where `ps` would show it), else the default file.
 pub fn state_spec(g: &Global) -> Result<kv::StateSpec, kv::KvError> {
-    let text = match &g.state {
+    // `--state`, or `SLACK_LOGS_STATE` through clap; an empty one means unset.
+    let text = match g.state.as_ref().filter(|p| !p.as_os_str().is_empty()) {
         Some(path) => match path.to_str() {
             Some(t) => t.to_owned(),
             // Not UTF-8, so not a URL: a file name.
             None => return Ok(kv::StateSpec::Sqlite(path.clone())),
         },
-        None => match std::env::var(STATE_ENV) {
-            Ok(t) if !t.is_empty() => t,
-            _ => DEFAULT_STATE.to_owned(),
-        },
+        None => DEFAULT_STATE.to_owned(),
     };
     kv::StateSpec::parse(&text)
 }
@@ -835,29 +504,27 @@ fn core_status(s: &StreamStatus) -> slack_logs_core::StreamStatus {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let (global, command) = match parse_args(args) {
+    let (global, command) = match cli::parse(std::env::args_os()) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {e}\n\nRun `slack-logs --help` for usage.");
-            return ExitCode::from(1);
-        }
-    };
-    match command {
-        Command::Help(topic) => {
-            return match help_text(topic.as_deref()) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
+            // --help and --version print and exit 0; a mistake prints what is wrong (with a
+            // suggestion where clap has one) and exits 1, a host-level error like any other.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
             };
         }
-        Command::Version => {
-            println!("slack-logs {}", env!("CARGO_PKG_VERSION"));
+    };
+    VERBOSE.store(global.verbose, Ordering::Relaxed);
+    match command {
+        Command::Help => {
+            print!("{}", cli::help());
+            return ExitCode::SUCCESS;
+        }
+        Command::Completions(shell) => {
+            cli::print_completions(shell);
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -880,7 +547,7 @@ fn main() -> ExitCode {
             // Needs neither the component nor a sink: it edits the state store directly.
             Command::Reset(request) => reset::cmd_reset(&global, &request),
             Command::Demo => demo::demo(&global).await,
-            Command::Help(_) | Command::Version => unreachable!("handled above"),
+            Command::Help | Command::Completions(_) => unreachable!("handled above"),
         }
     });
     match result {
@@ -895,159 +562,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<OsString> {
-        s.split_whitespace().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
-        for bad in [
-            "",
-            "30",
-            "s",
-            "5x",
-            "-5m",
-            "1.5h",
-            "0s",
-            "m5",
-            "99999999999999999999h",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn args_parse() {
-        let (g, c) =
-            parse_args(args("run --every 5m --state /tmp/s.db --sink=file:/tmp/x")).unwrap();
-        assert_eq!(
-            c,
-            Command::Run {
-                every: Some(Duration::from_secs(300)),
-                listen: None
-            }
-        );
-        assert_eq!(
-            parse_args(args("run --every 1m --listen 127.0.0.1:9464"))
-                .unwrap()
-                .1,
-            Command::Run {
-                every: Some(Duration::from_secs(60)),
-                listen: Some("127.0.0.1:9464".parse().unwrap())
-            }
-        );
-        assert!(
-            parse_args(args("run --once --listen 127.0.0.1:9464")).is_err(),
-            "--listen needs --every"
-        );
-        assert_eq!(g.state.as_deref(), Some(Path::new("/tmp/s.db")));
-        assert_eq!(g.sink.as_deref(), Some("file:/tmp/x"));
-        assert_eq!(
-            parse_args(args("run")).unwrap().1,
-            Command::Run {
-                every: None,
-                listen: None
-            }
-        );
-        assert_eq!(
-            parse_args(args("--config c.toml run --once")).unwrap().1,
-            Command::Run {
-                every: None,
-                listen: None
-            }
-        );
-        assert_eq!(
-            parse_args(args("status --json")).unwrap().1,
-            Command::Status { json: true }
-        );
-        assert_eq!(
-            parse_args(args("serve --listen 0.0.0.0:8080")).unwrap().1,
-            Command::Serve {
-                listen: "0.0.0.0:8080".parse().unwrap()
-            }
-        );
-        assert_eq!(
-            parse_args(args("run --help")).unwrap().1,
-            Command::Help(Some("run".into()))
-        );
-        assert_eq!(
-            parse_args(args("help demo")).unwrap().1,
-            Command::Help(Some("demo".into()))
-        );
-        assert_eq!(parse_args(args("")).unwrap().1, Command::Help(None));
-        for bad in [
-            "reset",
-            "reset logs --yes",
-            "reset audit access",
-            "reset audit --team T1 --yes",
-            "reset access --team a/b",
-            "reset access --team",
-            "run --yes",
-            "status --team T1",
-        ] {
-            assert!(parse_args(args(bad)).is_err(), "{bad}");
-        }
-        for bad in [
-            "run --every",
-            "run --every 5",
-            "run --once --every 5m",
-            "status --every 5m",
-            "run --json",
-            "serve --listen nowhere",
-            "frobnicate",
-            "run --token xoxp-1",
-            "run extra",
-        ] {
-            assert!(parse_args(args(bad)).is_err(), "{bad}");
-        }
-        assert!(help_text(Some("nope")).is_err());
-    }
-
-    #[test]
-    fn reset_args_parse() {
-        let reset = |stream: &'static str, team: Option<&str>, yes: bool| {
-            Command::Reset(reset::ResetRequest {
-                stream,
-                team: team.map(String::from),
-                yes,
-            })
-        };
-        assert_eq!(
-            parse_args(args("reset audit")).unwrap().1,
-            reset("audit", None, false)
-        );
-        let (g, c) = parse_args(args(
-            "--state redis://127.0.0.1:6379/2 reset integration --yes",
-        ))
-        .unwrap();
-        assert_eq!(c, reset("integration", None, true));
-        assert!(matches!(
-            state_spec(&g).unwrap(),
-            kv::StateSpec::Redis(u) if u.port == 6379 && u.db == 2
-        ));
-        assert_eq!(
-            parse_args(args("reset access --team=T0123ABC --yes"))
-                .unwrap()
-                .1,
-            reset("access", Some("T0123ABC"), true)
-        );
-        assert_eq!(
-            parse_args(args("reset --yes --team org access")).unwrap().1,
-            reset("access", Some("org"), true)
-        );
-        assert_eq!(
-            parse_args(args("reset audit --help")).unwrap().1,
-            Command::Help(Some("reset".into()))
-        );
-        assert_eq!(help_text(Some("reset")).unwrap(), RESET_USAGE);
-        assert!(USAGE.contains("reset"));
-    }
 
     #[test]
     fn time_formatting() {
