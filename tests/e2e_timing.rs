@@ -293,14 +293,15 @@ fn a_first_pass_from_now_with_a_clock_ahead_of_slack_anchors_at_slacks_now() {
         "no history on a first pass from now: {stderr}"
     );
 
-    // Slack's present, minutes before this machine's now.
-    let slack_now = sim.now();
-    let events = sim.add_audit_events(6, slack_now + 1, slack_now + 2);
-    sim.touch_access_rows(5, slack_now + 1);
+    // Slack's present, minutes before this machine's now. Two seconds on: "from now" is Slack's
+    // now to within the second its `Date` header rounds away.
+    let slack_now = sim.now() + 2;
+    let events = sim.add_audit_events(6, slack_now, slack_now + 1);
+    sim.touch_access_rows(5, slack_now);
     let rows: std::collections::BTreeSet<String> = sim
         .access_truth()
         .iter()
-        .filter(|r| r.date_last == slack_now + 1)
+        .filter(|r| r.date_last == slack_now)
         .map(|r| {
             slack_logs_core::access::record_id(
                 &r.user_id,
