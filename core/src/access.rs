@@ -142,10 +142,7 @@ const MAX_SAVED_CURSOR: usize = 2_048;
 
 /// Where the access checkpoint of a workspace (or of an org-wide walk, `None`) lives.
 pub fn checkpoint_key(team_id: Option<&str>) -> String {
-    format!(
-        "slack-logs/v1/access/{}/checkpoint",
-        team_id.unwrap_or("org")
-    )
+    crate::keys::checkpoint_key(crate::Stream::Access, team_id)
 }
 
 /// The record id of a row state: [`content_id`] (128-bit truncated SHA-256 over length-prefixed

@@ -27,7 +27,7 @@ mod head;
 pub mod ledger;
 
 /// Where the audit checkpoint lives in the key-value store.
-pub const CHECKPOINT_KEY: &str = "slack-logs/v1/audit/org/checkpoint";
+pub use crate::keys::AUDIT_CHECKPOINT as CHECKPOINT_KEY;
 /// The `source` of audit records.
 pub const SOURCE: &str = "audit/v1/logs";
 /// Slack's limit on `action` names per request (Q18).

@@ -61,11 +61,9 @@ pub const MAX_FUTURE_SKEW: i64 = 3600;
 /// `paging.total`).
 const UNSURE_HORIZON: i64 = 86_400;
 
+/// Where the integration checkpoint of a workspace (or of an org-wide walk, `None`) lives.
 pub fn checkpoint_key(team_id: Option<&str>) -> String {
-    format!(
-        "slack-logs/v1/integration/{}/checkpoint",
-        team_id.unwrap_or("org")
-    )
+    crate::keys::checkpoint_key(crate::Stream::Integration, team_id)
 }
 
 /// Copies of entries by date: date → entry key ([`IntegrationEntry::key`]) → how many.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::env::{Clock, KvStore, StoreError};
-use crate::Stream;
+use crate::keys::WalkLeaf;
 
 /// The lease lifetime when `lease_seconds` is 0: long enough for one request (the longest gap
 /// between two renewals, since waits renew as they go) plus a margin, and never under 30 s, so a
@@ -28,37 +28,11 @@ pub fn default_ttl(request_timeout_seconds: u32) -> i64 {
     (i64::from(request_timeout_seconds) + 10).max(30)
 }
 
-/// `slack-logs/v1/<stream>/<team id, or org>/lease`, beside the checkpoint.
-pub fn lease_key(stream: Stream, team_id: Option<&str>) -> String {
-    format!(
-        "slack-logs/v1/{}/{}/lease",
-        stream.name(),
-        team_id.unwrap_or("org")
-    )
-}
-
-/// Whether `key` is a walk's lease (as [`lease_key`] makes them). A host that knows no other pass
-/// can be live on its store (it holds an exclusive OS lock on a local state file) clears these
-/// before a pass, so a crashed pass's lease does not hold the next one back until it expires.
+/// Whether `key` is a walk's lease. A host that knows no other pass can be live on its store (it
+/// holds an exclusive OS lock on a local state file) clears these before a pass, so a crashed
+/// pass's lease does not hold the next one back until it expires.
 pub fn is_lease_key(key: &str) -> bool {
-    let Some(rest) = key.strip_prefix("slack-logs/v1/") else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    matches!(parts.as_slice(), [stream, team, "lease"] if Stream::parse(stream).is_some() && !team.is_empty())
-}
-
-/// `slack-logs/v1/<stream>/<team id, or org>/batches`: the walk's batch series, random bytes
-/// written when its first checkpoint is anchored (again after a reset), which every batch key
-/// includes. Without it a stream restarted from the same `backfill_start_time` would give its
-/// first batches the names the first run's had, and a sink that names objects by batch key (S3)
-/// would overwrite records delivered long ago.
-pub fn batch_series_key(stream: Stream, team_id: Option<&str>) -> String {
-    format!(
-        "slack-logs/v1/{}/{}/batches",
-        stream.name(),
-        team_id.unwrap_or("org")
-    )
+    crate::keys::parse_walk_key(key).is_some_and(|(_, _, leaf)| leaf == WalkLeaf::Lease)
 }
 
 /// The owner id of one pass, from 16 random bytes (the component takes them from `wasi:random`):
@@ -71,7 +45,11 @@ pub fn new_owner_id(random: [u8; 16]) -> String {
 /// never continues from its checkpoint, nor made-up data from a real one.
 const SYNTHETIC_SERIES: &str = "synthetic-";
 
-/// A new batch series (see [`batch_series_key`]) from 16 random bytes.
+/// A new batch series from 16 random bytes: written under the walk's
+/// [`WalkLeaf::Batches`](crate::keys::WalkLeaf) key when its first checkpoint is anchored (again
+/// after a reset), and part of every batch key. Without it a stream restarted from the same
+/// `backfill_start_time` would give its first batches the names the first run's had, and a sink
+/// that names objects by batch key (S3) would overwrite records delivered long ago.
 pub fn new_batch_series(random: [u8; 16], synthetic: bool) -> Vec<u8> {
     let prefix = if synthetic { SYNTHETIC_SERIES } else { "" };
     format!("{prefix}{}", hex(&random)).into_bytes()
@@ -249,7 +227,7 @@ pub struct LeaseKeeper<'a> {
     expected: RefCell<Option<(String, Option<Vec<u8>>)>>,
     /// Batches handed to the sink since the last checkpoint (one, for every stream today).
     batches_since_save: Cell<u32>,
-    /// The walk's batch series (see [`batch_series_key`]); empty for walks anchored before it
+    /// The walk's batch series (see [`new_batch_series`]); empty for walks anchored before it
     /// existed, whose batch keys stay as they were.
     series: RefCell<Vec<u8>>,
 }
@@ -274,7 +252,7 @@ impl<'a> LeaseKeeper<'a> {
         }
     }
 
-    /// The walk's batch series, as stored under [`batch_series_key`].
+    /// The walk's batch series, as stored under its [`WalkLeaf::Batches`] key.
     pub fn set_batch_series(&self, series: Vec<u8>) {
         *self.series.borrow_mut() = series;
     }
@@ -416,7 +394,7 @@ mod tests {
 
     fn lease(owner: &str) -> Lease {
         Lease {
-            key: lease_key(Stream::Audit, None),
+            key: crate::keys::walk_key(crate::Stream::Audit, None, WalkLeaf::Lease),
             owner: owner.into(),
             ttl: 100,
         }
@@ -479,8 +457,12 @@ mod tests {
 
     #[test]
     fn lease_keys_are_recognised_and_nothing_else_is() {
-        assert!(is_lease_key(&lease_key(Stream::Audit, None)));
-        assert!(is_lease_key(&lease_key(Stream::Access, Some("T123"))));
+        let lease_key = |s, t| crate::keys::walk_key(s, t, WalkLeaf::Lease);
+        assert!(is_lease_key(&lease_key(crate::Stream::Audit, None)));
+        assert!(is_lease_key(&lease_key(
+            crate::Stream::Access,
+            Some("T123")
+        )));
         for other in [
             "slack-logs/v1/audit/org/checkpoint",
             "slack-logs/v1/oauth/token",

@@ -24,9 +24,9 @@ use crate::Stream;
 
 /// Where the sealed token lives. Its name is also the AEAD's associated data, so a sealed value
 /// copied under another key does not open.
-pub const TOKEN_KEY: &str = "slack-logs/v1/oauth/token";
+pub const TOKEN_KEY: &str = crate::keys::OAUTH_TOKEN;
 /// The `state` values issued by `/oauth/start` and not used yet (their hashes, with expiry).
-pub const PENDING_KEY: &str = "slack-logs/v1/oauth/pending";
+pub const PENDING_KEY: &str = crate::keys::OAUTH_PENDING;
 /// How long an admin has between `/oauth/start` and coming back to `/oauth/callback`.
 pub const STATE_TTL_SECONDS: i64 = 600;
 /// Pending states kept at once: a few abandoned tabs are fine, an unbounded list (one key write

@@ -298,7 +298,11 @@ fn claim_leases(
     let mut reports = Vec::new();
     for unit in units {
         let lease = Lease {
-            key: lease::lease_key(unit.stream, unit.team_id.as_deref()),
+            key: crate::keys::walk_key(
+                unit.stream,
+                unit.team_id.as_deref(),
+                crate::keys::WalkLeaf::Lease,
+            ),
             owner: owner.to_string(),
             ttl,
         };
@@ -349,8 +353,7 @@ fn lease_report(unit: &Unit, e: LeaseError) -> StreamReport {
 /// listed (error code, message).
 type Workspaces = Result<Vec<Option<String>>, (String, String)>;
 
-/// Where the last `team_ids = all` listing is kept, so `/status` can show those walks.
-const WORKSPACES_KEY: &str = "slack-logs/v1/workspaces";
+use crate::keys::WORKSPACES as WORKSPACES_KEY;
 
 /// The workspaces a per-workspace stream walks: `team_ids`, every workspace the org token is
 /// approved for (`all`, listed with `auth.teams.list`), or the token's own workspace.
@@ -472,6 +475,18 @@ fn reanchor_at_slacks_now<C: Checkpoint>(
     WalkEnd::CaughtUp
 }
 
+/// The watermark of a stored checkpoint of `stream`, when it decodes (for `status` and the host's
+/// `reset`, which only report it).
+pub fn stored_watermark(stream: Stream, bytes: &[u8]) -> Option<i64> {
+    match stream {
+        Stream::Audit => AuditCheckpoint::decode(bytes).ok().map(|c| c.watermark),
+        Stream::Integration => IntegrationCheckpoint::decode(bytes)
+            .ok()
+            .map(|c| c.watermark),
+        Stream::Access => AccessCheckpoint::decode(bytes).ok().map(|c| c.watermark),
+    }
+}
+
 /// One line per walk for stderr.
 pub fn progress_line(r: &StreamReport) -> String {
     let mut line = r.stream.clone();
@@ -496,17 +511,6 @@ pub fn progress_line(r: &StreamReport) -> String {
         line += &format!(": {m}");
     }
     line
-}
-
-fn checkpoint_key(unit: &Unit) -> String {
-    match unit.stream {
-        Stream::Audit => audit::CHECKPOINT_KEY.to_string(),
-        Stream::Integration => integration::checkpoint_key(unit.team_id.as_deref()),
-        Stream::Access => format!(
-            "slack-logs/v1/access/{}/checkpoint",
-            unit.team_id.as_deref().unwrap_or("org")
-        ),
-    }
 }
 
 fn run_unit(
@@ -679,10 +683,10 @@ fn walk_unit<C: Checkpoint>(
     if let Err(e) = lease.renew(&mut *env.store, renewed_at) {
         return lease_report(unit, e);
     }
-    let key = checkpoint_key(unit);
+    let key = crate::keys::checkpoint_key(stream, team_id);
     // The checkpoint as this walk found it: before each save it must still be there (a pass that
     // stalled past its lease must not set back the checkpoint of the pass that took over).
-    let series_key = lease::batch_series_key(stream, team_id);
+    let series_key = crate::keys::walk_key(stream, team_id, crate::keys::WalkLeaf::Batches);
     let series: Vec<u8>;
     let found: Vec<u8>;
     // Anchored in this pass at our clock's now (no `backfill_start_time`): moved back to Slack's
@@ -764,7 +768,7 @@ fn walk_unit<C: Checkpoint>(
             anchored_by_our_clock = config.backfill_start_time.is_none() && !config.synthetic_data;
             found = c.encode();
             // A new series first: batches from this checkpoint on must not take the names of
-            // batches an earlier start of the stream delivered (see `batch_series_key`).
+            // batches an earlier start of the stream delivered (see `lease::new_batch_series`).
             series = lease::new_batch_series((env.random)(), config.synthetic_data);
             // Anchor "from now" at once, or the next pass would start from its own now and skip the gap.
             if let Err(e) = env
@@ -1075,12 +1079,11 @@ pub fn stream_statuses(
         .map(|unit| {
             let team_id = unit.team_id.as_deref();
             let stored = status::load(store, unit.stream, team_id);
-            let bytes = store.get(&checkpoint_key(&unit)).ok().flatten();
-            let watermark = bytes.and_then(|b| match unit.stream {
-                Stream::Audit => AuditCheckpoint::decode(&b).ok().map(|c| c.watermark),
-                Stream::Integration => IntegrationCheckpoint::decode(&b).ok().map(|c| c.watermark),
-                Stream::Access => AccessCheckpoint::decode(&b).ok().map(|c| c.watermark),
-            });
+            let bytes = store
+                .get(&crate::keys::checkpoint_key(unit.stream, team_id))
+                .ok()
+                .flatten();
+            let watermark = bytes.and_then(|b| stored_watermark(unit.stream, &b));
             StreamStatus {
                 stream: unit.stream.name().to_string(),
                 team_id: unit.team_id.clone(),

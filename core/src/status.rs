@@ -195,11 +195,7 @@ pub fn silence_line(
 
 /// `slack-logs/v1/<stream>/<team id, or org>/status`, beside the checkpoint.
 pub fn status_key(stream: Stream, team_id: Option<&str>) -> String {
-    format!(
-        "slack-logs/v1/{}/{}/status",
-        stream.name(),
-        team_id.unwrap_or("org")
-    )
+    crate::keys::walk_key(stream, team_id, crate::keys::WalkLeaf::Status)
 }
 
 /// Reads the stored status for an update: a store error is an error (saving over it would lose

@@ -14,22 +14,13 @@
 
 use std::process::ExitCode;
 
-use slack_logs_core::lease::is_lease_key;
+use slack_logs_core::keys::{self, WalkLeaf};
+use slack_logs_core::lease::{is_lease_key, LeaseRecord};
+use slack_logs_core::Stream;
 
 use crate::kv::{self, KvStore, StateSpec};
 use crate::pass_lock::{self, LockError};
 use crate::{config, rfc3339, Global};
-
-/// The streams that have checkpoints, as the component names them.
-pub const STREAMS: [&str; 3] = ["audit", "access", "integration"];
-
-/// Where the component keeps its checkpoints: `slack-logs/v1/<stream>/<team id or org>/checkpoint`
-/// (core/src/audit.rs, access.rs, integration.rs). The `v1` is the layout's version, so this
-/// only changes together with it; the end-to-end reset test fails if the two drift apart.
-const KEY_ROOT: &str = "slack-logs/v1/";
-const CHECKPOINT_LEAF: &str = "checkpoint";
-/// The walk of a stream that is not per workspace (audit), or that runs without `team_ids`.
-const ORG: &str = "org";
 
 /// What to reset, as given on the command line (already checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +35,7 @@ pub struct ResetRequest {
 impl ResetRequest {
     /// Checks the stream name and team id; the error is a usage message.
     pub fn new(stream: &str, team: Option<String>, yes: bool) -> Result<ResetRequest, String> {
-        let Some(stream) = STREAMS.into_iter().find(|s| *s == stream) else {
+        let Some(stream) = Stream::parse(stream).map(Stream::name) else {
             return Err(format!(
                 "reset: unknown stream `{stream}`; expected audit, access or integration"
             ));
@@ -60,7 +51,7 @@ impl ResetRequest {
                     "--team `{t}`: expected a workspace id such as T0123ABCD, or `org` for the walk without team_ids"
                 ));
             }
-            if stream == "audit" && t != ORG {
+            if stream == "audit" && t != keys::ORG {
                 return Err("the audit stream has one org-wide checkpoint; drop --team".to_owned());
             }
         }
@@ -75,40 +66,30 @@ impl ResetRequest {
     }
 }
 
-pub fn checkpoint_key(stream: &str, team: &str) -> String {
-    format!("{KEY_ROOT}{stream}/{team}/{CHECKPOINT_LEAF}")
+/// A walk's key under `stream` (a name [`ResetRequest::new`] checked) for team segment `team`.
+fn walk_key(stream: &str, team: &str, leaf: WalkLeaf) -> String {
+    let stream = Stream::parse(stream).unwrap_or(Stream::Audit);
+    keys::walk_key(stream, Some(team), leaf)
 }
 
 /// The team segment of `key` when it is a checkpoint of `stream`.
 fn checkpoint_team<'k>(stream: &str, key: &'k str) -> Option<&'k str> {
-    let rest = key
-        .strip_prefix(KEY_ROOT)?
-        .strip_prefix(stream)?
-        .strip_prefix('/')?;
-    let team = rest.strip_suffix(CHECKPOINT_LEAF)?.strip_suffix('/')?;
-    (!team.is_empty() && !team.contains('/')).then_some(team)
+    keys::parse_walk_key(key)
+        .filter(|(s, _, leaf)| s.name() == stream && *leaf == WalkLeaf::Checkpoint)
+        .map(|(_, team, _)| team)
 }
 
-/// The watermark in a stored checkpoint, when it still parses that far (every stream's
-/// checkpoint is JSON with an integer `watermark`). Only used to word the consequence.
-fn stored_watermark(bytes: &[u8]) -> Option<i64> {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()?
-        .get("watermark")?
-        .as_i64()
+/// The watermark in a stored checkpoint of `stream`, when the component could still read it.
+/// Only used to word the consequence.
+fn stored_watermark(stream: &str, bytes: &[u8]) -> Option<i64> {
+    slack_logs_core::pass::stored_watermark(Stream::parse(stream)?, bytes)
 }
 
-/// The expiry of a live lease in `bytes` (JSON with `owner` and `expires`, unix seconds), or
-/// `None` when it is released, expired or unreadable: then no pass holds the walk.
+/// The owner and expiry of a live lease in `bytes`, or `None` when it is released, expired or
+/// unreadable: then no pass holds the walk.
 fn live_lease(bytes: &[u8], now: i64) -> Option<(String, i64)> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    let expires = v.get("expires")?.as_i64()?;
-    let owner = v
-        .get("owner")
-        .and_then(|o| o.as_str())
-        .unwrap_or("unknown")
-        .to_owned();
-    (expires > now).then_some((owner, expires))
+    let lease: LeaseRecord = serde_json::from_slice(bytes).ok()?;
+    (lease.expires > now).then_some((lease.owner, lease.expires))
 }
 
 /// What the next pass of a reset stream will do, from the settings the component will see.
@@ -210,7 +191,7 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
         match (&request.team, others.is_empty()) {
             (Some(t), false) => println!(
                 "no checkpoint at {}; {} has checkpoints for: {}. Nothing was deleted.",
-                checkpoint_key(request.stream, t),
+                walk_key(request.stream, t, WalkLeaf::Checkpoint),
                 request.stream,
                 others.join(", ")
             ),
@@ -227,10 +208,7 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     for (_, team) in found.iter().filter(|_| lock.is_none()) {
-        let Some(stream) = slack_logs_core::Stream::parse(request.stream) else {
-            continue;
-        };
-        let key = slack_logs_core::lease::lease_key(stream, Some(team));
+        let key = walk_key(request.stream, team, WalkLeaf::Lease);
         if let Some((owner, expires)) = kv
             .get(kv::DEFAULT_STORE, &key)?
             .and_then(|b| live_lease(&b, now))
@@ -252,7 +230,7 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
         let watermark = kv
             .get(kv::DEFAULT_STORE, key)?
             .as_deref()
-            .and_then(stored_watermark);
+            .and_then(|b| stored_watermark(request.stream, b));
         if let Some(w) = watermark {
             oldest_watermark = Some(oldest_watermark.map_or(w, |o: i64| o.min(w)));
         }
@@ -291,7 +269,7 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
     for (key, team, note) in &rows {
         kv.delete(kv::DEFAULT_STORE, key)?;
         println!("deleted {key} ({note})");
-        let status = format!("{KEY_ROOT}{}/{team}/status", request.stream);
+        let status = walk_key(request.stream, team, WalkLeaf::Status);
         if kv.exists(kv::DEFAULT_STORE, &status)? {
             println!("kept    {status} (totals and last error; the next pass updates it)");
         }
@@ -331,7 +309,7 @@ mod tests {
     #[test]
     fn only_checkpoint_keys_of_the_stream_match() {
         assert_eq!(
-            checkpoint_key("audit", "org"),
+            walk_key("audit", "org", WalkLeaf::Checkpoint),
             "slack-logs/v1/audit/org/checkpoint"
         );
         assert_eq!(
@@ -374,10 +352,10 @@ mod tests {
     #[test]
     fn watermark_is_read_when_the_checkpoint_still_parses() {
         assert_eq!(
-            stored_watermark(br#"{"v":1,"watermark":1700000000}"#),
+            stored_watermark("audit", br#"{"v":1,"watermark":1700000000}"#),
             Some(1_700_000_000)
         );
-        assert_eq!(stored_watermark(b"{not json"), None);
-        assert_eq!(stored_watermark(br#"{"v":9}"#), None);
+        assert_eq!(stored_watermark("audit", b"{not json"), None);
+        assert_eq!(stored_watermark("audit", br#"{"v":9}"#), None);
     }
 }

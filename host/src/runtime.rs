@@ -676,7 +676,11 @@ mod tests {
             slack_logs_core::Stream::Audit,
             slack_logs_core::Stream::Access,
         ] {
-            let key = slack_logs_core::lease::lease_key(stream, None);
+            let key = slack_logs_core::keys::walk_key(
+                stream,
+                None,
+                slack_logs_core::keys::WalkLeaf::Lease,
+            );
             let bytes = rt.kv.get(kv::DEFAULT_STORE, &key).unwrap().expect(&key);
             let lease: slack_logs_core::lease::LeaseRecord =
                 serde_json::from_slice(&bytes).unwrap();

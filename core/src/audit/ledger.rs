@@ -48,9 +48,7 @@ pub fn bucket_of(t: i64) -> i64 {
     t.div_euclid(BUCKET_SECONDS) * BUCKET_SECONDS
 }
 
-pub fn part_key(bucket: i64, part: usize) -> String {
-    format!("slack-logs/v1/audit/org/ledger/{bucket}/{part}")
-}
+pub use crate::keys::ledger_part_key as part_key;
 
 /// The digest of an audit id.
 pub fn digest(id: &str) -> u64 {

@@ -669,7 +669,8 @@ impl crate::env::KvStore for TakenOver {
         self.checkpoint_sets += usize::from(after_a_page);
         // The rival claims once our lease was extended after that page (a claim landing between
         // our confirm and our extension is overwritten by it and loses at its own read-back).
-        let our_extension = key == crate::lease::lease_key(crate::Stream::Audit, None)
+        let our_extension = key
+            == crate::keys::walk_key(crate::Stream::Audit, None, crate::keys::WalkLeaf::Lease)
             && self.checkpoint_sets == self.after_sets
             && !self.struck;
         if our_extension {
@@ -678,7 +679,8 @@ impl crate::env::KvStore for TakenOver {
                 owner: "rival".into(),
                 expires: T0 + 999,
             };
-            let key = crate::lease::lease_key(crate::Stream::Audit, None);
+            let key =
+                crate::keys::walk_key(crate::Stream::Audit, None, crate::keys::WalkLeaf::Lease);
             self.inner
                 .map
                 .insert(key, serde_json::to_vec(&rival).unwrap());
@@ -699,7 +701,7 @@ fn a_lease_held_by_another_pass_leaves_the_stream_to_it() {
     let mut t = Faulty::new(events.clone());
     let (mut store, mut sink, clock) =
         (MemStore::default(), VecSink::default(), TestClock::new(T0));
-    let key = crate::lease::lease_key(crate::Stream::Audit, None);
+    let key = crate::keys::walk_key(crate::Stream::Audit, None, crate::keys::WalkLeaf::Lease);
     let rival = crate::lease::LeaseRecord {
         owner: "rival".into(),
         expires: T0 + 100,
@@ -757,7 +759,7 @@ fn a_lease_taken_over_mid_walk_stops_before_the_next_sink_write() {
     assert_eq!(sink.ids.len(), 3);
     // The rival resumes from our checkpoint: together, everything once.
     store.after_sets = usize::MAX;
-    let key = crate::lease::lease_key(crate::Stream::Audit, None);
+    let key = crate::keys::walk_key(crate::Stream::Audit, None, crate::keys::WalkLeaf::Lease);
     store.inner.map.remove(&key);
     let r = pass(&cfg, &mut t, &mut store.inner, &mut sink, &clock);
     assert_eq!(r.streams[0].outcome, Outcome::CaughtUp, "{r:?}");
