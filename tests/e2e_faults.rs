@@ -14,7 +14,7 @@
 //! CI runs a few schedules per stream. A longer run, with the per-stream summary:
 //!
 //! ```sh
-//! SLACK_LOGS_FAULT_SCHEDULES=200 cargo test --release --test e2e_faults -- --nocapture
+//! SLACK_LOGS_FAULT_SCHEDULES=1000 cargo test --release --test e2e_faults -- --nocapture
 //! ```
 //!
 //! The two integration bugs it found (seeds 100 and 214: oldest-first logs collected nothing;

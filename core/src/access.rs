@@ -267,10 +267,6 @@ pub struct AccessCheckpoint {
     /// its `before`. The walk after it skips these states; they are at most `before` for it.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub ahead: BTreeSet<u64>,
-    /// Slack's clock minus ours, in seconds, from the `Date` of its last answer (negative: ours
-    /// is ahead). A walk's `before` never lies past Slack's own now minus the lag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock_offset: Option<i64>,
 }
 
 /// A walk: every row up to `before`, and how far delivery got.
@@ -517,7 +513,6 @@ impl AccessCheckpoint {
             before_spares_date_last: false,
             walk: None,
             ahead: BTreeSet::new(),
-            clock_offset: None,
         }
     }
 
@@ -899,11 +894,16 @@ pub(crate) fn walk_with(
     stats: &mut WalkStats,
     limits: Limits,
 ) -> WalkEnd {
-    // Fixed for the pass, so walks do not chase the present; by Slack's clock where ours is ahead
-    // (the offset the last answer showed, refreshed by each answer of this pass).
+    // This pass's bound: our clock's now minus the lag, or Slack's once an answer of this pass
+    // showed ours ahead (a walk started by our clock is lowered to Slack's after its first
+    // answer, see `walk_one`). Fixed for the pass, so walks do not chase the present.
     let now = fetcher.clock.now_unix();
-    let top = |checkpoint: &AccessCheckpoint| {
-        settled(now, checkpoint.clock_offset, config.access_lag_seconds)
+    let top = |fetcher: &Fetcher<'_>| {
+        settled(
+            now,
+            fetcher.stats.slack_clock.map(|c| c.offset()),
+            config.access_lag_seconds,
+        )
     };
     let ctx = Ctx {
         config,
@@ -916,21 +916,22 @@ pub(crate) fn walk_with(
         (io.log)(&format!("{}: {note}", ctx.label()));
     }
     loop {
-        let walk = match &checkpoint.walk {
+        let (walk, started_here) = match &checkpoint.walk {
             // A walk that cannot move the watermark forward has nothing to collect.
             Some(w) if w.before <= checkpoint.watermark => {
                 checkpoint.walk = None;
                 continue;
             }
-            Some(w) => w.clone(),
-            None if top(checkpoint) <= checkpoint.watermark => return WalkEnd::CaughtUp,
-            None => AccessWalk::start(config, checkpoint, top(checkpoint)),
+            Some(w) => (w.clone(), false),
+            None if top(fetcher) <= checkpoint.watermark => return WalkEnd::CaughtUp,
+            None => (AccessWalk::start(config, checkpoint, top(fetcher)), true),
         };
         if let Err(end) = walk_one(&ctx, fetcher, io, checkpoint, walk, stats) {
             return end;
         }
-        // A walk an earlier pass left ends below this pass's top: one more walk up to it.
-        if checkpoint.watermark >= top(checkpoint) {
+        // A walk an earlier pass left is followed by one up to this pass's bound; one this pass
+        // started ends the pass's part (a second second would cost a whole walk).
+        if started_here || checkpoint.watermark >= top(fetcher) {
             return WalkEnd::CaughtUp;
         }
     }
@@ -1093,17 +1094,14 @@ fn walk_one(
         };
         stats.pages += 1;
         pass.soft_retries = 0;
-        if let Some(c) = fetcher.stats.slack_clock {
-            checkpoint.clock_offset = Some(c.offset());
-        }
         // Our clock ahead of Slack's: a fresh walk's `before` came from it and may lie in Slack's
         // future, where rows used after this walk would fall below its watermark unread. Nothing
         // of the walk is read yet (its first page was asked without `before`): it ends at Slack's
-        // now minus the lag instead.
+        // now minus the lag instead, by the `Date` of this answer.
         if walk.listing.served == 0 && walk.position == Position::default() {
             let slack_top = settled(
                 fetcher.clock.now_unix(),
-                checkpoint.clock_offset,
+                fetcher.stats.slack_clock.map(|c| c.offset()),
                 config.access_lag_seconds,
             );
             if walk.before > slack_top {

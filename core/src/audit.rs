@@ -496,6 +496,7 @@ pub fn walk(
     // Each is short (what is new since the last pass), so the forward walk after them is not
     // starved however busy the org.
     let slack_now = settled(fetcher.clock.now_unix(), checkpoint.clock_offset, 0);
+    let planned_with = checkpoint.clock_offset;
     checkpoint.rescanned = sync_tiers(
         &checkpoint.rescanned,
         &rescan_ages(config.audit_lookback_seconds),
@@ -552,10 +553,15 @@ pub fn walk(
         }
     }
     // The look-back above was planned by the offset an earlier pass saw; this pass's answers
-    // give Slack's clock as it is now. If that moved on further (an NTP step on either side, a
-    // long pause between passes), seconds reached their age that the first plan did not see:
+    // give Slack's clock as it is now. If that moved by more than a `Date` header's rounding
+    // (an NTP step on either side), seconds reached their age that the first plan did not see:
     // read them now rather than a pass later.
-    if fetcher.stats.slack_clock.is_some() {
+    let moved = match (planned_with, checkpoint.clock_offset) {
+        (Some(a), Some(b)) => a.abs_diff(b) > 2,
+        (None, Some(b)) => b.abs() > 2,
+        _ => false,
+    };
+    if moved {
         let slack_now = settled(fetcher.clock.now_unix(), checkpoint.clock_offset, 0);
         if let Err(end) = walker.rescan_due(fetcher, io, checkpoint, slack_now, stats) {
             return end;
@@ -688,13 +694,13 @@ impl Walker<'_> {
             // age past every tier's, so no re-read will meet them again. That holds for the
             // window's own seconds only: while a tier still owes seconds below the window (it
             // has not re-read up to `oldest - 1`), the ledger must stay complete down there, so
-            // the window keeps every id instead.
+            // the window keeps every id of its own and of any second below it Slack sends.
             let tiers_reach_window = checkpoint
                 .rescanned
                 .iter()
                 .all(|t| t.done >= window.oldest.saturating_sub(1));
             let record_from = if kind == Kind::Forward && !tiers_reach_window {
-                window.oldest
+                window.oldest.min(window.latest.saturating_sub(lookback))
             } else {
                 window.latest.saturating_sub(lookback)
             };
@@ -839,7 +845,7 @@ impl Walker<'_> {
         }
         // The parts are written before the checkpoint that counts them: check first that this
         // walk still owns both, so a pass that stalled past its lease leaves the new holder's
-        // parts alone.
+        // parts alone (one check for both writes).
         io.check_owned(CHECKPOINT_KEY)?;
         self.ledger
             .write_parts(&mut *io.store)
@@ -851,7 +857,7 @@ impl Walker<'_> {
             })?;
         checkpoint.ledger = self.ledger.index();
         checkpoint.filters = filters_key(self.config);
-        io.save(CHECKPOINT_KEY, &checkpoint.encode())?;
+        io.save_checked(CHECKPOINT_KEY, &checkpoint.encode())?;
         self.ledger.delete_dropped(&mut *io.store);
         Ok(())
     }

@@ -257,8 +257,6 @@ fn shown(key: &str, value: &str) -> String {
 }
 
 impl Config {
-    /// Parses `get-all` pairs. Empty values count as unset, so a Spin variable with an empty
-    /// default does not override the built-in default.
     /// `collect_secret` as configured, read on its own: the routes it guards stay closed when
     /// another key is wrong (a typo must not turn `POST /collect` into an open route). The same
     /// trimming and "empty is unset" rule as [`Config::from_pairs`].
@@ -271,6 +269,8 @@ impl Config {
             .map(String::from)
     }
 
+    /// Parses `get-all` pairs. Empty values count as unset, so a Spin variable with an empty
+    /// default does not override the built-in default.
     pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
         pairs: &[(K, V)],
     ) -> Result<Config, ConfigError> {
@@ -700,7 +700,7 @@ pub fn parse_time(key: &str, value: &str) -> Result<i64, ConfigError> {
 }
 
 /// Formats unix seconds as RFC 3339 UTC (`2024-05-01T12:00:00Z`), for logs and status. A value
-/// outside years -9999..9999 (a corrupt checkpoint) is shown as `unix:<seconds>`.
+/// outside years 0000..9999 (a corrupt checkpoint) is shown as `unix:<seconds>`.
 pub fn format_rfc3339(t: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(t) {
         Ok(ts) => ts

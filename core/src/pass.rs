@@ -453,18 +453,16 @@ fn reanchor_at_slacks_now<C: Checkpoint>(
     initial: &impl Fn(i64) -> C,
     now: i64,
     slack_clock: Option<crate::fetch::SlackClock>,
-) -> WalkEnd {
+) -> Result<(), WalkEnd> {
     let Some(offset) = slack_clock.map(|c| c.offset()) else {
-        return WalkEnd::CaughtUp;
+        return Ok(());
     };
     let slack_now = crate::fetch::settled(now, Some(offset), 0);
     let fresh = initial(slack_now);
     if fresh.watermark() >= checkpoint.watermark() {
-        return WalkEnd::CaughtUp;
+        return Ok(());
     }
-    if let Err(end) = io.save(key, &fresh.encode()) {
-        return end;
-    }
+    io.save(key, &fresh.encode())?;
     (io.log)(&format!(
         "this machine's clock runs {} s ahead of Slack's (its Date header): the stream starts after {} by Slack's clock \
          instead; check NTP on this host",
@@ -472,7 +470,7 @@ fn reanchor_at_slacks_now<C: Checkpoint>(
         format_rfc3339(fresh.watermark())
     ));
     *checkpoint = fresh;
-    WalkEnd::CaughtUp
+    Ok(())
 }
 
 /// The watermark of a stored checkpoint of `stream`, when it decodes (for `status` and the host's
@@ -742,13 +740,19 @@ fn walk_unit<C: Checkpoint>(
                 team_id,
                 now,
                 "state_holds_real_data",
-                "synthetic_data is set, but this state store holds a checkpoint of real collection; made-up records \
-                 would move it. Try synthetic data with another state (`--state FILE` in the host, another key-value \
-                 store under Spin)"
+                "synthetic_data is set, but this state store holds a checkpoint not marked as made with synthetic \
+                 data (real collection, or synthetic data from a release before they were marked); made-up records \
+                 must not move it. Try synthetic data with another state (`--state FILE` in the host, another \
+                 key-value store under Spin), or delete this stream's checkpoint if it was synthetic"
                     .into(),
             );
         }
         Some((_, _, series)) if !config.synthetic_data && lease::is_synthetic_series(&series) => {
+            // Deleted before the new series is written: a crash in between must not leave the
+            // made-up checkpoint under a real series.
+            if let Err(e) = env.store.delete(&key) {
+                return store_failure(env, e);
+            }
             (env.log)(&format!(
                 "{}: the checkpoint was made with synthetic_data; real collection starts afresh",
                 stream.name()
@@ -832,15 +836,21 @@ fn walk_unit<C: Checkpoint>(
             // once anyway, so a revoked token or a missing scope shows now, not when data arrives.
             end = probe(config, unit, &mut fetcher);
         }
-        if anchored_by_our_clock && end == WalkEnd::CaughtUp && stats.records == 0 {
-            end = reanchor_at_slacks_now(
+        // Whatever the walk's end (a first pass often fails on a missing scope), as long as
+        // nothing was delivered from the anchor.
+        if anchored_by_our_clock && stats.records == 0 {
+            if let Err(e) = reanchor_at_slacks_now(
                 &mut io,
                 &key,
                 &mut checkpoint,
                 &initial,
                 now,
                 fetcher.stats.slack_clock,
-            );
+            ) {
+                if end == WalkEnd::CaughtUp {
+                    end = e;
+                }
+            }
         }
         (end, fetcher.stats)
     };

@@ -111,6 +111,11 @@ impl StreamIo<'_> {
     /// Saves a checkpoint; call only after `deliver` succeeded for everything it covers.
     pub fn save(&mut self, key: &str, value: &[u8]) -> Result<(), WalkEnd> {
         self.check_owned(key)?;
+        self.save_checked(key, value)
+    }
+
+    /// [`StreamIo::save`] right after the caller's own [`StreamIo::check_owned`] of `key`.
+    pub fn save_checked(&mut self, key: &str, value: &[u8]) -> Result<(), WalkEnd> {
         self.store.set(key, value).map_err(|e| WalkEnd::Failed {
             code: "store_error".into(),
             message: format!(

@@ -933,19 +933,15 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
         any::<bool>(),
         option::of(walk),
         keys(),
-        option::of(any::<i64>()),
     )
         .prop_map(
-            |(v, watermark, order, before_spares_date_last, walk, ahead, clock_offset)| {
-                AccessCheckpoint {
-                    v,
-                    watermark,
-                    order,
-                    before_spares_date_last,
-                    walk,
-                    ahead,
-                    clock_offset,
-                }
+            |(v, watermark, order, before_spares_date_last, walk, ahead)| AccessCheckpoint {
+                v,
+                watermark,
+                order,
+                before_spares_date_last,
+                walk,
+                ahead,
             },
         )
 }

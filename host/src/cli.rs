@@ -9,7 +9,6 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::reset::ResetRequest;
-use crate::STATE_ENV;
 
 /// Where `serve` listens unless told.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -29,7 +28,7 @@ Exit status: 0 all streams fine, 2 a stream failed (or the config was refused),
 
 /// slack-logs: collect Slack audit, access and integration logs with the slack-logs component
 #[derive(Debug, Parser)]
-#[command(name = "slack-logs", version, after_help = AFTER_HELP)]
+#[command(name = "slack-logs", version, after_help = AFTER_HELP, args_override_self = true)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -49,9 +48,9 @@ pub struct Global {
     pub config: Option<PathBuf>,
     /// Where checkpoints live: a SQLite file PATH, or redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]
     /// to share them between hosts (rediss://... for TLS; a private CA through SSL_CERT_FILE or
-    /// SSL_CERT_DIR). The environment variable keeps a password off the command line
-    /// [default: .slack-logs/state.db]
-    #[arg(long, global = true, value_name = "STATE", env = STATE_ENV, hide_env_values = true)]
+    /// SSL_CERT_DIR) [default: SLACK_LOGS_STATE, which keeps a password off the command line,
+    /// else .slack-logs/state.db; `demo` ignores SLACK_LOGS_STATE]
+    #[arg(long, global = true, value_name = "STATE")]
     pub state: Option<PathBuf>,
     /// Where records go: stdout | file:PATH | http:URL | s3://BUCKET/PREFIX, or none: the
     /// component was composed with its own sink (as Spin does); its stdout passes through to
@@ -288,6 +287,9 @@ mod tests {
         );
         assert_eq!(g.state.as_deref(), Some(Path::new("/tmp/s.db")));
         assert_eq!(g.sink.as_deref(), Some("file:/tmp/x"));
+        // A flag given twice: the last one counts (scripts add to a base command line).
+        let (g, _) = parse_str("--sink stdout run --sink file:/tmp/y").unwrap();
+        assert_eq!(g.sink.as_deref(), Some("file:/tmp/y"));
         assert_eq!(
             parse_str("run --every 1m --listen 127.0.0.1:9464")
                 .unwrap()

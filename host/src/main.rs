@@ -103,14 +103,17 @@ fn exists_or_explain(p: PathBuf, from: &str) -> anyhow::Result<PathBuf> {
 /// Where the state lives: `--state`, else `SLACK_LOGS_STATE` (which keeps a Redis password off
 /// the command line, where `ps` would show it), else the default file.
 pub fn state_spec(g: &Global) -> Result<kv::StateSpec, kv::KvError> {
-    // `--state`, or `SLACK_LOGS_STATE` through clap; an empty one means unset.
-    let text = match g.state.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+    // Read here, not by clap: `demo` uses a throwaway state unless `--state` itself is given.
+    let text = match &g.state {
         Some(path) => match path.to_str() {
             Some(t) => t.to_owned(),
             // Not UTF-8, so not a URL: a file name.
             None => return Ok(kv::StateSpec::Sqlite(path.clone())),
         },
-        None => DEFAULT_STATE.to_owned(),
+        None => match std::env::var(STATE_ENV) {
+            Ok(t) if !t.is_empty() => t,
+            _ => DEFAULT_STATE.to_owned(),
+        },
     };
     kv::StateSpec::parse(&text)
 }

@@ -79,10 +79,18 @@ fn checkpoint_team<'k>(stream: &str, key: &'k str) -> Option<&'k str> {
         .map(|(_, team, _)| team)
 }
 
-/// The watermark in a stored checkpoint of `stream`, when the component could still read it.
-/// Only used to word the consequence.
+/// The watermark in a stored checkpoint of `stream`: as the component reads it, or, from a
+/// checkpoint it cannot read (corrupt in part, or from a newer release: what reset is for), its
+/// `watermark` field as long as that still parses. Only used to word the consequence.
 fn stored_watermark(stream: &str, bytes: &[u8]) -> Option<i64> {
-    slack_logs_core::pass::stored_watermark(Stream::parse(stream)?, bytes)
+    Stream::parse(stream)
+        .and_then(|s| slack_logs_core::pass::stored_watermark(s, bytes))
+        .or_else(|| {
+            serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()?
+                .get("watermark")?
+                .as_i64()
+        })
 }
 
 /// The owner and expiry of a live lease in `bytes`, or `None` when it is released, expired or
@@ -357,5 +365,10 @@ mod tests {
         );
         assert_eq!(stored_watermark("audit", b"{not json"), None);
         assert_eq!(stored_watermark("audit", br#"{"v":9}"#), None);
+        // From a newer release, which the component refuses: the watermark still shows.
+        assert_eq!(
+            stored_watermark("access", br#"{"v":99,"watermark":1700000000,"new":[1]}"#),
+            Some(1_700_000_000)
+        );
     }
 }

@@ -758,6 +758,24 @@ mod tests {
                 "{why}"
             );
         }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // As root (as CI runs): a directory of `nobody`'s, mode 700, holding a good artifact.
+            std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+            assert_eq!(
+                load_component_from_cache(&engine, &wasm, &cache).unwrap().1,
+                Loaded::Cached
+            );
+            std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+            let why = trusted_cache_dir(&cache).unwrap_err();
+            assert!(why.contains("uid 65534"), "{why}");
+            let (_, loaded) = load_component_from_cache(&engine, &wasm, &cache).unwrap();
+            assert_eq!(loaded, Loaded::Compiled { cached: false }, "not used");
+        } else {
+            eprintln!(
+                "NOTICE: not root; the refusal of another user's cache directory is not tested"
+            );
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -868,7 +868,6 @@ fn checkpoint_round_trips_and_refuses_corrupt_or_newer_formats() {
             reread_at: Some((7, 8)),
         }),
         ahead: [1, 2].into(),
-        clock_offset: Some(-7),
     };
     assert_eq!(AccessCheckpoint::decode(&cp.encode()).unwrap(), cp);
     assert_eq!(
@@ -2349,7 +2348,6 @@ fn the_largest_checkpoint_stays_well_under_the_portable_limit() {
             reread_at: Some((i64::MIN, i64::MIN)),
         }),
         ahead: (0..MAX_AHEAD as u64).map(|k| u64::MAX / 2 - k).collect(),
-        clock_offset: Some(i64::MIN),
     };
     let size = cp.encode().len();
     assert!(size < 256_000, "{size} bytes");

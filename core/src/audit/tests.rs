@@ -1265,6 +1265,49 @@ fn a_forward_window_longer_than_the_look_back_skips_no_second_a_tier_still_owes(
 }
 
 #[test]
+fn an_entry_slack_sends_below_a_window_is_kept_for_the_look_back_that_still_owes_its_second() {
+    // Passes close together: the look-back tier has not re-read up to the window. Slack's answer
+    // for the window reaches 30 s below it and brings an event indexed late there: delivered,
+    // it must be in the ledger when the tier re-reads that second, or it goes out twice.
+    struct Spill(AuditApiModel<EventList>);
+    impl Transport for Spill {
+        fn get(&mut self, url: &str, b: &str, t: Duration) -> Result<HttpResponse, TransportError> {
+            let q = parse_query(url);
+            let oldest: i64 = q
+                .iter()
+                .find(|(k, _)| k == "oldest")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            let url = url.replace(
+                &format!("oldest={oldest}"),
+                &format!("oldest={}", oldest - 30),
+            );
+            self.0.get(&url, b, t)
+        }
+    }
+    let cfg = config(&[
+        ("audit_requests_per_minute", "0"),
+        ("backfill_start_time", &(T0 - 100).to_string()),
+        ("audit_lag_seconds", "3"),
+        ("audit_lookback_seconds", "10"),
+    ]);
+    let clock = TestClock::new(T0);
+    let mut t = Spill(AuditApiModel::new(EventList(vec![event("a", T0 - 50)])));
+    let (mut store, mut sink) = (MemStore::default(), VecSink::default());
+    t.0.now = Some(T0);
+    pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    t.0.source.0.push(event("late", T0 - 5));
+    for now in [T0 + 2, T0 + 20, T0 + 40] {
+        clock.now.set(now);
+        t.0.now = Some(now);
+        pass(&cfg, &mut t, &mut store, &mut sink, &clock);
+    }
+    assert_eq!(sink.ids, vec!["a", "late"]);
+}
+
+#[test]
 fn a_format_1_checkpoint_resumes_inside_its_window_without_repeats() {
     // Written by the previous release: inside a window, boundary ids in the checkpoint.
     let events: Vec<_> = (0..6)
