@@ -11,16 +11,6 @@ use std::time::Duration;
 use common::*;
 use slack_sim::{AccessRowTruth, AccessSortKey, SimConfig, Simulator};
 
-fn id(r: &AccessRowTruth) -> String {
-    slack_logs_core::access::record_id(
-        &r.user_id,
-        Some(&r.ip),
-        &r.user_agent,
-        r.date_first,
-        r.date_last,
-    )
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Paging {
     /// Cursor mode with 10 rows a page: more than 100 pages a walk.
@@ -79,7 +69,7 @@ fn scenario(mode: &str, sort_key: AccessSortKey, paging: Paging) {
     assert_eq!(first.len(), set(&first).len(), "no record repeated");
     assert_eq!(
         set(&first),
-        truth1.iter().map(id).collect::<BTreeSet<_>>(),
+        truth1.iter().map(access_id).collect::<BTreeSet<_>>(),
         "pass 1"
     );
     let pages = sim
@@ -114,12 +104,16 @@ fn scenario(mode: &str, sort_key: AccessSortKey, paging: Paging) {
     let truth2 = sim.access_truth();
     let expected: BTreeSet<String> = match mode {
         // A row is emitted again whenever its date_last passed the watermark.
-        "activity" => truth2.iter().filter(|r| r.date_last >= t).map(id).collect(),
+        "activity" => truth2
+            .iter()
+            .filter(|r| r.date_last >= t)
+            .map(access_id)
+            .collect(),
         // Only combinations first seen after the watermark.
         _ => truth2
             .iter()
             .filter(|r| r.date_first >= t)
-            .map(id)
+            .map(access_id)
             .collect(),
     };
     assert_eq!(second.len(), set(&second).len(), "no record repeated");
@@ -398,7 +392,7 @@ fn shift_scenario(sort: AccessSortKey, filter: AccessSortKey, mode: &str, classi
             format!("{}|{}|{}|{}", r.user_id, r.ip, r.user_agent, r.date_first)
         };
         let by_id: std::collections::HashMap<String, String> =
-            history.iter().map(|r| (id(r), combo(r))).collect();
+            history.iter().map(|r| (access_id(r), combo(r))).collect();
         let got: Vec<String> = delivered
             .iter()
             .map(|i| by_id.get(i).cloned().unwrap_or_else(|| i.clone()))
@@ -423,12 +417,12 @@ fn shift_scenario(sort: AccessSortKey, filter: AccessSortKey, mode: &str, classi
         let due: BTreeSet<String> = current
             .iter()
             .filter(|r| r.date_last >= start && r.date_last <= w)
-            .map(id)
+            .map(access_id)
             .collect();
         let may: BTreeSet<String> = history
             .iter()
             .filter(|r| r.date_last >= start)
-            .map(id)
+            .map(access_id)
             .collect();
         let got = set(&delivered);
         let missing: Vec<_> = due.difference(&got).take(5).cloned().collect();
@@ -519,7 +513,7 @@ fn tie_scenario(sort: AccessSortKey, expire: bool) {
             set(&delivered).len(),
             "{label}: no record repeated"
         );
-        let truth: BTreeSet<String> = sim.access_truth().iter().map(id).collect();
+        let truth: BTreeSet<String> = sim.access_truth().iter().map(access_id).collect();
         assert_eq!(set(&delivered), truth, "{label}");
         assert!(
             passes >= 3,
@@ -573,7 +567,7 @@ fn activity_recorded_late_within_the_lag_is_collected() {
         .access_truth()
         .iter()
         .filter(|r| r.date_last == t - 3)
-        .map(id)
+        .map(access_id)
         .collect();
     assert_eq!(late.len(), 6);
     std::thread::sleep(Duration::from_secs(3));
@@ -619,7 +613,7 @@ fn a_host_clock_ahead_of_slack_loses_no_activity() {
             .access_truth()
             .iter()
             .filter(|r| r.date_last == slack_now)
-            .map(id)
+            .map(access_id)
             .collect();
         assert!(fresh.len() >= 5, "{sort_key:?}: {}", fresh.len());
         std::thread::sleep(Duration::from_secs(4));

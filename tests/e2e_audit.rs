@@ -248,20 +248,7 @@ fn a_mistake_in_another_key_keeps_collect_closed() {
     settings.push(("collect_secret", "let-me-in".into()));
     settings.push(("audit_windw_seconds", "600".into()));
     let port = free_port();
-    let _server = KillOnDrop(
-        host(&dir, &settings)
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "serve did not listen"
-    );
+    let _server = serve_on(host(&dir, &settings), port, std::process::Stdio::null());
     let before = sim.request_count();
     for (method, path) in [("POST", "/collect"), ("POST", "/oauth/revoke")] {
         let (status, body) = http(port, method, path, None);
@@ -284,20 +271,7 @@ fn serve_runs_a_pass_on_post_collect_and_checks_the_secret() {
     let mut settings = audit_settings(&sim, start);
     settings.push(("collect_secret", "let-me-in".into()));
     let port = free_port();
-    let _server = KillOnDrop(
-        host(&dir, &settings)
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "serve did not listen"
-    );
+    let _server = serve_on(host(&dir, &settings), port, std::process::Stdio::null());
 
     let (status, _) = http(port, "GET", "/healthz", None);
     assert_eq!(status, 200);

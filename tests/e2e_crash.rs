@@ -228,17 +228,10 @@ fn a_pass_on_a_state_file_in_use_does_not_run() {
 
     // serve: one pass at a time across concurrent requests too.
     let port = free_port();
-    let _server = KillOnDrop(
-        host_with_state(&dir, &state, "serve.ndjson", &settings)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "serve did not listen"
+    let _server = serve_on(
+        host_with_state(&dir, &state, "serve.ndjson", &settings),
+        port,
+        Stdio::null(),
     );
     // Slow enough that the first /collect is still running when the second arrives.
     sim.set_response_delay(Duration::from_millis(1500));

@@ -33,17 +33,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 }
 
 fn serve(dir: &Scratch, settings: &[(&str, String)], port: u16) -> KillOnDrop {
-    let child = host(dir, settings)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start host");
-    assert!(
-        wait_for(30, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "host listens"
-    );
-    KillOnDrop(child)
+    serve_on(host(dir, settings), port, std::process::Stdio::null())
 }
 
 #[test]

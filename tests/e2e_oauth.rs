@@ -123,20 +123,7 @@ fn setup(name: &str) -> Setup {
         ("token_encryption_key", KEY.into()),
     ]);
     let log = std::fs::File::create(dir.path("serve.log")).unwrap();
-    let server = KillOnDrop(
-        host(&dir, &settings)
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "serve did not listen"
-    );
+    let server = serve_on(host(&dir, &settings), port, log);
     Setup {
         sim,
         dir,

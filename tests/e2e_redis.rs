@@ -52,15 +52,7 @@ fn scenario(seed: u64) -> (Simulator, i64, Vec<(&'static str, String)>) {
 /// Every record id the simulator's data calls for, all three streams.
 fn ground_truth(sim: &Simulator, start: i64) -> BTreeSet<String> {
     let mut ids = truth(sim, start, now());
-    ids.extend(sim.access_truth().iter().map(|r| {
-        slack_logs_core::access::record_id(
-            &r.user_id,
-            Some(&r.ip),
-            &r.user_agent,
-            r.date_first,
-            r.date_last,
-        )
-    }));
+    ids.extend(sim.access_truth().iter().map(access_id));
     ids.extend(
         sim.integration_truth()
             .iter()

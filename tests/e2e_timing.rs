@@ -302,15 +302,7 @@ fn a_first_pass_from_now_with_a_clock_ahead_of_slack_anchors_at_slacks_now() {
         .access_truth()
         .iter()
         .filter(|r| r.date_last == slack_now)
-        .map(|r| {
-            slack_logs_core::access::record_id(
-                &r.user_id,
-                Some(&r.ip),
-                &r.user_agent,
-                r.date_first,
-                r.date_last,
-            )
-        })
+        .map(access_id)
         .collect();
     assert!(!rows.is_empty());
     std::thread::sleep(Duration::from_secs(5));

@@ -690,16 +690,11 @@ fn walk_unit<C: Checkpoint>(
     // Anchored in this pass at our clock's now (no `backfill_start_time`): moved back to Slack's
     // now below if its first answer shows our clock ahead.
     let mut anchored_by_our_clock = false;
+    let cannot_start = |env: &mut Env<'_>, code: &str, message: String| {
+        failed_to_start(config, env, stream, team_id, now, code, message)
+    };
     let store_failure = |env: &mut Env<'_>, e: crate::env::StoreError| {
-        failed_to_start(
-            config,
-            env,
-            stream,
-            team_id,
-            now,
-            "store_error",
-            e.to_string(),
-        )
+        cannot_start(env, "store_error", e.to_string())
     };
     let stored = match env.store.get(&key) {
         Ok(Some(bytes)) => match C::decode(&bytes) {
@@ -709,12 +704,8 @@ fn walk_unit<C: Checkpoint>(
                 Err(e) => return store_failure(env, e),
             },
             Err(e) => {
-                return failed_to_start(
-                    config,
+                return cannot_start(
                     env,
-                    stream,
-                    team_id,
-                    now,
                     "checkpoint_unreadable",
                     // The operator's way out, under our host; under Spin, deleting the key is the same.
                     format!(
@@ -733,12 +724,8 @@ fn walk_unit<C: Checkpoint>(
     // start from where made-up data left off (it would skip its backfill without a word).
     let stored = match stored {
         Some((_, _, series)) if config.synthetic_data && !lease::is_synthetic_series(&series) => {
-            return failed_to_start(
-                config,
+            return cannot_start(
                 env,
-                stream,
-                team_id,
-                now,
                 "state_holds_real_data",
                 "synthetic_data is set, but this state store holds a checkpoint not marked as made with synthetic \
                  data (real collection, or synthetic data from a release before they were marked); made-up records \

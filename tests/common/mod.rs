@@ -282,6 +282,34 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// The record id of an access row of the simulator's truth, as the collector makes it.
+pub fn access_id(r: &slack_sim::AccessRowTruth) -> String {
+    slack_logs_core::access::record_id(
+        &r.user_id,
+        Some(&r.ip),
+        &r.user_agent,
+        r.date_first,
+        r.date_last,
+    )
+}
+
+/// Starts `host` (a host command, e.g. from [`host`]) as `serve --listen 127.0.0.1:PORT`, its
+/// stderr to `stderr`, and waits until it listens.
+pub fn serve_on(mut host: Command, port: u16, stderr: impl Into<Stdio>) -> KillOnDrop {
+    let server = KillOnDrop(
+        host.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(stderr)
+            .spawn()
+            .expect("start host"),
+    );
+    assert!(
+        wait_for(60, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "serve did not listen"
+    );
+    server
+}
+
 /// Kills a child if the test panics before it does.
 pub struct KillOnDrop(pub Child);
 
