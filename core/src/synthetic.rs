@@ -374,6 +374,15 @@ pub struct AccessRow {
     pub count: i64,
 }
 
+/// The IP address of combination `k`: one of the 762 documentation addresses (RFC 5737), a
+/// different one for each of 762 consecutive combinations, more than a week's retention holds,
+/// so no user + IP + user agent is listed twice (Slack's rows are one per combination).
+fn access_ip(k: i64) -> String {
+    const NETS: [&str; 3] = ["192.0.2", "198.51.100", "203.0.113"];
+    let n = k.rem_euclid(3 * 254);
+    format!("{}.{}", NETS[(n / 254) as usize], n % 254 + 1)
+}
+
 impl AccessApiModel {
     /// Every row at `now`, newest first by the sort field (ties by combination).
     pub fn rows(&self) -> Vec<AccessRow> {
@@ -395,7 +404,7 @@ impl AccessApiModel {
             rows.push(AccessRow {
                 user_id: uid,
                 username: name,
-                ip: format!("198.51.100.{}", (h >> 40) % 250 + 1),
+                ip: access_ip(k),
                 user_agent: USER_AGENTS[((h >> 48) % USER_AGENTS.len() as u64) as usize],
                 date_first: first,
                 date_last: first + uses * every,
@@ -544,6 +553,14 @@ mod tests {
         );
         for r in &b {
             assert!(r.date_first <= r.date_last && r.date_last <= t + 7200 && r.count >= 1);
+        }
+        // One row per user + IP + user agent, as Slack lists them.
+        for rows in [&a, &b] {
+            let combos: std::collections::BTreeSet<_> = rows
+                .iter()
+                .map(|r| (r.user_id, r.ip.as_str(), r.user_agent))
+                .collect();
+            assert_eq!(combos.len(), rows.len(), "a combination listed twice");
         }
         // Newest first by the sort field, in both orders; `before` is inclusive on it.
         assert!(b.windows(2).all(|w| w[0].date_first >= w[1].date_first));
