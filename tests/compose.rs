@@ -433,7 +433,8 @@ impl Endpoint {
     }
 }
 
-fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
+/// Reads one request: its path, headers and whole body (Content-Length or chunked).
+fn read_request(stream: &TcpStream) -> Option<Received> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
@@ -452,17 +453,22 @@ fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+    let mut req = Received {
+        path,
+        headers,
+        body: Vec::new(),
+        status: 0,
     };
-    let mut body = Vec::new();
-    if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        body.resize(len, 0);
-        reader.read_exact(&mut body).ok()?;
-    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    if let Some(len) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        req.body.resize(len, 0);
+        reader.read_exact(&mut req.body).ok()?;
+    } else if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         loop {
             let mut size = String::new();
             reader.read_line(&mut size).ok()?;
@@ -472,9 +478,14 @@ fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
             if n == 0 {
                 break;
             }
-            body.extend_from_slice(&chunk[..n]);
+            req.body.extend_from_slice(&chunk[..n]);
         }
     }
+    Some(req)
+}
+
+fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
+    let req = read_request(&stream)?;
     let reply = match status {
         200..=299 => String::new(),
         _ => format!("{{\"text\":\"test endpoint says {status}\",\"code\":6}}"),
@@ -482,12 +493,7 @@ fn serve_one(stream: TcpStream, status: u16) -> Option<Received> {
     let mut out = stream;
     let _ = write!(out, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
     let _ = out.flush();
-    Some(Received {
-        path,
-        headers,
-        body,
-        status: 0,
-    })
+    Some(req)
 }
 
 #[test]
@@ -710,5 +716,117 @@ fn composed_with_the_s3_sink_writes_the_same_records_to_s3() {
         set(&delivered),
         set(&plain),
         "composed and uncomposed deliver the same record set"
+    );
+}
+
+/// An endpoint that answers every request with `status` and an endless chunked body of `A`s,
+/// stopping at [`ENDLESS_CAP`] bytes; counts requests and the body bytes it got to write.
+fn endless_error_endpoint(status: u16) -> (u16, Arc<Mutex<Vec<usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let s = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                if read_request(&conn).is_none() {
+                    return;
+                }
+                let mut out = conn;
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+                );
+                if out.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = [b'A'; 64 * 1024];
+                let mut n = 0;
+                while n < ENDLESS_CAP
+                    && write!(out, "{:x}\r\n", chunk.len()).is_ok()
+                    && out.write_all(&chunk).is_ok()
+                    && out.write_all(b"\r\n").is_ok()
+                {
+                    n += chunk.len();
+                }
+                s.lock().unwrap().push(n);
+            });
+        }
+    });
+    (port, sent)
+}
+
+/// Where the endless endpoint gives up: far more than any bounded read takes.
+const ENDLESS_CAP: usize = 512 << 20;
+
+/// Checks a composed sink met an endless error body: the pass fails with the status, the log
+/// stays short, and each answer was read only as far as the socket buffers hold (the sink reads
+/// at most 4 KiB of an error body), never to the endpoint's cap.
+fn assert_read_bounded(what: &str, out: &Output, status: &str, sent: &Mutex<Vec<usize>>) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+    assert!(stderr.contains(status), "{what}: {stderr}");
+    assert!(
+        stderr.len() < 64 * 1024 && !stderr.contains(&"A".repeat(4097)),
+        "{what}: the log quotes at most 4 KiB of the body ({} bytes of log)",
+        stderr.len()
+    );
+    // The endpoint notes a connection when its write fails (the sink closed it) or at the cap.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sent.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = sent.lock().unwrap().clone();
+    eprintln!("{what}: body bytes the endpoint got to write, per answer: {sent:?}");
+    assert!(!sent.is_empty(), "{what}: the endpoint was asked");
+    for n in sent {
+        assert!(
+            n < 64 << 20,
+            "{what}: the sink read {n} bytes of an error body"
+        );
+    }
+}
+
+/// #13 item 4 for the sink components: an endpoint (or whatever answers in its place) that sends
+/// an endless error body gets a bounded read from the HTTP and the S3 sink, and the batch is
+/// reported as refused, its checkpoint unmoved.
+#[test]
+fn sink_components_read_a_bounded_start_of_an_endless_error_body() {
+    let (sim, start) = sim_with_history(29, 20);
+    let dir = Scratch::new("compose-endless");
+
+    let (port, sent) = endless_error_endpoint(400);
+    let mut settings = audit_settings(&sim, start);
+    settings.push(("sink_url", format!("http://127.0.0.1:{port}/ingest")));
+    let composed = compose_to("sink_http.wasm", &dir);
+    let out = run(&mut host_with(
+        &composed,
+        &dir.path("http/state.db"),
+        "none",
+        &settings,
+    ));
+    assert_read_bounded("HTTP sink", &out, "HTTP 400", &sent);
+
+    let (port, sent) = endless_error_endpoint(400);
+    let mut settings = audit_settings(&sim, start);
+    settings.extend([
+        ("s3_bucket", "endless".to_string()),
+        ("s3_endpoint_url", format!("http://127.0.0.1:{port}")),
+        ("s3_region", "eu-west-1".to_string()),
+        ("s3_access_key_id", "AKIDEXAMPLE".to_string()),
+        ("s3_secret_access_key", "not-a-real-secret".to_string()),
+    ]);
+    let composed = compose_to("sink_s3.wasm", &dir);
+    let state = dir.path("s3/state.db");
+    let out = run(&mut host_with(&composed, &state, "none", &settings));
+    assert_read_bounded("S3 sink", &out, "400", &sent);
+    let status = host_with(&composed, &state, "none", &settings)
+        .arg("status")
+        .output()
+        .expect("status");
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("400") && !shown.contains(&"A".repeat(4097)),
+        "the stored error is the bounded one: {shown}"
     );
 }

@@ -540,6 +540,72 @@ fn tie_scenario(sort: AccessSortKey, expire: bool) {
     }
 }
 
+/// A tie larger than the 2,048 keys a checkpoint holds inline, when Slack then offers no way to
+/// resume inside it (the saved cursor expired, classic paging failing): the next pass re-reads the
+/// tie from its start and skips every row of it delivered, the older keys coming back from the
+/// tie parts in the state store. Fails on the walk that kept only the latest 2,048 keys: it
+/// offered the rest of what it had delivered again.
+#[test]
+fn a_tie_re_read_from_its_start_repeats_nothing_beyond_what_a_checkpoint_holds() {
+    for sort in [AccessSortKey::DateFirst, AccessSortKey::DateLast] {
+        let label = format!("{sort:?}");
+        let sim = Simulator::start(SimConfig {
+            seed: 6,
+            access_rows: 100,
+            access_sort_key: sort,
+            access_classic_fatal_from_page: Some(1),
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let cfg = sim.config();
+        let (start, t) = (cfg.history_start, cfg.history_end - 100);
+        sim.add_access_tie(4_000, t, t);
+        let dir = Scratch::new(&format!("access-tie-reread-{sort:?}"));
+        let settings = settings_for(&sim, start, "activity", 999, 60);
+        // The first pass stops after three pages: Slack answers the fourth request with invalid_auth.
+        sim.fail_request(
+            4,
+            slack_sim::Fault::Raw {
+                status: 200,
+                content_type: Some("application/json".into()),
+                headers: Vec::new(),
+                body: r#"{"ok":false,"error":"invalid_auth"}"#.into(),
+            },
+        );
+        let out = host(&dir, &settings)
+            .arg("run")
+            .arg("--once")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{label}: {stderr}");
+        let first = delivered_ids(&dir.path("out.ndjson"));
+        assert_eq!(
+            first.len(),
+            3 * 999,
+            "{label}: three pages delivered\n{stderr}"
+        );
+
+        // Every cursor Slack gave expires; classic paging answers fatal_error.
+        sim.expire_cursors();
+        let (stderr, caught_up) = pass(&dir, &settings);
+        assert!(caught_up, "{label}: {stderr}");
+        assert!(
+            stderr.contains("re-reading the walk's listing from its start")
+                || stderr.contains("resuming with before="),
+            "{label}: the tie was read again from its start\n{stderr}"
+        );
+        let delivered = delivered_ids(&dir.path("out.ndjson"));
+        assert_eq!(
+            delivered.len(),
+            set(&delivered).len(),
+            "{label}: no record repeated\n{stderr}"
+        );
+        let truth: BTreeSet<String> = sim.access_truth().iter().map(access_id).collect();
+        assert_eq!(set(&delivered), truth, "{label}");
+    }
+}
+
 /// Activity Slack records a few seconds late (within `access_lag_seconds`) is collected: the walk
 /// bound stays that far behind now. Fails with the old fixed one-second settle time: the late state
 /// lands behind the watermark.

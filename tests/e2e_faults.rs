@@ -892,10 +892,9 @@ impl Model for Access {
         let mut page = rng.range(2, 10) as usize;
         let mut tie = None;
         if rng.chance(30) {
-            // Rows sharing one second, far more than a page (a mass sign-in), up to what a
-            // checkpoint remembers keys of (beyond that a walk that cannot resume inside the tie
-            // offers some of it again: a documented limit, tested in core).
-            let n = rng.range(200, 2000) as usize;
+            // Rows sharing one second, far more than a page (a mass sign-in), also beyond the
+            // 2,048 keys a checkpoint holds inline (older ones go to tie parts in the store).
+            let n = rng.range(200, 6000) as usize;
             let at = rng.range(cfg.history_start.max(backfill), cfg.history_end);
             sim.add_access_tie(n, at, at);
             page = rng.range(20, 120) as usize;

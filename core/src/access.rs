@@ -40,8 +40,9 @@
 //! Slack sorts by, so no row is lost or repeated even before the order is known. Delivered keys
 //! are state keys in `activity` mode and combination keys (no `date_last`) in `new-only` mode,
 //! where an updated row must still count as delivered; both are the first 64 bits of the same
-//! SHA-256 as the ids. The keys at one value are a window of the latest [`MAX_TIE_KEYS`]: the
-//! checkpoint stays bounded (well under the portable 400 KB) however many rows share a second.
+//! SHA-256 as the ids. The checkpoint holds the latest [`MAX_TIE_KEYS`] keys at one value and the
+//! older ones go to parts in the store ([`tie`]): every value stays bounded (well under the
+//! portable 400 KB) however many rows share a second, and no delivered key is forgotten.
 //!
 //! **Resuming.** The checkpoint also keeps where the walk stands in its listing: the rows served,
 //! and Slack's cursor for the next page. A pass (or an `invalid_cursor`) goes on from there with
@@ -65,9 +66,11 @@
 //! 4. the listing from its start (rows delivered are skipped by the position).
 //!
 //! Inside a tie (rows sharing the value the walk stands at) 1 and 2 cost a page. 3 and 4 read the
-//! tie from its start: if more of it was delivered than the window holds, those rows are offered
-//! again (same ids; the log says so), once per position — a second such re-read stops the stream
-//! with `access_tie_stuck` and advice instead (`reread_once`). Without 1 and 2 (Slack rejects the
+//! tie from its start and skip every row of it delivered; a pass whose re-read gets no further
+//! than the last one ends with `access_tie_stuck` and advice rather than quietly (`reread_once`).
+//! Only keys that are lost (a checkpoint of a release that kept just the window, a tie part
+//! deleted by hand) make a re-read offer rows again (same ids; the log says so), once per
+//! position. Without 1 and 2 (Slack rejects the
 //! saved cursor, and classic paging is refused, fails or is past page 100), a walk longer than one
 //! pass can read does not finish until passes run closer together than Slack's cursors expire or
 //! `max_run_seconds` is raised; the log says so. With cursor paging refused, a listing longer than
@@ -110,6 +113,7 @@ use serde_json::value::RawValue;
 
 pub use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::{format_rfc3339, AccessMode, AccessSortKey, Config};
+use crate::env::{KvStore, StoreError};
 use crate::fetch::{settled, FetchError, Fetcher, MIN_REQUEST_BUDGET};
 use crate::record::{content_id, content_key, RecordWriter};
 use crate::slack_error::{describe_body, SlackError};
@@ -300,6 +304,13 @@ pub struct AccessWalk {
     /// although it had forgotten keys of it, offering those rows again: done once, never twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reread_at: Option<(i64, i64)>,
+    /// Rows known delivered at `reread_at` when that re-read began: a later re-read there that
+    /// finds no more got no further (see [`reread_once`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reread_keys: u64,
+    /// The most parts of tie keys this walk stored for a field, deleted when it completes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tie_parts: u64,
 }
 
 /// One listing of `team.accessLogs` (one `before`), and where the walk stands in it.
@@ -340,7 +351,8 @@ impl Listing {
     }
 }
 
-/// The latest keys delivered at one value, at most [`MAX_TIE_KEYS`], oldest first.
+/// The latest keys delivered at one value, oldest first: at most [`MAX_TIE_KEYS`] in a saved
+/// checkpoint, older ones in the store ([`tie::Spill`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Vec<u64>", into = "Vec<u64>")]
 pub struct KeyWindow {
@@ -361,19 +373,27 @@ impl KeyWindow {
         self.order.is_empty()
     }
 
-    /// Adds a key; returns whether the oldest one was forgotten to make room.
-    fn push(&mut self, key: u64) -> bool {
-        if !self.members.insert(key) {
-            return false;
+    /// Adds a key. The window may grow past [`MAX_TIE_KEYS`] between checkpoints; the oldest keys
+    /// move to the store before one is saved ([`Position::spill`]).
+    fn push(&mut self, key: u64) {
+        if self.members.insert(key) {
+            self.order.push_back(key);
         }
-        self.order.push_back(key);
-        if self.order.len() <= MAX_TIE_KEYS {
-            return false;
+    }
+
+    /// The keys beyond the latest [`MAX_TIE_KEYS`], oldest first.
+    fn excess(&self) -> Vec<u64> {
+        let n = self.order.len().saturating_sub(MAX_TIE_KEYS);
+        self.order.iter().take(n).copied().collect()
+    }
+
+    /// Forgets the `n` oldest keys (stored elsewhere).
+    fn drop_oldest(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(old) = self.order.pop_front() {
+                self.members.remove(&old);
+            }
         }
-        if let Some(old) = self.order.pop_front() {
-            self.members.remove(&old);
-        }
-        true
     }
 
     fn clear(&mut self) {
@@ -408,12 +428,16 @@ impl FromIterator<u64> for KeyWindow {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     /// The lowest `date_first` among the rows considered, and the keys of the rows delivered
-    /// with exactly that `date_first` (the latest [`MAX_TIE_KEYS`]).
+    /// with exactly that `date_first`: the latest [`MAX_TIE_KEYS`] here, older ones in the store
+    /// (`first_spill` counts them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_first: Option<i64>,
     #[serde(default, skip_serializing_if = "KeyWindow::is_empty")]
     pub first_keys: KeyWindow,
-    /// Rows delivered at exactly `date_first` whose keys the window no longer holds.
+    #[serde(default, skip_serializing_if = "Spill::is_empty")]
+    pub first_spill: Spill,
+    /// Rows delivered at exactly `date_first` whose keys are known neither here nor in the store:
+    /// left by a release that kept only the window, or in a stored part that went missing.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub first_forgotten: u64,
     /// The same for `date_last`.
@@ -421,6 +445,8 @@ pub struct Position {
     pub date_last: Option<i64>,
     #[serde(default, skip_serializing_if = "KeyWindow::is_empty")]
     pub last_keys: KeyWindow,
+    #[serde(default, skip_serializing_if = "Spill::is_empty")]
+    pub last_spill: Spill,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_forgotten: u64,
     /// The `date_first` of the last row considered that was used after it was first seen
@@ -433,12 +459,16 @@ pub struct Position {
 impl Position {
     /// Whether a row was already delivered by this walk (true only for rows read before).
     pub fn covers(&self, date_first: i64, date_last: i64, key: u64) -> bool {
-        let covered = |lowest: Option<i64>, keys: &KeyWindow, v: i64| match lowest {
+        let covered = |lowest: Option<i64>, keys: &KeyWindow, spill: &Spill, v: i64| match lowest {
             None => false,
-            Some(l) => v > l || (v == l && keys.contains(key)),
+            Some(l) => v > l || (v == l && (keys.contains(key) || spill.contains(key))),
         };
-        covered(self.date_first, &self.first_keys, date_first)
-            && covered(self.date_last, &self.last_keys, date_last)
+        covered(
+            self.date_first,
+            &self.first_keys,
+            &self.first_spill,
+            date_first,
+        ) && covered(self.date_last, &self.last_keys, &self.last_spill, date_last)
     }
 
     /// Takes one row read after every row considered so far.
@@ -449,6 +479,7 @@ impl Position {
         fn one(
             lowest: &mut Option<i64>,
             keys: &mut KeyWindow,
+            spill: &mut Spill,
             forgotten: &mut u64,
             v: i64,
             key: u64,
@@ -458,18 +489,22 @@ impl Position {
                 Some(l) if v > l => {} // above the lowest: covered by `>` from now on
                 Some(l) if v == l => {}
                 _ => {
+                    // Parts stored for the old value stay until overwritten; they name their
+                    // value, so none is taken for this one.
                     *lowest = Some(v);
                     keys.clear();
+                    *spill = Spill::default();
                     *forgotten = 0;
                 }
             }
-            if delivered && *lowest == Some(v) && keys.push(key) {
-                *forgotten = forgotten.saturating_add(1);
+            if delivered && *lowest == Some(v) && !spill.contains(key) {
+                keys.push(key);
             }
         }
         one(
             &mut self.date_first,
             &mut self.first_keys,
+            &mut self.first_spill,
             &mut self.first_forgotten,
             date_first,
             key,
@@ -478,11 +513,107 @@ impl Position {
         one(
             &mut self.date_last,
             &mut self.last_keys,
+            &mut self.last_spill,
             &mut self.last_forgotten,
             date_last,
             key,
             delivered,
         );
+    }
+
+    /// Whether a window holds more keys than a checkpoint keeps inline.
+    fn needs_spill(&self) -> bool {
+        self.first_keys.len() > MAX_TIE_KEYS || self.last_keys.len() > MAX_TIE_KEYS
+    }
+
+    /// Moves each window's keys beyond the latest [`MAX_TIE_KEYS`] into the store; call before
+    /// the checkpoint is saved. Returns the parts each field's keys take, for their clean-up.
+    fn spill(
+        &mut self,
+        store: &mut dyn KvStore,
+        team_id: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let mut parts = 0;
+        for (field, value, keys, spill) in [
+            (
+                TieField::DateFirst,
+                self.date_first,
+                &mut self.first_keys,
+                &mut self.first_spill,
+            ),
+            (
+                TieField::DateLast,
+                self.date_last,
+                &mut self.last_keys,
+                &mut self.last_spill,
+            ),
+        ] {
+            let moved = keys.excess();
+            if let (Some(v), false) = (value, moved.is_empty()) {
+                let key_of = |part| crate::keys::access_tie_part_key(team_id, field.name(), part);
+                spill.store(v, &moved, store, &key_of)?;
+                keys.drop_oldest(moved.len());
+            }
+            parts = parts.max(spill.parts());
+        }
+        Ok(parts)
+    }
+
+    /// Reads back the keys a resumed walk's checkpoint counts in the store. A part lost (deleted
+    /// by hand, or of another tie) makes its keys forgotten, as in a checkpoint of a release that
+    /// kept only the window: returned as a warning for the log.
+    fn load_spill(
+        &mut self,
+        store: &mut dyn KvStore,
+        team_id: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut warnings = Vec::new();
+        for (field, value, spill, forgotten) in [
+            (
+                TieField::DateFirst,
+                self.date_first,
+                &mut self.first_spill,
+                &mut self.first_forgotten,
+            ),
+            (
+                TieField::DateLast,
+                self.date_last,
+                &mut self.last_spill,
+                &mut self.last_forgotten,
+            ),
+        ] {
+            let key_of = |part| crate::keys::access_tie_part_key(team_id, field.name(), part);
+            let Some(v) = value else {
+                *spill = Spill::default();
+                continue;
+            };
+            match spill.load(v, store, &key_of) {
+                Ok(()) => {}
+                Err(LoadError::Store(e)) => return Err(e),
+                Err(LoadError::Lost {
+                    forgotten: n,
+                    message,
+                }) => {
+                    *forgotten = forgotten.saturating_add(n);
+                    warnings.push(message);
+                }
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// Rows delivered at the position, as far as the walk knows.
+    fn delivered_here(&self) -> u64 {
+        let at = |keys: &KeyWindow, spill: &Spill, forgotten: u64| {
+            (keys.len() as u64)
+                .saturating_add(spill.len() as u64)
+                .saturating_add(forgotten)
+        };
+        at(&self.first_keys, &self.first_spill, self.first_forgotten).max(at(
+            &self.last_keys,
+            &self.last_spill,
+            self.last_forgotten,
+        ))
     }
 
     /// Rows delivered at the position that a re-read of its tie could offer again.
@@ -588,6 +719,8 @@ impl AccessWalk {
             ahead: BTreeSet::new(),
             listing: Listing::start(None, false),
             reread_at: None,
+            reread_keys: 0,
+            tie_parts: 0,
         }
     }
 
@@ -922,7 +1055,26 @@ pub(crate) fn walk_with(
                 checkpoint.walk = None;
                 continue;
             }
-            Some(w) => (w.clone(), false),
+            Some(w) => {
+                let mut w = w.clone();
+                match w.position.load_spill(io.store, team_id) {
+                    Ok(warnings) => {
+                        for warning in warnings {
+                            (io.log)(&format!("{}: {warning}", ctx.label()));
+                        }
+                    }
+                    Err(e) => {
+                        return WalkEnd::Failed {
+                            code: "store_error".into(),
+                            message: format!(
+                                "{}: reading the keys of rows that share one second: {e}; nothing was delivered",
+                                ctx.label()
+                            ),
+                        }
+                    }
+                }
+                (w, false)
+            }
             None if top(fetcher) <= checkpoint.watermark => return WalkEnd::CaughtUp,
             None => (AccessWalk::start(config, checkpoint, top(fetcher)), true),
         };
@@ -1020,6 +1172,13 @@ struct PassState {
     reread_from: Option<Listing>,
     /// Cursors of the current listing: one that comes back would page in a circle forever.
     cursors_seen: HashSet<String>,
+    /// A re-read of the tie began where the last one had (position and rows known delivered
+    /// there, [`stall_mark`]): if the pass ends still there, the walk is stuck.
+    stalled: Option<(i64, i64, u64)>,
+    /// The listing the walk stood in before that re-read: where the checkpoint goes back to.
+    stalled_left: Option<Listing>,
+    /// This pass began a re-read of a tie ([`reread_once`]).
+    reread_seen: bool,
 }
 
 /// How [`reopen`] went on.
@@ -1043,25 +1202,72 @@ fn walk_one(
     mut walk: AccessWalk,
     stats: &mut WalkStats,
 ) -> Result<(), WalkEnd> {
+    let mut pass = PassState::default();
+    let end = walk_pages(ctx, fetcher, io, checkpoint, &mut walk, stats, &mut pass);
+    let (Err(WalkEnd::Budget(_)), Some((f, l, n)), Some(left)) =
+        (&end, pass.stalled, pass.stalled_left.take())
+    else {
+        return end;
+    };
+    if pass.stalled != stall_mark(&walk.position) {
+        return end;
+    }
+    // A re-read of a tie that got no further than the last one, and this pass ended inside it
+    // again: without a word every pass would end the same way. The checkpoint goes back to the
+    // listing the walk stood in, with classic paging allowed again, so the next pass tries the
+    // ways to resume inside the tie first.
+    spill_ties(ctx, io, &mut walk)?;
+    walk.listing = left;
+    walk.classic_failed = false;
+    checkpoint.walk = Some(walk);
+    io.save(&ctx.key, &checkpoint.encode())?;
+    Err(WalkEnd::Failed {
+        code: "access_tie_stuck".into(),
+        message: format!(
+            "{}: the walk stands inside rows that share one second (date_first {f}, date_last {l}; {n} of them \
+             delivered), Slack rejects its saved cursor and classic paging is unavailable, so each pass re-reads them \
+             from their start, skipping those delivered, and this pass got no further than the last. Nothing was lost \
+             and nothing is offered again; the next pass tries the saved cursor and classic paging first. Let passes \
+             run closer together than Slack's cursors expire, or raise `max_run_seconds`",
+            ctx.label(),
+        ),
+    })
+}
+
+/// Where a walk stands inside a tie, for telling a re-read that got further from one that did
+/// not.
+fn stall_mark(p: &Position) -> Option<(i64, i64, u64)> {
+    Some((p.date_first?, p.date_last?, p.delivered_here()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_pages(
+    ctx: &Ctx<'_>,
+    fetcher: &mut Fetcher<'_>,
+    io: &mut StreamIo<'_>,
+    checkpoint: &mut AccessCheckpoint,
+    walk: &mut AccessWalk,
+    stats: &mut WalkStats,
+    pass: &mut PassState,
+) -> Result<(), WalkEnd> {
     let config = ctx.config;
     let trusted = configured_order(config);
     let watermark = checkpoint.watermark;
     let count = ctx.classic_count();
-    let mut pass = PassState::default();
     let (records_before, mut deferred) = (stats.records, 0u64);
     if walk.listing.served > 0 && walk.listing.cursor.is_none() && walk.listing.page.is_none() {
         reopen(
             ctx,
             io,
             checkpoint,
-            &mut walk,
-            &mut pass,
+            walk,
+            pass,
             "the last pass left no cursor to resume with",
             true,
         );
     }
     loop {
-        let url = page_url(config, ctx.team_id, &walk, ctx.limits);
+        let url = page_url(config, ctx.team_id, walk, ctx.limits);
         let body = match fetcher.get(&url, ctx.token) {
             Ok(resp) => resp.body,
             Err(e) => {
@@ -1071,8 +1277,8 @@ fn walk_one(
                     io,
                     checkpoint,
                     PageError::Fetch(e),
-                    &mut walk,
-                    &mut pass,
+                    walk,
+                    pass,
                 )?;
                 continue;
             }
@@ -1080,15 +1286,7 @@ fn walk_one(
         let page = match parse_page(&body) {
             Ok(p) => p,
             Err(e) => {
-                handle_error(
-                    ctx,
-                    fetcher,
-                    io,
-                    checkpoint,
-                    PageError::Body(e),
-                    &mut walk,
-                    &mut pass,
-                )?;
+                handle_error(ctx, fetcher, io, checkpoint, PageError::Body(e), walk, pass)?;
                 continue;
             }
         };
@@ -1161,7 +1359,7 @@ fn walk_one(
                 // Classic paging from the start would meet the page cap again.
                 return Err(over_pagination(
                     ctx,
-                    &walk,
+                    walk,
                     "`before` may filter on date_last, and lowering it could then hide rows used again",
                 ));
             }
@@ -1170,13 +1368,13 @@ fn walk_one(
                  used again",
                 walk.listing.anchor.unwrap_or(walk.before)
             );
-            restart(ctx, io, &mut walk, &mut pass, &why);
+            restart(ctx, io, walk, pass, &why);
             pass.cursors_seen.clear();
             continue;
         }
 
         if let Some(left) = pass.reread_from.take() {
-            reread_once(ctx, io, checkpoint, &mut walk, left)?;
+            reread_once(ctx, io, checkpoint, walk, pass, left)?;
         }
 
         if trusted.is_none() {
@@ -1258,6 +1456,7 @@ fn walk_one(
             // States delivered ahead of this walk's `before` are at most the next walk's.
             checkpoint.ahead = std::mem::take(&mut walk.ahead);
             io.save(&ctx.key, &checkpoint.encode())?;
+            delete_tie_parts(ctx, io, walk.tie_parts);
             let mut line = format!(
                 "{}: walk up to {} complete, {} records",
                 ctx.label(),
@@ -1295,7 +1494,7 @@ fn walk_one(
                     "more rows share before={} than a page holds, rows may leave that listing, and classic paging failed",
                     walk.listing.anchor.unwrap_or(walk.before)
                 );
-                restart(ctx, io, &mut walk, &mut pass, &why);
+                restart(ctx, io, walk, pass, &why);
                 pass.cursors_seen.clear();
             }
             Next::Deeper => {
@@ -1314,8 +1513,8 @@ fn walk_one(
                     ctx,
                     io,
                     checkpoint,
-                    &mut walk,
-                    &mut pass,
+                    walk,
+                    pass,
                     &format!(
                         "classic paging reached page {}",
                         ctx.limits.classic_max_page
@@ -1329,7 +1528,7 @@ fn walk_one(
                     _ => {
                         end = Some(over_pagination(
                             ctx,
-                            &walk,
+                            walk,
                             "the rows read cannot be skipped by lowering `before` without risk of hiding unread ones",
                         ));
                         walk.listing = from;
@@ -1339,6 +1538,7 @@ fn walk_one(
             }
             Next::Done => {}
         }
+        spill_ties(ctx, io, walk)?;
         let mut saved = walk.clone();
         if saved
             .listing
@@ -1353,6 +1553,42 @@ fn walk_one(
         io.save(&ctx.key, &checkpoint.encode())?;
         if let Some(end) = end {
             return Err(end);
+        }
+    }
+}
+
+/// Moves tie keys beyond what a checkpoint holds inline into the store, before the checkpoint
+/// that counts them is saved (after the lease is checked: a pass that lost it writes nothing).
+fn spill_ties(ctx: &Ctx<'_>, io: &mut StreamIo<'_>, walk: &mut AccessWalk) -> Result<(), WalkEnd> {
+    if !walk.position.needs_spill() {
+        return Ok(());
+    }
+    io.check_owned(&ctx.key)?;
+    let parts = walk
+        .position
+        .spill(io.store, ctx.team_id)
+        .map_err(|e| WalkEnd::Failed {
+            code: "store_error".into(),
+            message: format!(
+                "{}: storing the keys of rows that share one second: {e}; records already delivered for this page may be \
+                 offered again next pass",
+                ctx.label()
+            ),
+        })?;
+    walk.tie_parts = walk.tie_parts.max(parts as u64);
+    Ok(())
+}
+
+/// Deletes the tie parts of a completed walk; best effort (a part left behind names its value and
+/// is never taken for another tie, and is overwritten by the next large one).
+fn delete_tie_parts(ctx: &Ctx<'_>, io: &mut StreamIo<'_>, parts: u64) {
+    for field in [TieField::DateFirst, TieField::DateLast] {
+        for part in 0..usize::try_from(parts).unwrap_or(0) {
+            let _ = io.store.delete(&crate::keys::access_tie_part_key(
+                ctx.team_id,
+                field.name(),
+                part,
+            ));
         }
     }
 }
@@ -1477,17 +1713,24 @@ fn restart(
     };
 }
 
-/// A re-read of the tie at the position from its start offers again the rows of it whose keys
-/// the checkpoint no longer holds. That is allowed once per position: a second time (the pass
-/// could not get through the tie, and still nothing lets the walk resume inside it) stops the
-/// stream with advice instead of offering them again and again. The checkpoint then keeps the
-/// listing the walk stood in (`left`), so the next pass tries the saved cursor and classic paging
-/// again first.
+/// A re-read of the tie at the position from its start (or from a lowered `before`) skips every
+/// row of it delivered: their keys are in the checkpoint or in the store ([`tie`]). When it
+/// begins where the last re-read began, with no more of the tie delivered since, the pass is
+/// marked: ending inside the tie again makes it `access_tie_stuck` ([`walk_one`]) rather than a
+/// quiet budget end; every pass still tries.
+///
+/// Keys that are not known (`forgotten`: a checkpoint of a release that kept only the window, or
+/// a stored part that went missing) make a re-read offer those rows again. That is allowed once
+/// per position: a second time (the pass could not get through the tie, and still nothing lets
+/// the walk resume inside it) stops the stream with advice instead of offering them again and
+/// again. The checkpoint then keeps the listing the walk stood in (`left`), so the next pass
+/// tries the saved cursor and classic paging again first.
 fn reread_once(
     ctx: &Ctx<'_>,
     io: &mut StreamIo<'_>,
     checkpoint: &mut AccessCheckpoint,
     walk: &mut AccessWalk,
+    pass: &mut PassState,
     left: Listing,
 ) -> Result<(), WalkEnd> {
     let p = &walk.position;
@@ -1495,12 +1738,29 @@ fn reread_once(
         return Ok(());
     };
     if p.forgotten() == 0 {
+        let known = p.delivered_here();
+        // Stuck: an earlier pass re-read this tie (larger than a page) from here too, and no more
+        // of it was delivered since. Re-reads within one pass (a cursor rejected twice) do not
+        // tell: the pass may still get through.
+        let page = u64::from(ctx.config.access_page_size.min(ctx.limits.classic_count));
+        if walk.reread_at == Some((f, l))
+            && known <= walk.reread_keys
+            && known >= page
+            && !pass.reread_seen
+        {
+            pass.stalled = Some((f, l, known));
+            pass.stalled_left = Some(left);
+        }
+        pass.reread_seen = true;
+        walk.reread_at = Some((f, l));
+        walk.reread_keys = known;
         return Ok(());
     }
     if walk.reread_at != Some((f, l)) {
         walk.reread_at = Some((f, l));
         return Ok(());
     }
+    spill_ties(ctx, io, walk)?;
     let mut kept = walk.clone();
     kept.listing = left;
     kept.classic_failed = false;
@@ -1509,9 +1769,10 @@ fn reread_once(
     Err(WalkEnd::Failed {
         code: "access_tie_stuck".into(),
         message: format!(
-            "{}: the walk stands inside more than {MAX_TIE_KEYS} rows that share one second (date_first {f}, date_last \
-             {l}), Slack rejects its saved cursor, and classic paging is unavailable, so it can only re-read them from \
-             their start; it did so once (offering some of them again) and that pass could not get through. Nothing was \
+            "{}: the walk stands inside rows that share one second (date_first {f}, date_last {l}) and the keys of \
+             some delivered ones are not known (a checkpoint of an earlier release, or a stored tie part that went \
+             missing); Slack rejects its saved cursor, and classic paging is unavailable, so it can only re-read them \
+             from their start; it did so once (offering those again) and that pass could not get through. Nothing was \
              lost and nothing is offered again; the next pass tries classic paging again. Let passes run closer \
              together than Slack's cursors expire, or raise `max_run_seconds`",
             ctx.label(),
@@ -1523,9 +1784,8 @@ fn forgotten_note(p: &Position) -> String {
     match p.forgotten() {
         0 => String::new(),
         n => format!(
-            "; more rows share the position's second than the {MAX_TIE_KEYS} a checkpoint remembers, so up to the {} \
-             of them delivered so far may be offered again (same ids), once",
-            n.saturating_add(p.first_keys.len().max(p.last_keys.len()) as u64)
+            "; the keys of {n} rows delivered at the position's second are not known (a checkpoint of an earlier \
+             release, or a stored tie part that went missing), so they may be offered again (same ids), once"
         ),
     }
 }
@@ -1677,3 +1937,6 @@ fn judge_order(
 
 #[cfg(test)]
 mod tests;
+
+pub mod tie;
+use tie::{LoadError, Spill, TieField};

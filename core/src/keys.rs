@@ -4,7 +4,8 @@
 //!
 //! Each walk (a stream, for one workspace or the org) keeps its state under
 //! `slack-logs/v1/<stream>/<team id, or org>/<leaf>` ([`WalkLeaf`]); the audit stream's look-back
-//! ledger adds parts under `…/audit/org/ledger/`; a few keys belong to no walk.
+//! ledger adds parts under `…/audit/org/ledger/`, an access walk inside a large tie parts under
+//! `…/access/<team>/tie/`; a few keys belong to no walk.
 
 use crate::Stream;
 
@@ -85,6 +86,12 @@ pub fn ledger_part_key(bucket: i64, part: usize) -> String {
     format!("{ROOT}audit/{ORG}/ledger/{bucket}/{part}")
 }
 
+/// One part of the keys of an access walk's tie ([`crate::access::tie`]):
+/// `slack-logs/v1/access/<team id, or org>/tie/<field>/<part>`.
+pub fn access_tie_part_key(team_id: Option<&str>, field: &str, part: usize) -> String {
+    format!("{ROOT}access/{}/tie/{field}/{part}", team_id.unwrap_or(ORG))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +120,7 @@ mod tests {
             OAUTH_TOKEN,
             OAUTH_PENDING,
             "slack-logs/v1/audit/org/ledger/5/0",
+            "slack-logs/v1/access/T1/tie/date_first/0",
             "slack-logs/v1/auditx/org/checkpoint",
             "slack-logs/v1/audit//checkpoint",
             "slack-logs/v1/audit/a/b/checkpoint",
@@ -121,6 +129,10 @@ mod tests {
         ] {
             assert_eq!(parse_walk_key(other), None, "{other}");
         }
+        assert_eq!(
+            access_tie_part_key(Some("T1"), "date_last", 2),
+            "slack-logs/v1/access/T1/tie/date_last/2"
+        );
         assert_eq!(
             ledger_part_key(1_700_000_000, 3),
             "slack-logs/v1/audit/org/ledger/1700000000/3"

@@ -15,6 +15,7 @@ pub mod config;
 pub mod env;
 pub mod fetch;
 pub mod integration;
+pub mod key_parts;
 pub mod keys;
 pub mod lease;
 pub mod metrics;

@@ -25,6 +25,7 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{json, Value};
 
+use slack_logs_core::access::tie::Spill;
 use slack_logs_core::access::{
     AccessCheckpoint, AccessWalk, KeyWindow, Listing, Position, SortOrder, WalkMode,
 };
@@ -853,22 +854,24 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
     let keys = || btree_set(any::<u64>(), 0..4);
     let window = || prop::collection::vec(any::<u64>(), 0..4).prop_map(KeyWindow::from);
     let position = (
-        (option::of(ts()), window(), any::<u64>()),
-        (option::of(ts()), window(), any::<u64>()),
+        (option::of(ts()), window(), any::<u64>(), any::<u64>()),
+        (option::of(ts()), window(), any::<u64>(), any::<u64>()),
         option::of(ts()),
     )
         .prop_map(
             |(
-                (date_first, first_keys, first_forgotten),
-                (date_last, last_keys, last_forgotten),
+                (date_first, first_keys, first_spill, first_forgotten),
+                (date_last, last_keys, last_spill, last_forgotten),
                 witness,
             )| {
                 Position {
                     date_first,
                     first_keys,
+                    first_spill: Spill::from(first_spill),
                     first_forgotten,
                     date_last,
                     last_keys,
+                    last_spill: Spill::from(last_spill),
                     last_forgotten,
                     witness,
                 }
@@ -902,7 +905,7 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
         position,
         keys(),
         listing,
-        option::of((ts(), ts())),
+        (option::of((ts(), ts())), any::<u64>(), any::<u64>()),
     )
         .prop_map(
             |(
@@ -910,7 +913,7 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
                 position,
                 ahead,
                 listing,
-                reread_at,
+                (reread_at, reread_keys, tie_parts),
             )| {
                 AccessWalk {
                     before,
@@ -923,6 +926,8 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
                     ahead,
                     listing,
                     reread_at,
+                    reread_keys,
+                    tie_parts,
                 }
             },
         );

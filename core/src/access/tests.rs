@@ -850,9 +850,11 @@ fn checkpoint_round_trips_and_refuses_corrupt_or_newer_formats() {
             position: Position {
                 date_first: Some(7),
                 first_keys: [u64::MAX, 3].into_iter().collect(),
+                first_spill: tie::Spill::from(9_000),
                 first_forgotten: 12,
                 date_last: Some(8),
                 last_keys: KeyWindow::default(),
+                last_spill: tie::Spill::default(),
                 last_forgotten: 0,
                 witness: Some(7),
             },
@@ -866,6 +868,8 @@ fn checkpoint_round_trips_and_refuses_corrupt_or_newer_formats() {
                 total: Some(40_000),
             },
             reread_at: Some((7, 8)),
+            reread_keys: 3_000,
+            tie_parts: 2,
         }),
         ahead: [1, 2].into(),
     };
@@ -1902,8 +1906,10 @@ proptest! {
                     waits_for_cursor_paging = true;
                     break;
                 }
-                // Injected faults only; anything else is a bug.
-                prop_assert!(["sink_unavailable", "store_error", "invalid_cursor"].contains(&code.as_str()), "{} {}", code, message);
+                // Injected faults only (a tie a pass cannot re-read through while classic paging
+                // fails and cursors are rejected is one); anything else is a bug.
+                let stuck = p.classic_fails && code == "access_tie_stuck";
+                prop_assert!(stuck || ["sink_unavailable", "store_error", "invalid_cursor"].contains(&code.as_str()), "{} {}", code, message);
                 prop_assert!(!message.contains(TOKEN));
                 run.sink.fail_at = None;
             }
@@ -2136,12 +2142,19 @@ fn a_tie_larger_than_a_pass_is_passed_in_bounded_passes_without_repeats() {
     }
 }
 
-/// The same tie when Slack gives no way to resume inside it (the saved cursor rejected, classic
-/// paging failing): the walk re-reads the tie from its start once, offering again only rows of it
-/// delivered before (a bounded repeat, logged); when that pass cannot get through either, the
-/// stream stops with advice instead of repeating them again, and goes on once classic paging works.
-#[test]
-fn a_tie_with_no_way_to_resume_inside_is_re_read_once_then_stops_with_advice() {
+/// The keys of tie parts in the store.
+fn tie_parts(run: &Run) -> BTreeSet<String> {
+    run.store
+        .map
+        .keys()
+        .filter(|k| k.contains("/tie/"))
+        .cloned()
+        .collect()
+}
+
+/// A tie of 5,000 rows, about 3,000 of them delivered over three passes with working cursors
+/// (more than the 2,048 keys a checkpoint holds inline: the older ones are in tie parts).
+fn tie_with_3000_delivered() -> Run {
     let mut m = Model::generated(ModelSort::DateFirst, 5, 30, T0 - 2900, T0 - 1000);
     m.add_tie(5_000, T0 - 600);
     let mut run = Run::new(
@@ -2149,17 +2162,85 @@ fn a_tie_with_no_way_to_resume_inside_is_re_read_once_then_stops_with_advice() {
         m,
     );
     run.clock.tick.set(Duration::from_millis(400));
-    // Three passes with working cursors: about 3,000 rows of the tie delivered (window: 2,048).
     for pass in 1..=3 {
         run.set_now(T0 + pass);
         assert!(matches!(run.pass().0, WalkEnd::Budget(_)), "pass {pass}");
     }
-    let delivered_before = run.sink.ids.len();
     let cp = run.stored().unwrap();
+    let p = &cp.walk.as_ref().unwrap().position;
+    assert!(p.first_keys.len() <= MAX_TIE_KEYS && p.last_keys.len() <= MAX_TIE_KEYS);
     assert!(
-        cp.walk.as_ref().unwrap().position.forgotten() > 0,
-        "more of the tie delivered than remembered"
+        !p.first_spill.is_empty() && p.forgotten() == 0,
+        "the older keys of the tie are stored apart, none forgotten"
     );
+    assert!(!tie_parts(&run).is_empty());
+    run
+}
+
+/// The same tie when Slack gives no way to resume inside it (the saved cursor rejected, classic
+/// paging failing): each pass re-reads the tie from its start and skips every row of it
+/// delivered (their keys are in the checkpoint or in tie parts), so nothing is offered again at
+/// any tie size. A pass that gets no further than the last ends `access_tie_stuck` with advice
+/// rather than quietly; once classic paging works the walk finishes, and its parts are deleted.
+#[test]
+fn a_tie_with_no_way_to_resume_inside_is_re_read_without_repeats_and_a_stall_is_reported() {
+    let mut run = tie_with_3000_delivered();
+    run.model.classic_fatal = Some(200);
+    let mut ends = Vec::new();
+    for pass in 4..=6 {
+        run.set_now(T0 + pass);
+        let next = run.model.n + 1;
+        run.model.invalid_cursor_at.insert(next);
+        ends.push(run.pass().0);
+    }
+    assert!(matches!(ends[0], WalkEnd::Budget(_)), "{:?}", ends[0]);
+    for end in &ends[1..] {
+        match end {
+            WalkEnd::Failed { code, message } => {
+                assert_eq!(code, "access_tie_stuck");
+                assert!(
+                    message.contains("max_run_seconds")
+                        && message.contains("nothing is offered again"),
+                    "{message}"
+                );
+            }
+            e => panic!("a re-read that got no further: {e:?}"),
+        }
+    }
+    let ids = &run.sink.ids;
+    assert_eq!(
+        ids.len(),
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        "nothing offered again"
+    );
+    run.model.classic_fatal = None;
+    passes_until_complete(&mut run, 30, |run, pass| {
+        run.set_now(T0 + 10 + pass as i64);
+        let next = run.model.n + 1;
+        run.model.invalid_cursor_at.insert(next);
+    });
+    run.check(false);
+    let ids = &run.sink.ids;
+    assert_eq!(ids.len(), ids.iter().collect::<BTreeSet<_>>().len());
+    assert!(
+        tie_parts(&run).is_empty(),
+        "a completed walk deletes its tie parts: {:?}",
+        tie_parts(&run)
+    );
+}
+
+/// The same tie when the stored keys are lost (a tie part deleted by hand, or a checkpoint of a
+/// release that kept only the window): the walk re-reads the tie from its start once, offering
+/// again only rows of it whose keys are not known (a bounded repeat, logged); when that pass cannot
+/// get through either, the stream stops with advice instead of repeating them again, and goes on
+/// once classic paging works.
+#[test]
+fn a_tie_whose_keys_were_lost_is_re_read_once_then_stops_with_advice() {
+    let mut run = tie_with_3000_delivered();
+    let delivered_before = run.sink.ids.len();
+    for k in tie_parts(&run) {
+        run.store.map.remove(&k);
+    }
     // From now on Slack rejects every saved cursor and classic paging fails.
     run.model.classic_fatal = Some(200);
     let mut stuck = None;
@@ -2184,7 +2265,9 @@ fn a_tie_with_no_way_to_resume_inside_is_re_read_once_then_stops_with_advice() {
     assert_eq!(stuck, Some(5), "the second re-read stops the stream");
     let logs = run.logs.borrow().join("\n");
     assert!(
-        logs.contains("may be offered again (same ids), once"),
+        logs.contains("may be offered again (same ids), once")
+            && logs.contains("is missing; the")
+            && logs.contains("keys it and the parts after it held are forgotten"),
         "{logs}"
     );
     drop(logs);
@@ -2330,9 +2413,11 @@ fn the_largest_checkpoint_stays_well_under_the_portable_limit() {
             position: Position {
                 date_first: Some(i64::MIN),
                 first_keys: full(0),
+                first_spill: tie::Spill::from(u64::MAX),
                 first_forgotten: u64::MAX,
                 date_last: Some(i64::MIN),
                 last_keys: full(1 << 32),
+                last_spill: tie::Spill::from(u64::MAX),
                 last_forgotten: u64::MAX,
                 witness: Some(i64::MIN),
             },
@@ -2346,6 +2431,8 @@ fn the_largest_checkpoint_stays_well_under_the_portable_limit() {
                 total: Some(u64::MAX),
             },
             reread_at: Some((i64::MIN, i64::MIN)),
+            reread_keys: u64::MAX,
+            tie_parts: u64::MAX,
         }),
         ahead: (0..MAX_AHEAD as u64).map(|k| u64::MAX / 2 - k).collect(),
     };

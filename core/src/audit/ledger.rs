@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::env::{KvStore, StoreError};
+use crate::key_parts;
 use crate::record::fnv1a64;
 
 /// Width of a bucket, in seconds of `date_create`.
@@ -99,9 +100,8 @@ impl Ledger {
                 let bytes = store.get(&key)?;
                 let body = bytes
                     .as_deref()
-                    .and_then(|b| b.strip_prefix(MAGIC.as_slice()))
-                    .filter(|b| b.len() % 8 == 0);
-                let Some(body) = body else {
+                    .and_then(|b| key_parts::decode(MAGIC, 0, b));
+                let Some((_, body)) = body else {
                     warnings.push(format!(
                         "the audit ledger part {key} the checkpoint names is {}; the ids it held are forgotten \
                          (at worst a few events are delivered twice)",
@@ -110,11 +110,8 @@ impl Ledger {
                     ledger.complete_from = ledger.complete_from.max(start + BUCKET_SECONDS);
                     continue;
                 };
-                let room = count.saturating_sub(bucket.order.len()).min(body.len() / 8);
-                for chunk in body.chunks_exact(8).take(room) {
-                    let mut d = [0u8; 8];
-                    d.copy_from_slice(chunk);
-                    let d = u64::from_le_bytes(d);
+                let room = count.saturating_sub(bucket.order.len());
+                for d in body.take(room) {
                     if bucket.set.insert(d) {
                         bucket.order.push(d);
                     }
@@ -201,12 +198,10 @@ impl Ledger {
             }
             let first_dirty = b.stored / PART_DIGESTS;
             for (part, chunk) in b.order.chunks(PART_DIGESTS).enumerate().skip(first_dirty) {
-                let mut bytes = Vec::with_capacity(MAGIC.len() + chunk.len() * 8);
-                bytes.extend_from_slice(MAGIC);
-                for d in chunk {
-                    bytes.extend_from_slice(&d.to_le_bytes());
-                }
-                store.set(&part_key(start, part), &bytes)?;
+                store.set(
+                    &part_key(start, part),
+                    &key_parts::encode(MAGIC, &[], chunk),
+                )?;
             }
             b.stored = b.order.len();
         }
