@@ -40,6 +40,8 @@ pub enum KvError {
     /// A key or value over the portable limits (`slack_logs_core::env`), refused here as the
     /// smallest hosted store would refuse it, so what works in this host works there too.
     OverLimit(slack_logs_core::env::StoreError),
+    /// An embedder's [`StateStore`] failed; its own words.
+    Embedded(String),
 }
 
 impl fmt::Display for KvError {
@@ -51,6 +53,7 @@ impl fmt::Display for KvError {
                 path.display()
             ),
             KvError::Sqlite(e) => write!(f, "state store error: {e}"),
+            KvError::Embedded(e) => write!(f, "state store error: {e}"),
             KvError::Redis(e) => e.fmt(f),
             KvError::UnknownScheme(scheme) => write!(
                 f,
@@ -141,6 +144,49 @@ impl fmt::Display for StateSpec {
 pub enum KvStore {
     Sqlite(SqliteStore),
     Redis(Arc<RedisStore>),
+    /// A program's own store ([`crate::embed`]).
+    Embedded(Arc<dyn StateStore>),
+}
+
+/// A key-value store a program embedding the collector brings ([`crate::embed`]). The component
+/// uses one bucket, so this is one flat map of keys to bytes. Keys and values over the portable
+/// limits are refused before `set` is called. Checkpoints are written after the sink accepted
+/// their records: `set` must be durable when it returns for the exactly-once promise to hold.
+pub trait StateStore: Send + Sync {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    /// Removes `key`; absent is fine.
+    fn delete(&self, key: &str) -> Result<(), String>;
+    /// Every key, in any order.
+    fn keys(&self) -> Result<Vec<String>, String>;
+}
+
+/// A [`StateStore`] in memory: for tests and examples (everything is gone when it is dropped,
+/// so the next process starts over).
+#[derive(Default)]
+pub struct MemoryStore(Mutex<std::collections::BTreeMap<String, Vec<u8>>>);
+
+impl MemoryStore {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.map().get(key).cloned())
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.map().insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> Result<(), String> {
+        self.map().remove(key);
+        Ok(())
+    }
+    fn keys(&self) -> Result<Vec<String>, String> {
+        Ok(self.map().keys().cloned().collect())
+    }
 }
 
 impl KvStore {
@@ -156,6 +202,7 @@ impl KvStore {
         match self {
             KvStore::Sqlite(s) => s.path().display().to_string(),
             KvStore::Redis(r) => r.url().to_string(),
+            KvStore::Embedded(_) => "the embedding program's store".to_owned(),
         }
     }
 
@@ -163,6 +210,7 @@ impl KvStore {
         match self {
             KvStore::Sqlite(s) => s.get(bucket, key),
             KvStore::Redis(r) => Ok(r.get(bucket, key)?),
+            KvStore::Embedded(e) => e.get(key).map_err(KvError::Embedded),
         }
     }
 
@@ -172,6 +220,7 @@ impl KvStore {
         match self {
             KvStore::Sqlite(s) => s.set(bucket, key, value),
             KvStore::Redis(r) => Ok(r.set(bucket, key, value)?),
+            KvStore::Embedded(e) => e.set(key, value).map_err(KvError::Embedded),
         }
     }
 
@@ -179,6 +228,7 @@ impl KvStore {
         match self {
             KvStore::Sqlite(s) => s.delete(bucket, key),
             KvStore::Redis(r) => Ok(r.delete(bucket, key)?),
+            KvStore::Embedded(e) => e.delete(key).map_err(KvError::Embedded),
         }
     }
 
@@ -186,6 +236,7 @@ impl KvStore {
         match self {
             KvStore::Sqlite(s) => s.exists(bucket, key),
             KvStore::Redis(r) => Ok(r.exists(bucket, key)?),
+            KvStore::Embedded(e) => Ok(e.get(key).map_err(KvError::Embedded)?.is_some()),
         }
     }
 
@@ -200,6 +251,23 @@ impl KvStore {
         match self {
             KvStore::Sqlite(s) => s.list_keys(bucket, cursor, limit),
             KvStore::Redis(r) => Ok(r.list_keys(bucket, cursor, limit)?),
+            KvStore::Embedded(e) => {
+                let mut keys = e.keys().map_err(KvError::Embedded)?;
+                keys.sort_unstable();
+                let mut page: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| cursor.is_none_or(|c| k.as_str() > c))
+                    .take(limit.saturating_add(1))
+                    .collect();
+                // A cursor only when more keys follow, as the other backends page.
+                let next = if page.len() > limit {
+                    page.truncate(limit);
+                    page.last().cloned()
+                } else {
+                    None
+                };
+                Ok((page, next))
+            }
         }
     }
 }
@@ -533,6 +601,32 @@ mod tests {
         let (all, c) = kv.list_keys("default", None, 5).unwrap();
         assert_eq!((all.len(), c), (5, None));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A program's own store (one bucket: the component opens only `default`), behind the same
+    /// interface: the same paging, the same limits.
+    #[test]
+    fn an_embedded_store_pages_and_refuses_as_the_others_do() {
+        let kv = KvStore::Embedded(Arc::new(MemoryStore::default()));
+        for k in ["c", "a", "e", "b", "d"] {
+            kv.set("default", k, k.as_bytes()).unwrap();
+        }
+        let (p1, c1) = kv.list_keys("default", None, 2).unwrap();
+        assert_eq!(
+            (p1, c1.as_deref()),
+            (vec!["a".to_string(), "b".into()], Some("b"))
+        );
+        let (p3, c3) = kv.list_keys("default", Some("d"), 2).unwrap();
+        assert_eq!((p3, c3), (vec!["e".to_string()], None));
+        let (all, c) = kv.list_keys("default", None, 5).unwrap();
+        assert_eq!((all.len(), c), (5, None), "an exactly full last page ends");
+        kv.delete("default", "a").unwrap();
+        assert!(!kv.exists("default", "a").unwrap() && kv.exists("default", "b").unwrap());
+        let big = vec![0u8; slack_logs_core::env::MAX_VALUE_BYTES + 1];
+        assert!(matches!(
+            kv.set("default", "big", &big),
+            Err(KvError::OverLimit(_))
+        ));
     }
 
     #[test]

@@ -290,7 +290,7 @@ impl Runtime {
         match &self.kv {
             KvStore::Sqlite(s) => pass_lock::lock_and_clear_leases(s.path(), &self.kv, unix_now())
                 .map(|(l, _)| Some(l)),
-            KvStore::Redis(_) => Ok(None),
+            KvStore::Redis(_) | KvStore::Embedded(_) => Ok(None),
         }
     }
 

@@ -130,11 +130,47 @@ pub struct Sink {
 
 enum Target {
     Stdout,
-    File { path: PathBuf, file: Mutex<File> },
+    File {
+        path: PathBuf,
+        file: Mutex<File>,
+    },
     Http(HttpSink),
     // Boxed: its signing settings make it many times larger than the other targets.
     S3(Box<S3Sink>),
+    /// A program's own sink ([`crate::embed`]).
+    Embedded(Box<dyn BatchSink>),
     None,
+}
+
+/// One batch of records, as the component hands it to the sink.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// `audit`, `access` or `integration`.
+    pub stream: &'a str,
+    pub count: u32,
+    /// The records, one JSON object per line.
+    pub ndjson: &'a [u8],
+    /// Where the batch starts: the same when the batch is offered again after a crash, so a
+    /// sink that names what it writes by it overwrites the first copy instead of adding one.
+    pub key: &'a str,
+}
+
+/// A sink a program embedding the collector brings ([`crate::embed`]); any
+/// `Fn(&Batch) -> Result<(), SinkFailure>` is one. The checkpoint moves past a batch only after
+/// `write` returned `Ok`, so return only once the records are durable where they go.
+/// `Unavailable` is retried by a later pass from the same checkpoint; `Rejected` stops the stream
+/// with the message. It is called on the pass's async task: hand long work to a thread.
+pub trait BatchSink: Send + Sync {
+    fn write(&self, batch: &Batch<'_>) -> Result<(), SinkFailure>;
+}
+
+impl<F> BatchSink for F
+where
+    F: Fn(&Batch<'_>) -> Result<(), SinkFailure> + Send + Sync,
+{
+    fn write(&self, batch: &Batch<'_>) -> Result<(), SinkFailure> {
+        self(batch)
+    }
 }
 
 impl Sink {
@@ -177,6 +213,14 @@ impl Sink {
         })
     }
 
+    /// A program's own sink ([`crate::embed`]).
+    pub fn embedded(sink: impl BatchSink + 'static) -> Sink {
+        Sink {
+            target: Target::Embedded(Box::new(sink)),
+            totals: Mutex::default(),
+        }
+    }
+
     #[cfg(test)]
     fn s3_with_policy(settings: &sink_s3::Settings, retry: RetryPolicy) -> Sink {
         Sink {
@@ -202,6 +246,7 @@ impl Sink {
             Target::File { path, .. } => format!("file {}", path.display()),
             Target::Http(h) => h.display_url(),
             Target::S3(s) => s.target.describe(),
+            Target::Embedded(_) => "the embedding program's sink".into(),
             Target::None => {
                 "the component's own sink (--sink none; its stdout passes through)".into()
             }
@@ -245,6 +290,12 @@ impl Sink {
             // The object store names each object by the batch key, so a batch offered again
             // overwrites its first copy.
             Target::S3(s) => s.put_batch(stream, batch_key, &ndjson).await?,
+            Target::Embedded(sink) => sink.write(&Batch {
+                stream,
+                count,
+                ndjson: &ndjson,
+                key: batch_key,
+            })?,
             // Runtime::new refuses a component that imports the sink under `--sink none`, so
             // this is only reached by a component that was swapped underneath us.
             Target::None => return Err(SinkFailure::Unavailable(
