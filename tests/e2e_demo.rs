@@ -103,3 +103,59 @@ fn synthetic_data_gives_all_three_streams_without_a_token() {
     assert_eq!(all.len(), set(&all).len(), "no record repeated");
     assert!(set(&first).is_subset(&set(&all)));
 }
+
+/// In a terminal a pass draws a progress line on stderr — the walk it reads, pages, records per
+/// stream — with the component's log lines printed above it; piped (the test above, cron, CI) it
+/// draws none. The terminal is a pseudo-terminal from util-linux `script`.
+#[test]
+fn a_pass_in_a_terminal_shows_progress_and_a_pipe_gets_none() {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("NOTICE: skipped, /usr/bin/script (util-linux) is not installed");
+        return;
+    }
+    let dir = Scratch::new("demo-tty");
+    let host = format!(
+        "{} --component {} demo",
+        host_bin().display(),
+        component().display()
+    );
+    let mut cmd = std::process::Command::new("/usr/bin/script");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLACK_LOGS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .current_dir(&dir.0)
+        .args(["-qec", &host])
+        .arg(dir.path("typescript"))
+        .output()
+        .expect("run the demo under script");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("reading audit · ") && tty.contains(" pages · records: "),
+        "a progress line: {tty}"
+    );
+    // The line is cleared before each log line and the pass report, which stay whole.
+    assert!(tty.contains("\u{1b}[2K"), "{tty}");
+    assert!(tty.contains("pass 3: 3 streams in"), "{tty}");
+    assert!(
+        tty.contains("slack-logs: audit: caught-up"),
+        "the component's log lines still show: {tty}"
+    );
+
+    let piped = std::process::Command::new(host_bin())
+        .current_dir(&dir.0)
+        .arg("--component")
+        .arg(component())
+        .arg("demo")
+        .output()
+        .expect("run the demo");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("reading audit · ") && !stderr.contains('\u{1b}'),
+        "no progress line and no escape codes when stderr is not a terminal: {stderr}"
+    );
+}

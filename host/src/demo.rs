@@ -118,7 +118,8 @@ pub async fn demo(g: &Global) -> anyhow::Result<ExitCode> {
     );
     log_info!("");
 
-    let rt = setup.runtime(&component)?;
+    let mut rt = setup.runtime(&component)?;
+    rt.show_progress();
     let mut tally = Tally::default();
     let mut totals: BTreeMap<String, StreamTotals> = BTreeMap::new();
     let mut watermark = None;

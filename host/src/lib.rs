@@ -47,6 +47,7 @@ pub mod embed;
 pub mod kv;
 mod kv_redis;
 mod pass_lock;
+mod progress;
 mod reset;
 pub mod runtime;
 mod serve;
@@ -345,7 +346,9 @@ async fn cmd_run(
 ) -> anyhow::Result<ExitCode> {
     let component = resolve_component(g.component.as_deref())?;
     let setup = Setup::new(g, &[])?;
-    let rt = Arc::new(setup.runtime(&component)?);
+    let mut rt = setup.runtime(&component)?;
+    rt.show_progress();
+    let rt = Arc::new(rt);
     let mut tally = Tally::default();
     let Some(every) = every else {
         let run = rt.run_pass(&empty_run()).await?;

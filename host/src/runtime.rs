@@ -7,6 +7,7 @@
 use crate::config::ConfigMap;
 use crate::kv::{self, KvStore};
 use crate::pass_lock::{self, Busy, LockError, PassLock};
+use crate::progress::{GuestLog, Progress};
 use crate::sink::{Sink, SinkFailure};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
@@ -67,6 +68,51 @@ pub struct HostState {
     kv: KvStore,
     config: Arc<ConfigMap>,
     sink: Arc<Sink>,
+    /// The pass's progress line, fed by the HTTP hooks and the sink.
+    progress: Progress,
+    hooks: ObservedHooks,
+}
+
+/// wasmtime-wasi-http's default sending (which honours the guest's request-options timeouts),
+/// with each request to Slack and its answer's status shown on the progress line.
+struct ObservedHooks {
+    progress: Progress,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for ObservedHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let _ = fut;
+        let progress = self.progress.clone();
+        let uri = request.uri().clone();
+        progress.request(&uri);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            progress.answered(&uri, res.status().as_u16());
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
 }
 
 impl WasiView for HostState {
@@ -80,12 +126,10 @@ impl WasiView for HostState {
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        // Default hooks: default_send_request honours the guest's
-        // connect / first-byte / between-bytes timeouts from request-options.
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -185,7 +229,9 @@ impl wit_sink::Host for HostState {
             .map_err(|e| match e {
                 SinkFailure::Unavailable(m) => SinkError::Unavailable(m),
                 SinkFailure::Rejected(m) => SinkError::Rejected(m),
-            })
+            })?;
+        self.progress.delivered(&batch.stream, batch.count);
+        Ok(())
     }
 }
 
@@ -208,6 +254,8 @@ pub struct Runtime {
     kv: KvStore,
     config: Arc<ConfigMap>,
     sink: Arc<Sink>,
+    /// Whether a pass draws a progress line (when stderr is a terminal): `run` does.
+    show_progress: bool,
 }
 
 impl Runtime {
@@ -236,11 +284,17 @@ impl Runtime {
             kv,
             config: Arc::new(config),
             sink,
+            show_progress: false,
         })
     }
 
     pub fn sink(&self) -> &Sink {
         &self.sink
+    }
+
+    /// Passes draw a progress line on stderr when it is a terminal ([`crate::progress`]).
+    pub fn show_progress(&mut self) {
+        self.show_progress = true;
     }
 
     pub fn kv(&self) -> &KvStore {
@@ -256,19 +310,30 @@ impl Runtime {
     /// corrupt it. With `--sink none` the component's own sink writes the
     /// records (a composed stdout sink), so its stdout is ours.
     pub fn new_store(&self) -> Store<HostState> {
-        self.new_store_with(|_| {})
+        self.new_store_with(Progress::off(), |_| {})
     }
 
     /// [`Runtime::new_store`], with a last say on the WASI context (tests give it a known
     /// random generator).
-    fn new_store_with(&self, adjust: impl FnOnce(&mut WasiCtxBuilder)) -> Store<HostState> {
+    fn new_store_with(
+        &self,
+        progress: Progress,
+        adjust: impl FnOnce(&mut WasiCtxBuilder),
+    ) -> Store<HostState> {
         let mut builder = WasiCtx::builder();
         if self.sink.is_none() {
             builder.inherit_stdout();
+        } else if progress.is_on() {
+            builder.stdout(GuestLog(progress.clone()));
         } else {
             builder.stdout(std::io::stderr());
         }
-        builder.inherit_stderr();
+        if progress.is_on() {
+            // Above the progress line, not through it.
+            builder.stderr(GuestLog(progress.clone()));
+        } else {
+            builder.inherit_stderr();
+        }
         adjust(&mut builder);
         let wasi = builder.build();
         let state = HostState {
@@ -278,6 +343,10 @@ impl Runtime {
             kv: self.kv.clone(),
             config: self.config.clone(),
             sink: self.sink.clone(),
+            hooks: ObservedHooks {
+                progress: progress.clone(),
+            },
+            progress,
         };
         Store::new(self.pre.engine(), state)
     }
@@ -301,15 +370,22 @@ impl Runtime {
             Err(LockError::Busy(busy)) => return Ok(PassRun::Busy(busy)),
             Err(e) => return Err(e.into()),
         };
-        let mut store = self.new_store();
+        let progress = if self.show_progress {
+            Progress::on_terminal()
+        } else {
+            Progress::off()
+        };
+        let mut store = self.new_store_with(progress.clone(), |_| {});
         let instance = self.pre.instantiate_async(&mut store).await.map_err(wt)?;
-        instance
+        let ran = instance
             .slack_logs_collector_collector()
             .call_run(&mut store, options)
             .await
             .map_err(wt)
             .context("the component failed during the pass (a trap, i.e. a bug in the component)")
-            .map(PassRun::Ran)
+            .map(PassRun::Ran);
+        progress.finish();
+        ran
     }
 
     pub async fn status(&self) -> anyhow::Result<Vec<StreamStatus>> {
@@ -649,7 +725,7 @@ mod tests {
             crate::sink::Sink::new(&crate::sink::SinkSpec::File(dir.join("out.ndjson")), None)
                 .unwrap();
         let rt = Runtime::new(&component, &dir.join("cache"), kv, config, Arc::new(sink)).unwrap();
-        let mut store = rt.new_store_with(|b| {
+        let mut store = rt.new_store_with(Progress::off(), |b| {
             b.secure_random(Constant(0xa5));
         });
         let report = tokio::runtime::Builder::new_current_thread()
