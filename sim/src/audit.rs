@@ -5,7 +5,7 @@ use crate::cursor::AuditPosition;
 use crate::data::audit::{render, Selection};
 use crate::http::{parse_pairs, Request, Response};
 use crate::json::push_str;
-use crate::server::error_body;
+use crate::respond::{bearer, error_body};
 use crate::state::Sim;
 use crate::tokens::{InstallLevel, Plan, Role, TokenKind, TokenSpec, ENTERPRISE_ID};
 use crate::{config::EndForm, lock, read};
@@ -14,12 +14,6 @@ const MAX_ACTIONS: usize = 30;
 
 fn error(status: u16, code: &str) -> Response {
     Response::json(status, error_body(code))
-}
-
-pub(crate) fn bearer(header: &str) -> Option<&str> {
-    let (scheme, rest) = header.trim().split_once(' ')?;
-    let token = rest.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 pub(crate) fn handle(sim: &Sim, req: &Request, endpoint: &str) -> Response {

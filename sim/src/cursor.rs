@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::base64;
 use crate::lock;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -78,14 +79,16 @@ impl CursorClock {
 
     pub(crate) fn encode<T: Serialize>(&self, position: &T) -> String {
         let json = serde_json::to_vec(position).unwrap_or_default();
-        base64::encode(&json)
+        STANDARD.encode(&json)
     }
 
     pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
         &self,
         cursor: &str,
     ) -> Result<T, CursorError> {
-        let bytes = base64::decode(cursor.trim()).ok_or(CursorError::Malformed)?;
+        let bytes = STANDARD
+            .decode(cursor.trim())
+            .map_err(|_| CursorError::Malformed)?;
         serde_json::from_slice(&bytes).map_err(|_| CursorError::Malformed)
     }
 }

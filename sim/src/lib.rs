@@ -21,7 +21,6 @@
 //! ```
 
 mod audit;
-mod base64;
 mod catalog;
 mod config;
 mod cursor;
@@ -30,7 +29,9 @@ mod faults;
 mod http;
 mod json;
 mod oauth;
+mod oauth_state;
 mod ratelimit;
+mod respond;
 mod rng;
 mod server;
 mod state;

@@ -7,93 +7,25 @@
 //! would. What the simulated admin does is [`OAuthConsent`], set with
 //! [`crate::Simulator::set_oauth_consent`].
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::json;
 
-use crate::audit::bearer;
 use crate::http::{parse_pairs, Request, Response};
-use crate::server::error_body;
+pub use crate::oauth_state::OAuthConsent;
+use crate::oauth_state::{unguessable, IssuedCode};
+use crate::respond::{bearer, error_body};
 use crate::state::Sim;
-use crate::tokens::{InstallLevel, Plan, Role, TokenKind, TokenSpec, ENTERPRISE_ID, WORKSPACE_IDS};
+use crate::tokens::{InstallLevel, Plan, TokenKind, TokenSpec, ENTERPRISE_ID, WORKSPACE_IDS};
 use crate::{lock, write};
 
 /// Slack's authorization codes expire after ten minutes.
 const CODE_TTL: Duration = Duration::from_secs(600);
 /// The simulated app's id, as `oauth.v2.access` reports it.
 pub const APP_ID: &str = "A0SIMAPP01";
-
-/// What the simulated admin does on the authorize page.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OAuthConsent {
-    /// `false`: the admin presses Cancel, the redirect carries `error=access_denied`.
-    pub approve: bool,
-    /// The user scopes granted; `None` grants exactly what the app asked for.
-    pub scopes: Option<Vec<String>>,
-    /// Org-wide install (`is_enterprise_install: true`) or a single workspace.
-    pub level: InstallLevel,
-    /// The installing user's role (audit logs need an Owner).
-    pub role: Role,
-}
-
-impl Default for OAuthConsent {
-    /// An Org Owner installs on the org and approves everything asked.
-    fn default() -> OAuthConsent {
-        OAuthConsent {
-            approve: true,
-            scopes: None,
-            level: InstallLevel::Org,
-            role: Role::Owner,
-        }
-    }
-}
-
-impl OAuthConsent {
-    /// The admin cancels.
-    pub fn deny() -> OAuthConsent {
-        OAuthConsent {
-            approve: false,
-            ..OAuthConsent::default()
-        }
-    }
-
-    /// The admin approves, but only `scopes` are granted.
-    pub fn granting(scopes: &[&str]) -> OAuthConsent {
-        OAuthConsent {
-            scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
-            ..OAuthConsent::default()
-        }
-    }
-
-    /// The admin installs on a workspace of the org instead of the org.
-    pub fn workspace_install() -> OAuthConsent {
-        OAuthConsent {
-            level: InstallLevel::Workspace,
-            ..OAuthConsent::default()
-        }
-    }
-}
-
-struct IssuedCode {
-    client_id: String,
-    redirect_uri: String,
-    scopes: Vec<String>,
-    level: InstallLevel,
-    role: Role,
-    issued: Instant,
-    used: bool,
-}
-
-/// The flow's state: the consent to apply, the codes handed out, the tokens issued.
-#[derive(Default)]
-pub(crate) struct OAuthState {
-    pub consent: OAuthConsent,
-    codes: HashMap<String, IssuedCode>,
-    /// Every token issued by `oauth.v2.access`, oldest first.
-    pub issued: Vec<String>,
-    counter: u64,
-}
 
 fn fail(code: &str) -> Response {
     Response::json(200, error_body(code))
@@ -107,29 +39,14 @@ fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Percent-encodes a query value: everything but RFC 3986's unreserved characters.
 fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A value no test can guess, from the clock and a counter (not cryptographic: a simulator).
-fn unguessable(state: &mut OAuthState) -> String {
-    state.counter += 1;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    format!(
-        "{}-{:016x}",
-        state.counter,
-        crate::rng::mix64(nanos ^ state.counter.rotate_left(32))
-    )
+    const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(value, RESERVED).to_string()
 }
 
 /// `GET /oauth/v2/authorize`: the admin's browser arrives here; the simulated admin decides
@@ -224,7 +141,7 @@ fn basic_credentials(req: &Request) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(crate::base64::decode(encoded.trim())?).ok()?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     Some((id.to_string(), secret.to_string()))
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::faults::Fault;
 use crate::http::{self, ReadError, Request, Response};
+use crate::respond::error_body;
 use crate::state::{RecordedRequest, Sim};
 use crate::{audit, lock, oauth, web_api};
 
@@ -29,13 +30,6 @@ impl Api {
             Api::Web
         }
     }
-}
-
-pub(crate) fn error_body(code: &str) -> String {
-    let mut s = String::from("{\"ok\":false,\"error\":");
-    crate::json::push_str(&mut s, code);
-    s.push('}');
-    s
 }
 
 pub(crate) enum Outcome {

@@ -13,7 +13,7 @@ use crate::data::audit::AuditStore;
 use crate::data::integration::IntegrationStore;
 use crate::data::world::World;
 use crate::faults::{Fault, FaultPlan};
-use crate::oauth::OAuthState;
+use crate::oauth_state::OAuthState;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::{default_tokens, TokenSpec};
 use crate::{lock, read, write};

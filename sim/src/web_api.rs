@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::audit::bearer;
 use crate::config::{
     EndForm, IntegrationOrder, IntegrationPagingCount, OrgWithoutTeamId, UnknownChangeType,
 };
@@ -12,7 +11,7 @@ use crate::cursor::AccessPosition;
 use crate::data::access::AccessRow;
 use crate::http::{parse_pairs, Request, Response};
 use crate::json::{push_str, Obj};
-use crate::server::error_body;
+use crate::respond::{bearer, error_body};
 use crate::state::Sim;
 use crate::tokens::{InstallLevel, Plan, TokenKind, WORKSPACE_IDS};
 use crate::{lock, read, write};

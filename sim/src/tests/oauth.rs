@@ -128,8 +128,10 @@ fn exchange_checks_client_redirect_and_code() {
     assert_eq!(wrong_client.error(), "invalid_client_id");
     // HTTP Basic credentials, as Slack recommends, work too.
     let code = code_of(&redirected(&authorize(&sim, "admin", "s")));
-    let basic =
-        crate::base64::encode(format!("{}:{secret}", sim.config().oauth_client_id).as_bytes());
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{secret}", sim.config().oauth_client_id).as_bytes(),
+    );
     let auth = format!("Basic {basic}");
     let form = format!("code={}&redirect_uri={}", enc(&code), enc(REDIRECT));
     let v = send(
