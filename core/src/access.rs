@@ -304,10 +304,12 @@ pub struct AccessWalk {
     /// although it had forgotten keys of it, offering those rows again: done once, never twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reread_at: Option<(i64, i64)>,
-    /// Rows known delivered at `reread_at` when that re-read began: a later re-read there that
-    /// finds no more got no further (see [`reread_once`]).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub reread_keys: u64,
+    /// Where the last re-read of a tie whose keys are all known began (`date_first`,
+    /// `date_last`) and how many of its rows were delivered then: a later re-read there that finds
+    /// no more got no further (see [`reread_once`]). Apart from `reread_at`, which counts the one
+    /// re-read that may offer rows again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_reread: Option<(i64, i64, u64)>,
     /// The most parts of tie keys this walk stored for a field, deleted when it completes.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tie_parts: u64,
@@ -719,7 +721,7 @@ impl AccessWalk {
             ahead: BTreeSet::new(),
             listing: Listing::start(None, false),
             reread_at: None,
-            reread_keys: 0,
+            tie_reread: None,
             tie_parts: 0,
         }
     }
@@ -1172,13 +1174,22 @@ struct PassState {
     reread_from: Option<Listing>,
     /// Cursors of the current listing: one that comes back would page in a circle forever.
     cursors_seen: HashSet<String>,
-    /// A re-read of the tie began where the last one had (position and rows known delivered
-    /// there, [`stall_mark`]): if the pass ends still there, the walk is stuck.
-    stalled: Option<(i64, i64, u64)>,
-    /// The listing the walk stood in before that re-read: where the checkpoint goes back to.
-    stalled_left: Option<Listing>,
+    /// A re-read of the tie began where the last one had, with no more of it delivered since:
+    /// if the pass ends still there, the walk is stuck.
+    stalled: Option<Stall>,
     /// This pass began a re-read of a tie ([`reread_once`]).
     reread_seen: bool,
+}
+
+/// A re-read of a tie that began where the last one had ([`reread_once`]).
+struct Stall {
+    /// [`stall_mark`] then.
+    mark: (i64, i64, u64),
+    /// The listing the walk stood in before the re-read: where the checkpoint goes back to.
+    left: Listing,
+    /// Slack's 429s in this pass until then: a pass that then waited on rate limits ran out of
+    /// time for another reason.
+    rate_limited: u32,
 }
 
 /// How [`reopen`] went on.
@@ -1204,23 +1215,22 @@ fn walk_one(
 ) -> Result<(), WalkEnd> {
     let mut pass = PassState::default();
     let end = walk_pages(ctx, fetcher, io, checkpoint, &mut walk, stats, &mut pass);
-    let (Err(WalkEnd::Budget(_)), Some((f, l, n)), Some(left)) =
-        (&end, pass.stalled, pass.stalled_left.take())
-    else {
+    let (Err(WalkEnd::Budget(_)), Some(stall)) = (&end, pass.stalled.take()) else {
         return end;
     };
-    if pass.stalled != stall_mark(&walk.position) {
+    if Some(stall.mark) != stall_mark(&walk.position)
+        || fetcher.stats.rate_limited != stall.rate_limited
+    {
         return end;
     }
+    let (f, l, n) = stall.mark;
     // A re-read of a tie that got no further than the last one, and this pass ended inside it
     // again: without a word every pass would end the same way. The checkpoint goes back to the
     // listing the walk stood in, with classic paging allowed again, so the next pass tries the
     // ways to resume inside the tie first.
-    spill_ties(ctx, io, &mut walk)?;
-    walk.listing = left;
+    walk.listing = stall.left;
     walk.classic_failed = false;
-    checkpoint.walk = Some(walk);
-    io.save(&ctx.key, &checkpoint.encode())?;
+    save_walk(ctx, io, checkpoint, &mut walk)?;
     Err(WalkEnd::Failed {
         code: "access_tie_stuck".into(),
         message: format!(
@@ -1374,7 +1384,15 @@ fn walk_pages(
         }
 
         if let Some(left) = pass.reread_from.take() {
-            reread_once(ctx, io, checkpoint, walk, pass, left)?;
+            reread_once(
+                ctx,
+                io,
+                checkpoint,
+                walk,
+                pass,
+                left,
+                fetcher.stats.rate_limited,
+            )?;
         }
 
         if trusted.is_none() {
@@ -1538,23 +1556,40 @@ fn walk_pages(
             }
             Next::Done => {}
         }
-        spill_ties(ctx, io, walk)?;
-        let mut saved = walk.clone();
-        if saved
-            .listing
-            .cursor
-            .as_ref()
-            .is_some_and(|c| c.len() > MAX_SAVED_CURSOR)
-        {
-            // Not worth a checkpoint's space: the next pass resumes without it.
-            saved.listing.cursor = None;
-        }
-        checkpoint.walk = Some(saved);
-        io.save(&ctx.key, &checkpoint.encode())?;
+        save_walk(ctx, io, checkpoint, walk)?;
         if let Some(end) = end {
             return Err(end);
         }
     }
+}
+
+/// Saves the checkpoint with `walk` as its walk: tie keys beyond what a checkpoint holds inline
+/// go to the store first, and a cursor too long to be worth a checkpoint's space is left out
+/// (the next pass resumes without it).
+fn save_walk(
+    ctx: &Ctx<'_>,
+    io: &mut StreamIo<'_>,
+    checkpoint: &mut AccessCheckpoint,
+    walk: &mut AccessWalk,
+) -> Result<(), WalkEnd> {
+    // The walk saved last shares the stored tie keys; without it the spill extends them in place.
+    let previous = checkpoint.walk.take();
+    if let Err(e) = spill_ties(ctx, io, walk) {
+        checkpoint.walk = previous;
+        return Err(e);
+    }
+    drop(previous);
+    let mut saved = walk.clone();
+    if saved
+        .listing
+        .cursor
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_SAVED_CURSOR)
+    {
+        saved.listing.cursor = None;
+    }
+    checkpoint.walk = Some(saved);
+    io.save(&ctx.key, &checkpoint.encode())
 }
 
 /// Moves tie keys beyond what a checkpoint holds inline into the store, before the checkpoint
@@ -1732,6 +1767,7 @@ fn reread_once(
     walk: &mut AccessWalk,
     pass: &mut PassState,
     left: Listing,
+    rate_limited: u32,
 ) -> Result<(), WalkEnd> {
     let p = &walk.position;
     let (Some(f), Some(l)) = (p.date_first, p.date_last) else {
@@ -1743,29 +1779,30 @@ fn reread_once(
         // of it was delivered since. Re-reads within one pass (a cursor rejected twice) do not
         // tell: the pass may still get through.
         let page = u64::from(ctx.config.access_page_size.min(ctx.limits.classic_count));
-        if walk.reread_at == Some((f, l))
-            && known <= walk.reread_keys
+        if walk
+            .tie_reread
+            .is_some_and(|(rf, rl, was)| (rf, rl) == (f, l) && known <= was)
             && known >= page
             && !pass.reread_seen
         {
-            pass.stalled = Some((f, l, known));
-            pass.stalled_left = Some(left);
+            pass.stalled = Some(Stall {
+                mark: (f, l, known),
+                left,
+                rate_limited,
+            });
         }
         pass.reread_seen = true;
-        walk.reread_at = Some((f, l));
-        walk.reread_keys = known;
+        walk.tie_reread = Some((f, l, known));
         return Ok(());
     }
     if walk.reread_at != Some((f, l)) {
         walk.reread_at = Some((f, l));
         return Ok(());
     }
-    spill_ties(ctx, io, walk)?;
     let mut kept = walk.clone();
     kept.listing = left;
     kept.classic_failed = false;
-    checkpoint.walk = Some(kept);
-    io.save(&ctx.key, &checkpoint.encode())?;
+    save_walk(ctx, io, checkpoint, &mut kept)?;
     Err(WalkEnd::Failed {
         code: "access_tie_stuck".into(),
         message: format!(

@@ -905,7 +905,11 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
         position,
         keys(),
         listing,
-        (option::of((ts(), ts())), any::<u64>(), any::<u64>()),
+        (
+            option::of((ts(), ts())),
+            option::of((ts(), ts(), any::<u64>())),
+            any::<u64>(),
+        ),
     )
         .prop_map(
             |(
@@ -913,7 +917,7 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
                 position,
                 ahead,
                 listing,
-                (reread_at, reread_keys, tie_parts),
+                (reread_at, tie_reread, tie_parts),
             )| {
                 AccessWalk {
                     before,
@@ -926,7 +930,7 @@ fn access_checkpoint() -> impl Strategy<Value = AccessCheckpoint> {
                     ahead,
                     listing,
                     reread_at,
-                    reread_keys,
+                    tie_reread,
                     tie_parts,
                 }
             },

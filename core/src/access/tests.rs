@@ -868,7 +868,7 @@ fn checkpoint_round_trips_and_refuses_corrupt_or_newer_formats() {
                 total: Some(40_000),
             },
             reread_at: Some((7, 8)),
-            reread_keys: 3_000,
+            tie_reread: Some((7, 8, 3_000)),
             tie_parts: 2,
         }),
         ahead: [1, 2].into(),
@@ -2237,14 +2237,24 @@ fn a_tie_with_no_way_to_resume_inside_is_re_read_without_repeats_and_a_stall_is_
 #[test]
 fn a_tie_whose_keys_were_lost_is_re_read_once_then_stops_with_advice() {
     let mut run = tie_with_3000_delivered();
+    // From now on Slack rejects every saved cursor and classic paging fails. A first re-read
+    // with every key known repeats nothing (and is remembered for telling a stall)...
+    run.model.classic_fatal = Some(200);
+    run.set_now(T0 + 4);
+    let next = run.model.n + 1;
+    run.model.invalid_cursor_at.insert(next);
+    assert!(matches!(run.pass().0, WalkEnd::Budget(_)));
     let delivered_before = run.sink.ids.len();
+    assert_eq!(
+        delivered_before,
+        run.sink.ids.iter().collect::<BTreeSet<_>>().len()
+    );
+    // ... then the stored keys are lost: the one re-read that may offer them again still comes.
     for k in tie_parts(&run) {
         run.store.map.remove(&k);
     }
-    // From now on Slack rejects every saved cursor and classic paging fails.
-    run.model.classic_fatal = Some(200);
     let mut stuck = None;
-    for pass in 4..=6 {
+    for pass in 5..=7 {
         run.set_now(T0 + pass);
         let next = run.model.n + 1;
         run.model.invalid_cursor_at.insert(next);
@@ -2262,7 +2272,7 @@ fn a_tie_whose_keys_were_lost_is_re_read_once_then_stops_with_advice() {
             e => panic!("pass {pass}: {e:?}"),
         }
     }
-    assert_eq!(stuck, Some(5), "the second re-read stops the stream");
+    assert_eq!(stuck, Some(6), "the second re-read stops the stream");
     let logs = run.logs.borrow().join("\n");
     assert!(
         logs.contains("may be offered again (same ids), once")
@@ -2431,7 +2441,7 @@ fn the_largest_checkpoint_stays_well_under_the_portable_limit() {
                 total: Some(u64::MAX),
             },
             reread_at: Some((i64::MIN, i64::MIN)),
-            reread_keys: u64::MAX,
+            tie_reread: Some((i64::MIN, i64::MIN, u64::MAX)),
             tie_parts: u64::MAX,
         }),
         ahead: (0..MAX_AHEAD as u64).map(|k| u64::MAX / 2 - k).collect(),

@@ -102,10 +102,10 @@ impl Spill {
         self.keys.order.len() == self.stored
     }
 
-    /// Reads the parts the checkpoint counts. A part that is missing, foreign or of another value
-    /// (deleted or changed by hand) loses what the spill knew: it comes back empty, and the error
-    /// says how many keys are forgotten, which the walk treats as a checkpoint of an older format
-    /// (see `reread_once`).
+    /// Reads the parts the checkpoint counts. A part that is missing, foreign, of another value
+    /// or short (deleted or changed by hand) loses what it and the parts after it held: the keys
+    /// before it stay, and the error says how many are forgotten, which the walk treats as a
+    /// checkpoint of an older format (see `reread_once`).
     pub fn load(
         &mut self,
         value: i64,
@@ -116,6 +116,7 @@ impl Spill {
             return Ok(());
         }
         let mut keys = SpillKeys::default();
+        let mut lost = None;
         for part in 0..self.stored.div_ceil(PART_KEYS) {
             let key = key_of(part);
             let bytes = store.get(&key).map_err(LoadError::Store)?;
@@ -124,28 +125,44 @@ impl Spill {
                 .and_then(|b| key_parts::decode(MAGIC, 8, b))
                 .filter(|(header, _)| *header == value.to_le_bytes());
             let Some((_, body)) = body else {
-                let forgotten = self.stored as u64;
-                *self = Spill::default();
-                return Err(LoadError::Lost {
-                    forgotten,
-                    message: format!(
-                        "the access tie part {key} the checkpoint counts is {}; the {forgotten} keys it and the parts \
-                         after it held are forgotten",
-                        if bytes.is_none() { "missing" } else { "not a part of this tie" }
-                    ),
-                });
+                let why = if bytes.is_none() {
+                    "missing"
+                } else {
+                    "not a part of this tie"
+                };
+                lost = Some(format!(
+                    "the access tie part {key} the checkpoint counts is {why}"
+                ));
+                break;
             };
-            let room = self.stored.saturating_sub(keys.order.len());
-            for k in body.take(room) {
+            let want = self.stored.saturating_sub(keys.order.len()).min(PART_KEYS);
+            let before = keys.order.len();
+            for k in body.take(want) {
                 if keys.set.insert(k) {
                     keys.order.push(k);
                 }
             }
+            if keys.order.len() - before < want {
+                lost = Some(format!(
+                    "the access tie part {key} holds fewer keys than the checkpoint counts"
+                ));
+                break;
+            }
         }
-        // Fewer keys than counted (a part shorter than the count): keep what is known.
+        // What the parts before a lost one hold stays known; the rest is forgotten, so a re-read
+        // offers those rows again only once (see `reread_once`).
+        let forgotten = (self.stored - keys.order.len()) as u64;
         self.stored = keys.order.len();
         self.keys = Arc::new(keys);
-        Ok(())
+        match lost {
+            Some(what) if forgotten > 0 => Err(LoadError::Lost {
+                forgotten,
+                message: format!(
+                    "{what}; the {forgotten} keys it and the parts after it held are forgotten"
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Stores `moved` (the window's oldest keys) after the keys already stored: writes the parts
@@ -244,6 +261,43 @@ mod tests {
             gone.load(7, &mut store, &key_of),
             Err(LoadError::Lost { forgotten: 100, .. })
         ));
+    }
+
+    /// A lost or short part after complete ones: the keys before it stay known, the rest count as
+    /// forgotten, and storing goes on where the known keys end.
+    #[test]
+    fn keys_before_a_lost_or_short_part_stay_known() {
+        let mut store = MemStore::default();
+        let mut s = Spill::default();
+        let keys: Vec<u64> = (0..(PART_KEYS as u64 + 500)).collect();
+        s.store(7, &keys, &mut store, &key_of).unwrap();
+        let counted: u64 = s.into();
+        // Part 1 cut short (a pass that lost its lease rewrote it with fewer keys).
+        let short = key_parts::encode(MAGIC, &7i64.to_le_bytes(), &keys[PART_KEYS..PART_KEYS + 10]);
+        store.set(&key_of(1), &short).unwrap();
+        let mut again = Spill::from(counted);
+        match again.load(7, &mut store, &key_of) {
+            Err(LoadError::Lost { forgotten, message }) => {
+                assert_eq!(forgotten, 490);
+                assert!(
+                    message.contains("fewer keys than the checkpoint counts"),
+                    "{message}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(again.len(), PART_KEYS + 10);
+        assert!(again.contains(0) && again.contains(PART_KEYS as u64 + 9));
+        assert!(!again.contains(PART_KEYS as u64 + 10));
+        again.store(7, &[u64::MAX], &mut store, &key_of).unwrap();
+        assert_eq!(again.len(), PART_KEYS + 11);
+        store.delete(&key_of(1)).unwrap();
+        let mut gone = Spill::from(counted);
+        assert!(matches!(
+            gone.load(7, &mut store, &key_of),
+            Err(LoadError::Lost { forgotten: 500, .. })
+        ));
+        assert_eq!(gone.len(), PART_KEYS, "part 0 stays known");
     }
 
     #[test]
