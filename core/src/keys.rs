@@ -92,6 +92,25 @@ pub fn access_tie_part_key(team_id: Option<&str>, field: &str, part: usize) -> S
     format!("{ROOT}access/{}/tie/{field}/{part}", team_id.unwrap_or(ORG))
 }
 
+/// The walk (stream, team segment) a part key belongs to — an audit ledger part or an access tie
+/// part — so that `reset` removes them with the walk's checkpoint; `None` for any other key.
+pub fn part_owner(key: &str) -> Option<(Stream, &str)> {
+    let rest = key.strip_prefix(ROOT)?;
+    let (stream, rest) = rest.split_once('/')?;
+    let (team, rest) = rest.split_once('/')?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    let owned = match (stream, segments.as_slice()) {
+        ("audit", ["ledger", bucket, part]) => team == ORG && numeric(bucket) && numeric(part),
+        ("access", ["tie", "date_first" | "date_last", part]) => numeric(part),
+        _ => false,
+    };
+    if !owned || team.is_empty() {
+        return None;
+    }
+    Some((Stream::parse(stream)?, team))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +152,29 @@ mod tests {
             access_tie_part_key(Some("T1"), "date_last", 2),
             "slack-logs/v1/access/T1/tie/date_last/2"
         );
+        assert_eq!(
+            part_owner(&access_tie_part_key(Some("T1"), "date_first", 0)),
+            Some((Stream::Access, "T1"))
+        );
+        assert_eq!(
+            part_owner(&access_tie_part_key(None, "date_last", 12)),
+            Some((Stream::Access, ORG))
+        );
+        assert_eq!(
+            part_owner(&ledger_part_key(1_700_000_000, 3)),
+            Some((Stream::Audit, ORG))
+        );
+        for other in [
+            AUDIT_CHECKPOINT,
+            "slack-logs/v1/access/T1/checkpoint",
+            "slack-logs/v1/access/T1/tie/date_seen/0",
+            "slack-logs/v1/access/T1/tie/date_first/x",
+            "slack-logs/v1/access//tie/date_first/0",
+            "slack-logs/v1/integration/T1/tie/date_first/0",
+            "slack-logs/v1/audit/T1/ledger/5/0",
+        ] {
+            assert_eq!(part_owner(other), None, "{other}");
+        }
         assert_eq!(
             ledger_part_key(1_700_000_000, 3),
             "slack-logs/v1/audit/org/ledger/1700000000/3"

@@ -5,7 +5,8 @@
 //! from a newer version, stops its stream): starting over re-delivers or skips records, so it is
 //! the operator's decision, made here with the consequence spelled out.
 //!
-//! Only `…/checkpoint` keys are deleted. The `…/status` key beside each (total records, last
+//! Only `…/checkpoint` keys are deleted, with the parts they count (audit ledger parts, access
+//! tie parts: [`keys::part_owner`]). The `…/status` key beside each (total records, last
 //! success, last error) is history rather than a position: it is kept, and the next pass updates
 //! it. With a SQLite state file, reset holds the file's lock as a pass does ([`pass_lock`]): a
 //! live pass on it makes the reset refuse, and with the lock held every lease is a dead pass's
@@ -250,9 +251,21 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
     }
     let next = next_pass_text(g, &target, oldest_watermark);
 
+    // The parts the checkpoints count (audit ledger, access ties) go with them.
+    let parts_of = |team: &str| -> Vec<&String> {
+        keys.iter()
+            .filter(|k| {
+                keys::part_owner(k).is_some_and(|(s, t)| s.name() == request.stream && t == team)
+            })
+            .collect()
+    };
     if !request.yes {
-        for (key, _, note) in &rows {
+        for (key, team, note) in &rows {
             println!("would delete {key} ({note})");
+            let parts = parts_of(team).len();
+            if parts > 0 {
+                println!("would delete {parts} part key(s) that checkpoint counts");
+            }
         }
         println!("{next}");
         eprintln!(
@@ -277,6 +290,17 @@ pub fn cmd_reset(g: &Global, request: &ResetRequest) -> anyhow::Result<ExitCode>
     for (key, team, note) in &rows {
         kv.delete(kv::DEFAULT_STORE, key)?;
         println!("deleted {key} ({note})");
+        // After the checkpoint: a reset cut short leaves parts nothing counts, never the reverse.
+        let parts = parts_of(team);
+        for part in &parts {
+            kv.delete(kv::DEFAULT_STORE, part)?;
+        }
+        if !parts.is_empty() {
+            println!(
+                "deleted {} part key(s) that checkpoint counted",
+                parts.len()
+            );
+        }
         let status = walk_key(request.stream, team, WalkLeaf::Status);
         if kv.exists(kv::DEFAULT_STORE, &status)? {
             println!("kept    {status} (totals and last error; the next pass updates it)");
@@ -340,6 +364,47 @@ mod tests {
         ] {
             assert_eq!(checkpoint_team("audit", other), None, "{other}");
         }
+    }
+
+    /// A reset takes the parts its checkpoints count (access tie parts, audit ledger parts) with
+    /// them, only those of the walks it resets.
+    #[test]
+    fn reset_deletes_the_parts_its_checkpoints_count() {
+        let dir =
+            std::env::temp_dir().join(format!("slack-logs-reset-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("state.db");
+        let kv = KvStore::open(&StateSpec::Sqlite(state.clone())).unwrap();
+        let set = |k: &str| {
+            kv.set(kv::DEFAULT_STORE, k, b"{\"v\":2,\"watermark\":5}")
+                .unwrap()
+        };
+        let t1_part = keys::access_tie_part_key(Some("T1"), "date_first", 0);
+        let t2_part = keys::access_tie_part_key(Some("T2"), "date_last", 1);
+        set(&walk_key("access", "T1", WalkLeaf::Checkpoint));
+        set(&walk_key("access", "T2", WalkLeaf::Checkpoint));
+        set(&t1_part);
+        set(&t2_part);
+        set(&keys::ledger_part_key(600, 0));
+        drop(kv);
+        let g = Global {
+            state: Some(state.clone()),
+            config: Some(dir.join("none.toml")),
+            ..Global::default()
+        };
+        std::fs::write(dir.join("none.toml"), "").unwrap();
+        let request = ResetRequest::new("access", Some("T1".into()), true).unwrap();
+        assert_eq!(cmd_reset(&g, &request).unwrap(), ExitCode::SUCCESS);
+        let kv = KvStore::open(&StateSpec::Sqlite(state)).unwrap();
+        let has = |k: &str| kv.exists(kv::DEFAULT_STORE, k).unwrap();
+        assert!(!has(&walk_key("access", "T1", WalkLeaf::Checkpoint)) && !has(&t1_part));
+        assert!(has(&walk_key("access", "T2", WalkLeaf::Checkpoint)) && has(&t2_part));
+        assert!(
+            has(&keys::ledger_part_key(600, 0)),
+            "another stream's parts stay"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
